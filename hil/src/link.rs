@@ -1,0 +1,150 @@
+use std::io::{Read, Write};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serialport::{SerialPort, TTYPort};
+
+use crate::HilError;
+
+/// Where a run goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The agent as a child process on a pseudo-terminal, capped as the profile says.
+    Emulated,
+    /// A board on a serial port.
+    Serial { port: String, baud: Option<u32> },
+}
+
+impl FromStr for Target {
+    type Err = HilError;
+    fn from_str(s: &str) -> Result<Self, HilError> {
+        if s == "emu" {
+            return Ok(Target::Emulated);
+        }
+        let rest = s
+            .strip_prefix("serial:")
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| HilError::BadTarget(s.into()))?;
+        match rest.rsplit_once('@') {
+            Some((port, baud)) => {
+                let baud = baud.parse().map_err(|_| HilError::BadTarget(s.into()))?;
+                Ok(Target::Serial {
+                    port: port.into(),
+                    baud: Some(baud),
+                })
+            }
+            None => Ok(Target::Serial {
+                port: rest.into(),
+                baud: None,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Emulated => write!(f, "emu"),
+            Target::Serial {
+                port,
+                baud: Some(b),
+            } => write!(f, "serial:{port}@{b}"),
+            Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
+        }
+    }
+}
+
+/// A byte link to one board.
+pub trait Link: Send {
+    fn send(&mut self, bytes: &[u8]) -> Result<(), HilError>;
+    /// Reads what is there, waiting at most the link's poll interval; 0 if nothing came.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, HilError>;
+    /// An error if the board is known to be gone (the emulated board's process ended).
+    fn check_alive(&mut self) -> Result<(), (String, String)> {
+        Ok(())
+    }
+}
+
+/// How long one read waits; short, so a dead board is noticed quickly.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+
+pub struct SerialLink {
+    port: TTYPort,
+}
+
+impl SerialLink {
+    pub fn open(port: &str, baud: u32) -> Result<Self, HilError> {
+        let port_handle = serialport::new(port, baud)
+            .timeout(POLL)
+            .open_native()
+            .map_err(|e| HilError::Open {
+                port: port.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { port: port_handle })
+    }
+
+    pub(crate) fn from_port(mut port: TTYPort) -> Result<Self, HilError> {
+        port.set_timeout(POLL).map_err(|e| HilError::Open {
+            port: "pty".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { port })
+    }
+}
+
+impl Link for SerialLink {
+    fn send(&mut self, bytes: &[u8]) -> Result<(), HilError> {
+        self.port.write_all(bytes)?;
+        self.port.flush()?;
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, HilError> {
+        match self.port.read(buf) {
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        assert_eq!("emu".parse::<Target>().unwrap(), Target::Emulated);
+        assert_eq!(
+            "serial:/dev/ttyUSB0@921600".parse::<Target>().unwrap(),
+            Target::Serial {
+                port: "/dev/ttyUSB0".into(),
+                baud: Some(921600)
+            }
+        );
+        assert_eq!(
+            "serial:COM3".parse::<Target>().unwrap(),
+            Target::Serial {
+                port: "COM3".into(),
+                baud: None
+            }
+        );
+        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast"] {
+            let e = bad.parse::<Target>().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{bad}`")) && e.contains("serial:PORT"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,412 @@
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use edgehil_runtime::wire::{
+    encode_frame, AgentError, AgentStats, BoardInfo, Command, Digest, EngineKind, Event,
+    FrameDecoder, InferReport, LoadReport, OptLevel, OutputMode, OutputPart, Request, Tensor,
+    ToHost, Values, PROTOCOL_VERSION,
+};
+
+use crate::{HilError, Link};
+
+/// Host-side time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Silence (no frame, not even a heartbeat) after which a request is sent again.
+    pub resend_after: Duration,
+    /// Sends of one request before the board is declared unresponsive.
+    pub max_sends: u32,
+    /// Longest any one request may take, heartbeats or not.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        // The agent sends a heartbeat every 250 ms while working.
+        Self {
+            resend_after: Duration::from_millis(1500),
+            max_sends: 3,
+            request: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Deliberate corruption of chosen frames, to test recovery over a real link.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// 0-based indices of frames sent by the host to corrupt.
+    pub corrupt_sent: Vec<u64>,
+    /// 0-based indices of frames received by the host to corrupt.
+    pub corrupt_received: Vec<u64>,
+}
+
+/// One output as the board sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputData {
+    Full(Tensor),
+    /// Per row: indices and values of the largest k.
+    TopK {
+        name: String,
+        shape: Vec<u64>,
+        rows: Vec<(Vec<u32>, Vec<f32>)>,
+    },
+    Digest {
+        name: String,
+        shape: Vec<u64>,
+        digest: Digest,
+    },
+}
+
+impl OutputData {
+    pub fn name(&self) -> &str {
+        match self {
+            OutputData::Full(t) => &t.name,
+            OutputData::TopK { name, .. } | OutputData::Digest { name, .. } => name,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InferResult {
+    /// Timed runs only, in nanoseconds as the board measured them.
+    pub latencies_ns: Vec<u64>,
+    pub outputs: Vec<OutputData>,
+    pub report: InferReport,
+}
+
+/// Link-level counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub bad_frames: u64,
+    pub resends: u64,
+}
+
+/// A conversation with one board's agent.
+pub struct Session {
+    link: Box<dyn Link>,
+    timeouts: Timeouts,
+    faults: Faults,
+    decoder: FrameDecoder,
+    next_id: u32,
+    pub stats: LinkStats,
+}
+
+impl Session {
+    pub fn new(link: Box<dyn Link>, timeouts: Timeouts) -> Self {
+        Self {
+            link,
+            timeouts,
+            faults: Faults::default(),
+            decoder: FrameDecoder::new(),
+            next_id: 1,
+            stats: LinkStats::default(),
+        }
+    }
+
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Opens the session: protocol version check and what the board is.
+    pub fn hello(&mut self) -> Result<BoardInfo, HilError> {
+        match self.request(
+            "hello",
+            Command::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            },
+            |_| {},
+        ) {
+            Ok(Event::HelloAck(info)) if info.protocol_version == PROTOCOL_VERSION => Ok(info),
+            Ok(Event::HelloAck(info)) => Err(HilError::VersionMismatch {
+                agent: info.protocol_version,
+                host: PROTOCOL_VERSION,
+            }),
+            Err(HilError::Agent {
+                error: AgentError::VersionMismatch { agent, host },
+                ..
+            }) => Err(HilError::VersionMismatch { agent, host }),
+            other => unexpected("hello", other),
+        }
+    }
+
+    pub fn load(
+        &mut self,
+        path: &str,
+        engine: EngineKind,
+        opt_level: OptLevel,
+        threads: u16,
+    ) -> Result<LoadReport, HilError> {
+        let command = Command::Load {
+            path: path.into(),
+            engine,
+            opt_level,
+            threads,
+        };
+        match self.request("load", command, |_| {})? {
+            Event::Loaded(report) => Ok(report),
+            other => unexpected("load", Ok(other)),
+        }
+    }
+
+    /// Stages the inputs on the board, chunk by chunk.
+    pub fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), HilError> {
+        for (index, t) in inputs.iter().enumerate() {
+            for chunk in t.chunks() {
+                match self.request(
+                    "set-input",
+                    Command::SetInput {
+                        index: index as u16,
+                        chunk,
+                    },
+                    |_| {},
+                )? {
+                    Event::Done => {}
+                    other => return unexpected("set-input", Ok(other)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `warmup` + `runs` inferences; `on_run` sees each timed latency as it arrives.
+    pub fn infer(
+        &mut self,
+        runs: u32,
+        warmup: u32,
+        mode: OutputMode,
+        mut on_run: impl FnMut(u32, u64),
+    ) -> Result<InferResult, HilError> {
+        let mut latencies_ns = Vec::new();
+        let mut outputs: Vec<OutputData> = Vec::new();
+        let terminal = self.request(
+            "infer",
+            Command::Infer {
+                runs,
+                warmup,
+                outputs: mode,
+            },
+            |event| match event {
+                Event::Run {
+                    index,
+                    warmup: false,
+                    nanos,
+                } => {
+                    on_run(*index, *nanos);
+                    latencies_ns.push(*nanos);
+                }
+                Event::Output(part) => collect_output(&mut outputs, part.clone()),
+                _ => {}
+            },
+        )?;
+        match terminal {
+            Event::InferDone(report) => Ok(InferResult {
+                latencies_ns,
+                outputs,
+                report,
+            }),
+            other => unexpected("infer", Ok(other)),
+        }
+    }
+
+    pub fn stats(&mut self) -> Result<AgentStats, HilError> {
+        match self.request("stats", Command::Stats, |_| {})? {
+            Event::Stats(s) => Ok(s),
+            other => unexpected("stats", Ok(other)),
+        }
+    }
+
+    pub fn shutdown(&mut self) -> Result<(), HilError> {
+        self.request("shutdown", Command::Shutdown, |_| {})
+            .map(drop)
+    }
+
+    fn send_frame(&mut self, frame: &[u8]) -> Result<(), HilError> {
+        let index = self.stats.frames_sent;
+        self.stats.frames_sent += 1;
+        if self.faults.corrupt_sent.contains(&index) {
+            self.link.send(&corrupt(frame))
+        } else {
+            self.link.send(frame)
+        }
+    }
+
+    /// Sends a request and collects its answer; `on_event` sees each
+    /// non-terminal event once, in order, even across resends.
+    fn request(
+        &mut self,
+        what: &'static str,
+        command: Command,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Event, HilError> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let frame = encode_frame(&Request { id, command }).map_err(|e| HilError::Encode {
+            command: what,
+            reason: e.to_string(),
+        })?;
+        self.send_frame(&frame)?;
+        let started = Instant::now();
+        let mut last_heard = started;
+        let mut sends = 1;
+        let mut events: BTreeMap<u32, Event> = BTreeMap::new();
+        let mut delivered = 0u32;
+        let mut terminal_seq: Option<u32> = None;
+        let mut lost_some = false;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.link.recv(&mut buf)?;
+            let mut frames = Vec::new();
+            self.decoder.feed::<ToHost>(&buf[..n], |f| frames.push(f));
+            for f in frames {
+                let index = self.stats.frames_received;
+                self.stats.frames_received += 1;
+                let f = if self.faults.corrupt_received.contains(&index) {
+                    Err(())
+                } else {
+                    f.map_err(drop)
+                };
+                match f {
+                    Err(()) => {
+                        self.stats.bad_frames += 1;
+                        lost_some = true;
+                    }
+                    Ok(ToHost::Heartbeat { id: hid, .. }) if hid == id => {
+                        last_heard = Instant::now()
+                    }
+                    Ok(ToHost::Event {
+                        id: eid,
+                        seq,
+                        event,
+                    }) if eid == id => {
+                        last_heard = Instant::now();
+                        if let Event::Error(error) = event {
+                            // An error ends the answer whatever came before it.
+                            return Err(HilError::Agent {
+                                command: what,
+                                error,
+                            });
+                        }
+                        if event.is_terminal() {
+                            terminal_seq = Some(seq);
+                        }
+                        events.entry(seq).or_insert(event);
+                        while let Some(e) = events.get(&delivered) {
+                            if !e.is_terminal() {
+                                on_event(e);
+                            }
+                            delivered += 1;
+                        }
+                    }
+                    Ok(_) => {} // late frames of an earlier request
+                }
+            }
+            if let Some(t) = terminal_seq {
+                if delivered > t {
+                    return Ok(events.remove(&t).expect("terminal event present"));
+                }
+            }
+            if n == 0 {
+                if let Err((status, stderr)) = self.link.check_alive() {
+                    return Err(HilError::AgentExited {
+                        command: what,
+                        status,
+                        stderr,
+                    });
+                }
+            }
+            let silent = last_heard.elapsed();
+            if started.elapsed() > self.timeouts.request
+                || (silent > self.timeouts.resend_after && sends >= self.timeouts.max_sends)
+            {
+                return Err(HilError::Timeout {
+                    command: what,
+                    waited: started.elapsed(),
+                    sends,
+                    silent,
+                });
+            }
+            // Resend on silence, or once a lost frame leaves a gap the terminal cannot close.
+            let gap = lost_some && terminal_seq.is_some();
+            if silent > self.timeouts.resend_after || gap {
+                self.stats.resends += 1;
+                sends += 1;
+                lost_some = false;
+                terminal_seq = None;
+                last_heard = Instant::now();
+                self.send_frame(&frame)?;
+            }
+        }
+    }
+}
+
+/// Flips one bit in the middle of a frame, keeping it free of zero bytes so
+/// that it still arrives as one frame and the CRC must catch it.
+fn corrupt(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let i = f.len() / 2;
+    f[i] = if f[i] ^ 0x10 == 0 {
+        f[i] ^ 0x20
+    } else {
+        f[i] ^ 0x10
+    };
+    f
+}
+
+fn collect_output(outputs: &mut Vec<OutputData>, part: OutputPart) {
+    let index = match &part {
+        OutputPart::Chunk { index, .. }
+        | OutputPart::TopK { index, .. }
+        | OutputPart::Digest { index, .. } => usize::from(*index),
+    };
+    match part {
+        OutputPart::Chunk { chunk, .. } => match outputs.get_mut(index) {
+            Some(OutputData::Full(t)) => match (&mut t.values, chunk.values) {
+                (Values::F32(a), Values::F32(b)) => a.extend(b),
+                (Values::I64(a), Values::I64(b)) => a.extend(b),
+                _ => {}
+            },
+            _ => outputs.push(OutputData::Full(Tensor {
+                name: chunk.name,
+                shape: chunk.shape,
+                values: chunk.values,
+            })),
+        },
+        OutputPart::TopK {
+            name,
+            shape,
+            indices,
+            values,
+            ..
+        } => match outputs.get_mut(index) {
+            Some(OutputData::TopK { rows, .. }) => rows.push((indices, values)),
+            _ => outputs.push(OutputData::TopK {
+                name,
+                shape,
+                rows: vec![(indices, values)],
+            }),
+        },
+        OutputPart::Digest {
+            name,
+            shape,
+            digest,
+            ..
+        } => outputs.push(OutputData::Digest {
+            name,
+            shape,
+            digest,
+        }),
+    }
+}
+
+fn unexpected<T>(command: &'static str, got: Result<Event, HilError>) -> Result<T, HilError> {
+    match got {
+        Err(e) => Err(e),
+        Ok(event) => Err(HilError::Unexpected {
+            command,
+            event: format!("{event:?}"),
+        }),
+    }
+}

@@ -1,0 +1,162 @@
+//! The roofline latency model for a board the run did not happen on.
+//!
+//! predicted = max(FLOPs / peak compute, bytes moved / bandwidth) + call overhead
+//!
+//! FLOPs are 2 × the multiply-accumulates tract counts for the graph with
+//! the run's input shapes; bytes moved are the weights plus the inputs and
+//! outputs, each read or written once per inference (activations are assumed
+//! to stay in cache). Peak compute is the profile's int8 rate only when the
+//! engine runs int8 kernels (ONNX Runtime at Extended or All fuses
+//! DequantizeLinear→MatMul into one); otherwise weights are dequantized and
+//! the multiply runs in fp32.
+
+use std::path::Path;
+
+use serde::Serialize;
+use tract_onnx::prelude::{Datum, Framework, InferenceFact, InferenceModelExt, TypedFact};
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::Cost;
+
+use edgehil_runtime::wire::{DType, EngineKind, OptLevel, Tensor};
+
+use crate::profile::Profile;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EstimateError {
+    /// tract could not analyse the graph
+    #[error("cannot analyse {path}: {reason}")]
+    Graph { path: String, reason: String },
+}
+
+/// What one inference costs, from the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GraphCost {
+    pub flops: f64,
+    pub weight_bytes: u64,
+    pub io_bytes: u64,
+    /// Some weights are stored as int8.
+    pub int8_weights: bool,
+}
+
+pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateError> {
+    let err = |e: tract_onnx::prelude::TractError| EstimateError::Graph {
+        path: path.display().to_string(),
+        reason: format!("{e:#}"),
+    };
+    let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+    for (i, t) in inputs.iter().enumerate() {
+        let shape: Vec<usize> = t.shape.iter().map(|d| *d as usize).collect();
+        let fact = match t.values.dtype() {
+            DType::F32 => InferenceFact::dt_shape(f32::datum_type(), shape),
+            DType::I64 => InferenceFact::dt_shape(i64::datum_type(), shape),
+        };
+        model.set_input_fact(i, fact).map_err(err)?;
+    }
+    let model = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(err)?;
+    let (mut flops, mut weight_bytes, mut int8_weights) = (0f64, 0u64, false);
+    for node in model.nodes() {
+        if let Some(c) = node.op_as::<Const>() {
+            weight_bytes += (c.val().len() * c.val().datum_type().size_of()) as u64;
+            int8_weights |= c.val().datum_type().size_of() == 1;
+            continue;
+        }
+        let facts: Vec<&TypedFact> = node
+            .inputs
+            .iter()
+            .map(|o| model.outlet_fact(*o))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        for (cost, count) in node.op.cost(&facts).map_err(err)? {
+            let n = count.to_i64().unwrap_or(0) as f64;
+            match cost {
+                Cost::FMA(_) => flops += 2.0 * n,
+                Cost::Div(_) => flops += n,
+                _ => {}
+            }
+        }
+    }
+    let out_bytes: u64 = model
+        .output_outlets()
+        .map_err(err)?
+        .iter()
+        .map(|o| {
+            model.outlet_fact(*o).map(|f| {
+                f.shape
+                    .as_concrete()
+                    .map_or(0, |s| s.iter().product::<usize>())
+                    * f.datum_type.size_of()
+            })
+        })
+        .sum::<Result<usize, _>>()
+        .map_err(err)? as u64;
+    let in_bytes: u64 = inputs
+        .iter()
+        .map(|t| t.values.len() as u64 * dtype_size(t.values.dtype()))
+        .sum();
+    Ok(GraphCost {
+        flops,
+        weight_bytes,
+        io_bytes: in_bytes + out_bytes,
+        int8_weights,
+    })
+}
+
+fn dtype_size(d: DType) -> u64 {
+    match d {
+        DType::F32 => 4,
+        DType::I64 => 8,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    Compute,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prediction {
+    pub latency_ms: f64,
+    pub compute_ms: f64,
+    pub memory_ms: f64,
+    pub overhead_ms: f64,
+    pub bound: Bound,
+    /// "fp32" or "int8": which of the profile's peaks was used.
+    pub peak: &'static str,
+}
+
+pub fn predict(
+    cost: &GraphCost,
+    profile: &Profile,
+    engine: EngineKind,
+    opt_level: OptLevel,
+) -> Prediction {
+    let int8_kernels = cost.int8_weights
+        && engine == EngineKind::Ort
+        && matches!(opt_level, OptLevel::Extended | OptLevel::All);
+    let (peak, rate) = if int8_kernels {
+        ("int8", profile.peak_int8.value.0)
+    } else {
+        ("fp32", profile.peak_fp32.value.0)
+    };
+    let compute_s = cost.flops / rate;
+    let memory_s = (cost.weight_bytes + cost.io_bytes) as f64 / profile.bandwidth.value.0;
+    let overhead_s = profile.call_overhead.value.0;
+    Prediction {
+        latency_ms: (compute_s.max(memory_s) + overhead_s) * 1e3,
+        compute_ms: compute_s * 1e3,
+        memory_ms: memory_s * 1e3,
+        overhead_ms: overhead_s * 1e3,
+        bound: if compute_s >= memory_s {
+            Bound::Compute
+        } else {
+            Bound::Memory
+        },
+        peak,
+    }
+}

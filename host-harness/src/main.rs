@@ -1,0 +1,256 @@
+//! `edgehil`: the command line. Everything it does lives in the library; this
+//! file parses arguments, prints, and maps outcomes to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use edgehil::profile::Profiles;
+use edgehil::report::Status;
+use edgehil::run::{self, RunOptions};
+use edgehil::units::{human_bytes, Bytes};
+use edgehil_hil::{Faults, Target, Timeouts};
+use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
+
+/// Exit codes: 0 all fit and ran; 1 host error; 2 usage; 3 a model did not fit; 4 a board failed.
+const EXIT_DOES_NOT_FIT: u8 = 3;
+const EXIT_BOARD_FAILED: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Does this model, compressed this way, fit this board, how fast, and is it still right?"
+)]
+struct Cli {
+    /// A folder of a team's own device profiles (added to the built-in ones).
+    #[arg(long, global = true, env = "EDGEHIL_PROFILES_DIR")]
+    profiles_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a model on a board (default: the shipped transformer block on the emulated Jetson Orin Nano).
+    Run(RunArgs),
+    /// Device profiles.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfilesCmd {
+    /// A table of every known profile.
+    List,
+    /// One profile with every figure and its source.
+    Show { name: String },
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// ONNX model to run (default: onnx-models/fixtures/block.onnx).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Device profile; repeat to run on several boards in turn.
+    #[arg(long = "profile", default_values_t = ["jetson-orin-nano".to_string()])]
+    profiles: Vec<String>,
+    /// emu, or serial:PORT[@BAUD].
+    #[arg(long, default_value = "emu")]
+    target: String,
+    /// tract or ort.
+    #[arg(long, default_value = "tract", value_parser = parse_engine)]
+    engine: EngineKind,
+    /// Graph optimisation level for ort: disabled, basic, extended, all.
+    #[arg(long, default_value = "all", value_parser = parse_opt_level)]
+    opt_level: OptLevel,
+    /// Timed runs.
+    #[arg(long, default_value_t = 20)]
+    runs: u32,
+    /// Untimed warm-up runs before them.
+    #[arg(long, default_value_t = 3)]
+    warmup: u32,
+    /// Inputs as JSON: {"NAME": {"shape": [..], "values": [..]}}; default: seeded random.
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Model whose host outputs are the reference (e.g. the fp32 model of an int8 one); default: --model.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// What the board sends back: full, topk:K, digest.
+    #[arg(long, default_value = "full", value_parser = parse_outputs)]
+    outputs: OutputMode,
+    /// RAM cap instead of the profile's usable RAM, e.g. "64 MiB".
+    #[arg(long, value_parser = parse_bytes)]
+    cap: Option<u64>,
+    /// Write the reports as a JSON array here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Seconds of silence from the board before a request is sent again (three sends at most).
+    #[arg(long, default_value_t = 1.5)]
+    resend_after: f64,
+    /// Longest one request may take, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+}
+
+fn parse_engine(s: &str) -> Result<EngineKind, String> {
+    EngineKind::ALL
+        .into_iter()
+        .find(|e| e.name() == s)
+        .ok_or_else(|| format!("`{s}`: expected tract or ort"))
+}
+
+fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
+    OptLevel::ALL
+        .into_iter()
+        .find(|o| o.name() == s)
+        .ok_or_else(|| format!("`{s}`: expected disabled, basic, extended or all"))
+}
+
+fn parse_outputs(s: &str) -> Result<OutputMode, String> {
+    match s {
+        "full" => Ok(OutputMode::Full),
+        "digest" => Ok(OutputMode::Digest),
+        _ => s
+            .strip_prefix("topk:")
+            .and_then(|k| k.parse().ok())
+            .map(OutputMode::TopK)
+            .ok_or_else(|| format!("`{s}`: expected full, digest or topk:K")),
+    }
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .or_else(|_| Bytes::try_from(s.to_string()).map(|b| b.0))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("edgehil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    let profiles = Profiles::load(cli.profiles_dir.as_deref())?;
+    match cli
+        .command
+        .unwrap_or(Cmd::Run(RunArgs::parse_from(["run"])))
+    {
+        Cmd::Profiles {
+            command: ProfilesCmd::List,
+        } => {
+            print!("{}", profiles_table(&profiles));
+            Ok(0)
+        }
+        Cmd::Profiles {
+            command: ProfilesCmd::Show { name },
+        } => {
+            let p = profiles.get(&name)?;
+            print!("{}", p.describe());
+            Ok(0)
+        }
+        Cmd::Run(args) => run_cmd(args, &profiles),
+    }
+}
+
+fn profiles_table(profiles: &Profiles) -> String {
+    let mut s = format!(
+        "{:<22} {:<6} {:<10} {:>5} {:>10} {:>10} {:>14} {:>13} {:>12}  {}\n",
+        "NAME", "CLASS", "ARCH", "CORES", "RAM", "USABLE", "FP32", "INT8", "BANDWIDTH", "LINK"
+    );
+    for p in profiles.iter() {
+        let link = match &p.link {
+            edgehil::profile::LinkSpec::Serial { baud } => format!("serial@{baud}"),
+            edgehil::profile::LinkSpec::Probe { chip } => format!("probe:{chip}"),
+        };
+        s += &format!(
+            "{:<22} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8.1} GFLOP/s {:>8.1} GOP/s {:>7.1} GB/s  {}\n",
+            p.name,
+            format!("{:?}", p.class).to_lowercase(),
+            format!("{:?}", p.arch).to_lowercase(),
+            p.cores.value,
+            human_bytes(p.ram_total.value.0 as f64),
+            human_bytes(p.ram_usable.value.0 as f64),
+            p.peak_fp32.value.0 / 1e9,
+            p.peak_int8.value.0 / 1e9,
+            p.bandwidth.value.0 / 1e9,
+            link
+        );
+    }
+    s
+}
+
+fn run_cmd(args: RunArgs, profiles: &Profiles) -> Result<u8> {
+    let model = args
+        .model
+        .unwrap_or_else(|| edgehil_onnx::fixtures::dir().join("block.onnx"));
+    if !model.is_file() {
+        bail!("model {} does not exist", model.display());
+    }
+    let target: Target = args.target.parse()?;
+    let ort_library = match args.engine {
+        EngineKind::Ort => Some(run::find_ort_library(args.ort_library.as_deref())?),
+        EngineKind::Tract => args.ort_library,
+    };
+    let agent = match (&target, args.agent) {
+        (_, Some(a)) => a,
+        (Target::Emulated, None) => run::find_agent()?,
+        (Target::Serial { .. }, None) => PathBuf::new(),
+    };
+    let opts = RunOptions {
+        model,
+        reference: args.reference,
+        target,
+        engine: args.engine,
+        opt_level: args.opt_level,
+        runs: args.runs,
+        warmup: args.warmup,
+        inputs: args.inputs,
+        seed: args.seed,
+        outputs: args.outputs,
+        cap: args.cap,
+        agent,
+        ort_library,
+        timeouts: Timeouts {
+            resend_after: Duration::from_secs_f64(args.resend_after),
+            request: Duration::from_secs_f64(args.timeout),
+            ..Timeouts::default()
+        },
+        faults: Faults::default(),
+        agent_args: Vec::new(),
+    };
+    let mut reports = Vec::new();
+    for name in &args.profiles {
+        let profile = profiles.get(name)?;
+        let report = run::run(&opts, profile)?;
+        println!("{}", report.table());
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&reports).context("encoding the reports")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let worst = reports.iter().map(|r| r.status).fold(0, |code, s| match s {
+        Status::Ok => code,
+        Status::DoesNotFit => code.max(EXIT_DOES_NOT_FIT),
+        Status::Failed => code.max(EXIT_BOARD_FAILED),
+    });
+    Ok(worst)
+}

@@ -1,0 +1,278 @@
+//! Device profiles: one TOML file per board, every figure with its source.
+//!
+//! The schema rejects unknown fields and foreign units, so a typo in a
+//! team's own profile is an error naming the file and the field rather than
+//! a silently missing figure in a report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{ByteRate, Bytes, FlopRate, Hertz, OpRate, Seconds};
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_profiles.rs"));
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// a profile file could not be read
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// a profile file is not valid
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// a field holds a value the schema allows but that makes no sense
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+    /// no profile of that name
+    #[error("no device profile named `{name}`; known: {known}")]
+    NotFound { name: String, known: String },
+}
+
+/// A figure and where it comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Figure<T> {
+    pub value: T,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceClass {
+    Phone,
+    Sbc,
+    Mcu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Aarch64,
+    X86_64,
+    Armv7,
+    Thumbv7em,
+    Thumbv6m,
+    Xtensa,
+    Riscv32,
+}
+
+/// How the board is reached by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum LinkSpec {
+    Serial { baud: u32 },
+    Probe { chip: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub display_name: String,
+    pub class: DeviceClass,
+    pub arch: Arch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    pub cores: Figure<u32>,
+    pub clock: Figure<Hertz>,
+    pub ram_total: Figure<Bytes>,
+    /// What one application can allocate after the OS: the emulated board's cap.
+    pub ram_usable: Figure<Bytes>,
+    /// Peak compute of the CPU cores the runtime uses.
+    pub peak_fp32: Figure<FlopRate>,
+    pub peak_int8: Figure<OpRate>,
+    pub bandwidth: Figure<ByteRate>,
+    /// Fixed cost of one inference call in the latency model.
+    pub call_overhead: Figure<Seconds>,
+    pub link: LinkSpec,
+}
+
+impl Profile {
+    /// Parses one profile; `path` names it in errors and must match `name`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ProfileError> {
+        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().into(),
+        })?;
+        let invalid = |field, message: String| {
+            Err(ProfileError::Invalid {
+                path: path.into(),
+                field,
+                message,
+            })
+        };
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if p.name != stem {
+            return invalid(
+                "name",
+                format!("`{}` differs from the file name `{stem}`", p.name),
+            );
+        }
+        if p.cores.value == 0 {
+            return invalid("cores", "must be at least 1".into());
+        }
+        if p.ram_usable.value > p.ram_total.value {
+            return invalid(
+                "ram_usable",
+                format!(
+                    "{} is more than ram_total {}",
+                    p.ram_usable.value.0, p.ram_total.value.0
+                ),
+            );
+        }
+        for (field, zero) in [
+            ("ram_usable", p.ram_usable.value.0 == 0),
+            ("peak_fp32", p.peak_fp32.value.0 <= 0.0),
+            ("peak_int8", p.peak_int8.value.0 <= 0.0),
+            ("bandwidth", p.bandwidth.value.0 <= 0.0),
+        ] {
+            if zero {
+                return invalid(field, "must be more than zero".into());
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl Profile {
+    /// Every figure with its value, source and reasoning, for `profiles show`.
+    pub fn describe(&self) -> String {
+        use crate::units::human_bytes;
+        use std::fmt::Write;
+        let mut s = format!(
+            "{} ({})\nclass {:?}, arch {:?}, link {:?}\n",
+            self.display_name, self.name, self.class, self.arch, self.link
+        );
+        if let Some(n) = &self.notes {
+            let _ = writeln!(s, "notes: {n}");
+        }
+        let mut row = |field: &str, value: String, source: &str, reasoning: &Option<String>| {
+            let _ = writeln!(s, "\n{field:<14} {value}\n{:<14} source: {source}", "");
+            if let Some(r) = reasoning {
+                let _ = writeln!(s, "{:<14} why: {r}", "");
+            }
+        };
+        let f = &self;
+        row(
+            "cores",
+            f.cores.value.to_string(),
+            &f.cores.source,
+            &f.cores.reasoning,
+        );
+        row(
+            "clock",
+            format!("{:.3} GHz", f.clock.value.0 / 1e9),
+            &f.clock.source,
+            &f.clock.reasoning,
+        );
+        row(
+            "ram_total",
+            human_bytes(f.ram_total.value.0 as f64),
+            &f.ram_total.source,
+            &f.ram_total.reasoning,
+        );
+        row(
+            "ram_usable",
+            human_bytes(f.ram_usable.value.0 as f64),
+            &f.ram_usable.source,
+            &f.ram_usable.reasoning,
+        );
+        row(
+            "peak_fp32",
+            format!("{:.2} GFLOP/s", f.peak_fp32.value.0 / 1e9),
+            &f.peak_fp32.source,
+            &f.peak_fp32.reasoning,
+        );
+        row(
+            "peak_int8",
+            format!("{:.2} GOP/s", f.peak_int8.value.0 / 1e9),
+            &f.peak_int8.source,
+            &f.peak_int8.reasoning,
+        );
+        row(
+            "bandwidth",
+            format!("{:.2} GB/s", f.bandwidth.value.0 / 1e9),
+            &f.bandwidth.source,
+            &f.bandwidth.reasoning,
+        );
+        row(
+            "call_overhead",
+            format!("{:.1} us", f.call_overhead.value.0 * 1e6),
+            &f.call_overhead.source,
+            &f.call_overhead.reasoning,
+        );
+        s
+    }
+}
+
+/// The profiles known to a run: the built-in ones, then a team's folder
+/// (whose profiles replace built-in ones of the same name).
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    by_name: BTreeMap<String, Profile>,
+}
+
+impl Profiles {
+    pub fn builtin() -> Result<Self, ProfileError> {
+        let mut by_name = BTreeMap::new();
+        for (stem, text) in builtin::BUILTIN {
+            let path = PathBuf::from(format!("device-profiles/{stem}.toml"));
+            by_name.insert(stem.to_string(), Profile::parse(text, &path)?);
+        }
+        Ok(Self { by_name })
+    }
+
+    /// Built-in profiles plus every `*.toml` in `dir`.
+    pub fn load(dir: Option<&Path>) -> Result<Self, ProfileError> {
+        let mut all = Self::builtin()?;
+        let Some(dir) = dir else { return Ok(all) };
+        let read_err = |source| ProfileError::Read {
+            path: dir.into(),
+            source,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(read_err)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let p = Profile::parse(&text, &path)?;
+            all.by_name.insert(p.name.clone(), p);
+        }
+        Ok(all)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Profile, ProfileError> {
+        self.by_name
+            .get(name)
+            .ok_or_else(|| ProfileError::NotFound {
+                name: name.into(),
+                known: self.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        self.by_name.values()
+    }
+}

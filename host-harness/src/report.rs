@@ -1,0 +1,202 @@
+//! The report of one run: JSON for machines, a table for people.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::accuracy::Accuracy;
+use crate::estimate::{GraphCost, Prediction};
+use crate::units::human_bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The model ran within the cap.
+    Ok,
+    /// A memory limit refused the model.
+    DoesNotFit,
+    /// The board failed otherwise: crash, hang, version, engine error.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BoardSummary {
+    pub agent_version: String,
+    pub arch: String,
+    pub threads: u16,
+    pub engines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadSummary {
+    pub load_ms: f64,
+    pub weight_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyMs {
+    pub runs: u32,
+    pub warmup: u32,
+    pub min: f64,
+    pub median: f64,
+    pub p90: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub cap_bytes: u64,
+    /// Which limit holds the engine: "heap cap" (tract) or "process data limit" (ONNX Runtime).
+    pub limit: &'static str,
+    pub peak_heap: Option<u64>,
+    pub peak_rss: Option<u64>,
+    /// The figure the verdict compares with the cap.
+    pub measured_by: &'static str,
+    pub fits: bool,
+    /// cap − measured (negative: over).
+    pub headroom_bytes: Option<i64>,
+    pub headroom_pct: Option<f64>,
+    /// From a refusal: at least this much was needed.
+    pub needed_at_least: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkSummary {
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub bad_frames_host: u64,
+    pub bad_frames_agent: Option<u32>,
+    pub resends: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub model: String,
+    pub reference: String,
+    pub profile: String,
+    pub target: String,
+    pub engine: String,
+    pub opt_level: String,
+    pub status: Status,
+    pub error: Option<String>,
+    pub board: Option<BoardSummary>,
+    pub load: Option<LoadSummary>,
+    pub latency_ms: Option<LatencyMs>,
+    pub cost: Option<GraphCost>,
+    pub predicted: Option<Prediction>,
+    pub memory: Memory,
+    pub accuracy: Vec<Accuracy>,
+    pub link: LinkSummary,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| {
+        if v != 0.0 && v.abs() < 1e-3 {
+            format!("{v:.2e}")
+        } else {
+            format!("{v:.digits$}")
+        }
+    })
+}
+
+impl RunReport {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} on {} ({}, {}, opt {})",
+            self.model, self.profile, self.target, self.engine, self.opt_level
+        );
+        let m = &self.memory;
+        let verdict = match self.status {
+            Status::Ok => "fits".to_string(),
+            Status::DoesNotFit => match m.needed_at_least {
+                Some(n) => format!(
+                    "does not fit: needed >= {}, cap {} ({})",
+                    human_bytes(n as f64),
+                    human_bytes(m.cap_bytes as f64),
+                    m.limit
+                ),
+                None => format!(
+                    "does not fit: cap {} ({})",
+                    human_bytes(m.cap_bytes as f64),
+                    m.limit
+                ),
+            },
+            Status::Failed => "failed".to_string(),
+        };
+        let _ = writeln!(s, "  status     {verdict}");
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "  error      {e}");
+        }
+        if let Some(l) = &self.latency_ms {
+            let _ = writeln!(
+                s,
+                "  latency    min {:.3} ms  median {:.3} ms  p90 {:.3} ms  max {:.3} ms  ({} runs after {} warm-ups)",
+                l.min, l.median, l.p90, l.max, l.runs, l.warmup
+            );
+        }
+        if let Some(p) = &self.predicted {
+            let _ = writeln!(
+                s,
+                "  predicted  {:.3} ms on {} ({:?}-bound: compute {:.4} ms at {} peak, memory {:.4} ms, overhead {:.3} ms)",
+                p.latency_ms, self.profile, p.bound, p.compute_ms, p.peak, p.memory_ms, p.overhead_ms
+            );
+        }
+        if let Some(l) = &self.load {
+            let _ = writeln!(
+                s,
+                "  load       {:.1} ms, weights {}",
+                l.load_ms,
+                human_bytes(l.weight_bytes as f64)
+            );
+        }
+        let peak = |v: Option<u64>| v.map_or("-".into(), |v| human_bytes(v as f64));
+        let headroom = match (m.headroom_bytes, m.headroom_pct) {
+            (Some(b), Some(p)) => format!(", headroom {} ({p:.1}%)", human_bytes(b as f64)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  memory     peak heap {}, peak RSS {}, cap {} ({}; verdict by {}){headroom}",
+            peak(m.peak_heap),
+            peak(m.peak_rss),
+            human_bytes(m.cap_bytes as f64),
+            m.limit,
+            m.measured_by
+        );
+        if !self.accuracy.is_empty() {
+            let _ = writeln!(
+                s,
+                "  accuracy   {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+                "output", "L2R", "RMSE", "MAE", "COS", "max|err|", "top-1"
+            );
+            for a in &self.accuracy {
+                let _ = writeln!(
+                    s,
+                    "             {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+                    a.output,
+                    opt(a.l2r, 6),
+                    opt(a.rmse, 6),
+                    opt(a.mae, 6),
+                    opt(a.cosine, 6),
+                    opt(a.max_abs, 6),
+                    a.top1.map_or("-".into(), |t| format!("{:.0}%", t * 100.0))
+                );
+            }
+        }
+        let l = &self.link;
+        let _ = writeln!(
+            s,
+            "  link       {} frames sent, {} received, {} bad at host, {} bad at board, {} resends",
+            l.frames_sent,
+            l.frames_received,
+            l.bad_frames_host,
+            l.bad_frames_agent.map_or("?".into(), |n| n.to_string()),
+            l.resends
+        );
+        s
+    }
+}

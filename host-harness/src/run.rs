@@ -1,0 +1,355 @@
+//! `edgehil run`: one model on one board, against the host reference.
+
+use std::path::{Path, PathBuf};
+
+use edgehil_hil::{
+    EmulatedBoard, EmulatorConfig, Faults, HilError, InferResult, Link, SerialLink, Session,
+    Target, Timeouts,
+};
+use edgehil_runtime::engine::{self, EngineError, LoadOptions};
+use edgehil_runtime::metrics::LatencySummary;
+use edgehil_runtime::wire::{
+    AgentError, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor,
+};
+
+use crate::accuracy::{self, Accuracy};
+use crate::estimate::{self, EstimateError};
+use crate::inputs::{self, InputError};
+use crate::profile::{LinkSpec, Profile};
+use crate::report::{BoardSummary, LatencyMs, LinkSummary, LoadSummary, Memory, RunReport, Status};
+
+/// Host-side failures: these stop the run before any board is involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// the host reference could not be computed
+    #[error("host reference from {path}: {source}")]
+    Reference { path: PathBuf, source: EngineError },
+    #[error(transparent)]
+    Inputs(#[from] InputError),
+    #[error(transparent)]
+    Estimate(#[from] EstimateError),
+    /// the agent binary or the ONNX Runtime library was not found
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub model: PathBuf,
+    pub reference: Option<PathBuf>,
+    pub target: Target,
+    pub engine: EngineKind,
+    pub opt_level: OptLevel,
+    pub runs: u32,
+    pub warmup: u32,
+    pub inputs: Option<PathBuf>,
+    pub seed: u64,
+    pub outputs: OutputMode,
+    /// Overrides the profile's usable RAM as the cap.
+    pub cap: Option<u64>,
+    pub agent: PathBuf,
+    pub ort_library: Option<PathBuf>,
+    pub timeouts: Timeouts,
+    pub faults: Faults,
+    /// Further agent arguments (emulated board only).
+    pub agent_args: Vec<String>,
+}
+
+/// The `edgehil-agent` binary: $EDGEHIL_AGENT, or beside this executable
+/// (or its parent folder, where cargo puts test binaries).
+pub fn find_agent() -> Result<PathBuf, RunError> {
+    if let Some(p) = std::env::var_os("EDGEHIL_AGENT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| RunError::Setup(format!("cannot locate this executable: {e}")))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    [dir.join("edgehil-agent"), dir.join("../edgehil-agent")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            RunError::Setup(format!(
+                "cannot find edgehil-agent beside {}; build it with `cargo build -p edgehil-runtime` or set EDGEHIL_AGENT",
+                exe.display()
+            ))
+        })
+}
+
+/// libonnxruntime: the given path, $EDGEHIL_ORT_LIBRARY, or the one in the
+/// Python `onnxruntime` package (`pip install onnxruntime`).
+pub fn find_ort_library(given: Option<&Path>) -> Result<PathBuf, RunError> {
+    if let Some(p) = given
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("EDGEHIL_ORT_LIBRARY").map(PathBuf::from))
+    {
+        return Ok(p);
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
+        .output();
+    let capi = match out {
+        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        _ => {
+            return Err(RunError::Setup(
+                "engine ort needs libonnxruntime: give --ort-library PATH, set EDGEHIL_ORT_LIBRARY, or `pip install onnxruntime`".into(),
+            ))
+        }
+    };
+    std::fs::read_dir(&capi)
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
+                })
+                .max_by_key(|p| p.as_os_str().len())
+        })
+        .ok_or_else(|| RunError::Setup(format!("no libonnxruntime.so* in {}", capi.display())))
+}
+
+/// Runs a model on the host, uncapped, with tract: the reference.
+pub fn host_run(
+    path: &Path,
+    inputs: Option<&[Tensor]>,
+    seed: u64,
+    inputs_file: Option<&Path>,
+) -> Result<(Vec<Tensor>, Vec<Tensor>), RunError> {
+    let reference_err = |source| RunError::Reference {
+        path: path.into(),
+        source,
+    };
+    let host_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = LoadOptions {
+        engine: EngineKind::Tract,
+        opt_level: OptLevel::All,
+        threads: host_threads,
+        ort_library: None,
+    };
+    let mut engine = engine::load(path, &opts).map_err(reference_err)?;
+    let inputs = match (inputs, inputs_file) {
+        (Some(i), _) => i.to_vec(),
+        (None, Some(file)) => inputs::from_file(file, engine.inputs())?,
+        (None, None) => inputs::seeded(engine.inputs(), seed)?,
+    };
+    engine.set_inputs(&inputs).map_err(reference_err)?;
+    engine.run().map_err(reference_err)?;
+    let outputs = engine.take_outputs().map_err(reference_err)?;
+    Ok((inputs, outputs))
+}
+
+fn open_link(opts: &RunOptions, profile: &Profile, cap: u64) -> Result<Box<dyn Link>, HilError> {
+    match &opts.target {
+        Target::Emulated => {
+            let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let config = EmulatorConfig {
+                agent: opts.agent.clone(),
+                cap,
+                threads: (profile.cores.value as usize).min(host_cores),
+                ort_library: opts.ort_library.clone(),
+                extra_args: opts.agent_args.clone(),
+            };
+            Ok(Box::new(EmulatedBoard::spawn(&config)?))
+        }
+        Target::Serial { port, baud } => {
+            let default_baud = match profile.link {
+                LinkSpec::Serial { baud } => baud,
+                LinkSpec::Probe { .. } => 115_200,
+            };
+            Ok(Box::new(SerialLink::open(
+                port,
+                baud.unwrap_or(default_baud),
+            )?))
+        }
+    }
+}
+
+/// What the board gave before it stopped, if it stopped.
+#[derive(Default)]
+struct BoardRun {
+    info: Option<edgehil_runtime::wire::BoardInfo>,
+    load: Option<LoadReport>,
+    infer: Option<InferResult>,
+    agent_bad_frames: Option<u32>,
+}
+
+fn board_run(
+    session: &mut Session,
+    opts: &RunOptions,
+    profile: &Profile,
+    inputs: &[Tensor],
+    got: &mut BoardRun,
+) -> Result<(), HilError> {
+    got.info = Some(session.hello()?);
+    let threads = got
+        .info
+        .as_ref()
+        .map_or(1, |i| i.cores)
+        .min(profile.cores.value as u16);
+    got.load = Some(session.load(
+        &opts.model.display().to_string(),
+        opts.engine,
+        opts.opt_level,
+        threads,
+    )?);
+    session.set_inputs(inputs)?;
+    got.infer = Some(session.infer(opts.runs, opts.warmup, opts.outputs, |_, _| {})?);
+    got.agent_bad_frames = Some(session.stats()?.bad_frames);
+    session.shutdown()
+}
+
+pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> {
+    let reference_path = opts.reference.clone().unwrap_or_else(|| opts.model.clone());
+    let (inputs, reference) = host_run(&reference_path, None, opts.seed, opts.inputs.as_deref())?;
+    let cost = estimate::graph_cost(&opts.model, &inputs)?;
+    let predicted = estimate::predict(&cost, profile, opts.engine, opts.opt_level);
+    let cap = opts.cap.unwrap_or(profile.ram_usable.value.0);
+
+    let mut got = BoardRun::default();
+    let mut link_stats = None;
+    let outcome = open_link(opts, profile, cap).and_then(|link| {
+        let mut session = Session::new(link, opts.timeouts).with_faults(opts.faults.clone());
+        let r = board_run(&mut session, opts, profile, &inputs, &mut got);
+        link_stats = Some(session.stats);
+        r
+    });
+
+    let limit = match opts.engine {
+        EngineKind::Tract => "heap cap",
+        EngineKind::Ort => "process data limit",
+    };
+    let mut memory = Memory {
+        cap_bytes: cap,
+        limit,
+        peak_heap: None,
+        peak_rss: None,
+        measured_by: match opts.engine {
+            EngineKind::Tract => "peak heap",
+            EngineKind::Ort => "peak RSS",
+        },
+        fits: false,
+        headroom_bytes: None,
+        headroom_pct: None,
+        needed_at_least: None,
+    };
+    let (status, error) = match &outcome {
+        Ok(()) => (Status::Ok, None),
+        Err(HilError::Agent {
+            error:
+                AgentError::OutOfMemory {
+                    requested,
+                    in_use,
+                    cap: limit_bytes,
+                    limit,
+                },
+            ..
+        }) => {
+            memory.needed_at_least = Some(requested + in_use);
+            memory.limit = match limit {
+                MemLimit::Heap => "heap cap",
+                MemLimit::ProcessData => "process data limit",
+            };
+            if *limit_bytes != 0 {
+                memory.cap_bytes = *limit_bytes;
+            }
+            (
+                Status::DoesNotFit,
+                Some(outcome.as_ref().unwrap_err().to_string()),
+            )
+        }
+        Err(HilError::AgentExited { status, .. })
+            if status == &format!("exit code {}", edgehil_runtime::agent::EXIT_OUT_OF_MEMORY) =>
+        {
+            (
+                Status::DoesNotFit,
+                Some(outcome.as_ref().unwrap_err().to_string()),
+            )
+        }
+        Err(e) => (Status::Failed, Some(e.to_string())),
+    };
+
+    let (peak_heap, peak_rss) = match (&got.infer, &got.load) {
+        (Some(i), Some(l)) => (
+            Some(i.report.peak_heap.max(l.peak_heap)),
+            Some(i.report.peak_rss.max(l.peak_rss)),
+        ),
+        (None, Some(l)) => (Some(l.peak_heap), Some(l.peak_rss)),
+        _ => (None, None),
+    };
+    memory.peak_heap = peak_heap;
+    memory.peak_rss = peak_rss;
+    let measured = match opts.engine {
+        EngineKind::Tract => peak_heap,
+        EngineKind::Ort => peak_rss,
+    };
+    if let (Some(m), Status::Ok) = (measured, status) {
+        let headroom = cap as i64 - m as i64;
+        memory.fits = headroom >= 0;
+        memory.headroom_bytes = Some(headroom);
+        memory.headroom_pct = Some(100.0 * headroom as f64 / cap.max(1) as f64);
+    }
+
+    let latency_ms = got.infer.as_ref().and_then(|i| {
+        let us: Vec<f64> = i.latencies_ns.iter().map(|n| *n as f64 / 1e3).collect();
+        LatencySummary::from_micros(&us).map(|s| LatencyMs {
+            runs: opts.runs,
+            warmup: opts.warmup,
+            min: s.min_us / 1e3,
+            median: s.median_us / 1e3,
+            p90: s.p90_us / 1e3,
+            max: s.max_us / 1e3,
+            mean: s.mean_us / 1e3,
+        })
+    });
+    let accuracy: Vec<Accuracy> = got.infer.as_ref().map_or_else(Vec::new, |i| {
+        i.outputs
+            .iter()
+            .zip(&reference)
+            .map(|(b, r)| accuracy::compare(b, r))
+            .collect()
+    });
+    let link = link_stats.map_or_else(LinkSummary::default, |s| LinkSummary {
+        frames_sent: s.frames_sent,
+        frames_received: s.frames_received,
+        bad_frames_host: s.bad_frames,
+        bad_frames_agent: got.agent_bad_frames,
+        resends: s.resends,
+    });
+    Ok(RunReport {
+        model: opts.model.display().to_string(),
+        reference: reference_path.display().to_string(),
+        profile: profile.name.clone(),
+        target: opts.target.to_string(),
+        engine: opts.engine.name().into(),
+        opt_level: got
+            .load
+            .as_ref()
+            .map_or(opts.opt_level, |l| l.opt_level)
+            .name()
+            .into(),
+        status,
+        error,
+        board: got.info.map(|i| BoardSummary {
+            agent_version: i.agent_version,
+            arch: i.arch,
+            threads: got.load.as_ref().map_or(0, |l| l.threads),
+            engines: i
+                .engines
+                .into_iter()
+                .map(|e| e.name().to_string())
+                .collect(),
+        }),
+        load: got.load.as_ref().map(|l| LoadSummary {
+            load_ms: l.load_nanos as f64 / 1e6,
+            weight_bytes: l.weight_bytes,
+        }),
+        latency_ms,
+        cost: Some(cost),
+        predicted: Some(predicted),
+        memory,
+        accuracy,
+        link,
+    })
+}

@@ -1,0 +1,122 @@
+//! Quantities with units, as device profiles write them: "6.5 GiB",
+//! "1.5 GHz", "144 GFLOP/s", "576 GOP/s", "68 GB/s", "50 us".
+//!
+//! Each kind accepts only its own units, so "68 GB" where a bandwidth
+//! belongs is an error that names what was expected.
+
+use serde::{Deserialize, Serialize};
+
+/// Parses "NUMBER UNIT" against a table of (unit, factor).
+fn parse(s: &str, what: &str, units: &[(&str, f64)]) -> Result<f64, String> {
+    let expected = || units.iter().map(|(u, _)| *u).collect::<Vec<_>>().join(", ");
+    let (num, unit) = s.trim().split_once(' ').ok_or_else(|| {
+        format!(
+            "`{s}` is not a {what}: expected a number, one space and a unit ({})",
+            expected()
+        )
+    })?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{num}` in `{s}` is not a number"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!(
+            "`{s}`: a {what} must be a finite, non-negative number"
+        ));
+    }
+    let factor = units
+        .iter()
+        .find(|(u, _)| *u == unit.trim())
+        .map(|(_, f)| *f)
+        .ok_or_else(|| {
+            format!(
+                "unit `{}` in `{s}` is not a unit of {what}: expected one of {}",
+                unit.trim(),
+                expected()
+            )
+        })?;
+    Ok(value * factor)
+}
+
+macro_rules! quantity {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $what:literal, [$(($unit:literal, $factor:expr)),+ $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "f64")]
+        pub struct $name(pub $ty);
+
+        impl $name {
+            pub const UNITS: &'static [(&'static str, f64)] = &[$(($unit, $factor)),+];
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                parse(&s, $what, Self::UNITS).map(|v| $name(v as $ty))
+            }
+        }
+
+        impl From<$name> for f64 {
+            fn from(q: $name) -> f64 {
+                q.0 as f64
+            }
+        }
+    };
+}
+
+quantity!(
+    /// Bytes.
+    Bytes, u64, "size", [("B", 1.0), ("KiB", 1024.0), ("MiB", 1048576.0), ("GiB", 1073741824.0), ("kB", 1e3), ("MB", 1e6), ("GB", 1e9)]
+);
+quantity!(
+    /// Hertz.
+    Hertz, f64, "frequency", [("Hz", 1.0), ("kHz", 1e3), ("MHz", 1e6), ("GHz", 1e9)]
+);
+quantity!(
+    /// Floating-point operations per second.
+    FlopRate, f64, "fp32 compute rate", [("MFLOP/s", 1e6), ("GFLOP/s", 1e9), ("TFLOP/s", 1e12)]
+);
+quantity!(
+    /// Integer operations per second.
+    OpRate, f64, "int8 compute rate", [("MOP/s", 1e6), ("GOP/s", 1e9), ("TOP/s", 1e12)]
+);
+quantity!(
+    /// Bytes per second.
+    ByteRate, f64, "bandwidth", [("MB/s", 1e6), ("GB/s", 1e9)]
+);
+quantity!(
+    /// Seconds.
+    Seconds, f64, "duration", [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+);
+
+/// "1.5 GiB", "12.0 MiB", "340 KiB", "512 B": binary units for people.
+pub fn human_bytes(b: f64) -> String {
+    const STEPS: [(&str, f64); 3] = [("GiB", 1073741824.0), ("MiB", 1048576.0), ("KiB", 1024.0)];
+    for (unit, size) in STEPS {
+        if b.abs() >= size {
+            return format!("{:.1} {unit}", b / size);
+        }
+    }
+    format!("{b:.0} B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind_and_rejects_foreign_units() {
+        assert_eq!(
+            Bytes::try_from("6.5 GiB".to_string()).unwrap().0,
+            6979321856
+        );
+        assert_eq!(Hertz::try_from("1.5 GHz".to_string()).unwrap().0, 1.5e9);
+        assert_eq!(ByteRate::try_from("68 GB/s".to_string()).unwrap().0, 68e9);
+        assert_eq!(Seconds::try_from("50 us".to_string()).unwrap().0, 50e-6);
+        let e = ByteRate::try_from("68 GB".to_string()).unwrap_err();
+        assert!(e.contains("unit `GB`") && e.contains("MB/s, GB/s"), "{e}");
+        let e = Bytes::try_from("8GiB".to_string()).unwrap_err();
+        assert!(e.contains("one space"), "{e}");
+        assert!(Bytes::try_from("-1 MiB".to_string()).is_err());
+        assert_eq!(human_bytes(1536.0 * 1024.0), "1.5 MiB");
+    }
+}

@@ -1,0 +1,483 @@
+//! The agent loop: read requests from a link, answer with events.
+//!
+//! One request is worked on at a time. Every answer is recorded, so a
+//! request the host sends again (same id) after losing a frame is answered
+//! by replaying the record, not by running the model twice. While a request
+//! is being worked on, a heartbeat goes out every [`HEARTBEAT`] so the host
+//! can tell a slow board from a hung one.
+
+use std::boxed::Box;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::string::ToString;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use std::vec::Vec;
+
+use crate::cap::{CappedAlloc, Refusal};
+use crate::engine::{self, Engine, EngineError, LoadOptions};
+use crate::wire::{
+    encode_frame, encode_frame_into, AgentError, AgentStats, BoardInfo, Command, Digest, Event,
+    FrameDecoder, InferReport, LoadReport, MemLimit, OutputMode, OutputPart, Request, Tensor,
+    ToHost, Values, MAX_PAYLOAD,
+};
+
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// Exit code of an agent stopped by its memory cap.
+pub const EXIT_OUT_OF_MEMORY: i32 = 86;
+
+// What the refusal hook needs to send its frame without allocating.
+static OUT_FD: AtomicI32 = AtomicI32::new(-1);
+static CURRENT_ID: AtomicU32 = AtomicU32::new(0);
+static CURRENT_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The allocator's refusal hook: sends `OutOfMemory` on the link and ends
+/// the process. Uses only stack buffers and raw `write(2)`.
+pub fn report_refusal(r: Refusal) {
+    let fd = OUT_FD.load(Ordering::SeqCst);
+    let msg = ToHost::Event {
+        id: CURRENT_ID.load(Ordering::SeqCst),
+        seq: CURRENT_SEQ.load(Ordering::SeqCst),
+        event: Event::Error(AgentError::OutOfMemory {
+            requested: r.requested as u64,
+            in_use: r.in_use as u64,
+            cap: r.cap as u64,
+            limit: MemLimit::Heap,
+        }),
+    };
+    let mut scratch = [0u8; 128];
+    let mut frame = [0u8; 160];
+    if fd >= 0 {
+        if let Ok(n) = encode_frame_into(&msg, &mut scratch, &mut frame) {
+            // A leading delimiter ends any frame another thread had half written.
+            // SAFETY: writes from valid stack buffers to a descriptor we own.
+            unsafe {
+                libc::write(fd, [0u8].as_ptr().cast(), 1);
+                libc::write(fd, frame.as_ptr().cast(), n);
+            }
+        }
+    }
+    // SAFETY: ends the process without running destructors, which could allocate.
+    unsafe { libc::_exit(EXIT_OUT_OF_MEMORY) }
+}
+
+/// How the agent was started.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Upper bound on engine threads (the board's cores).
+    pub threads: usize,
+    pub ort_library: Option<PathBuf>,
+    /// The protocol version this agent claims. Only a test of the version
+    /// check sets it to anything but [`PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+}
+
+struct Writer {
+    out: Box<dyn Write + Send>,
+}
+
+impl Writer {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.out.write_all(frame)?;
+        self.out.flush()
+    }
+}
+
+/// Serves requests until `Shutdown` or the end of input.
+///
+/// `out_fd` is the descriptor behind `writer`, for the out-of-memory path.
+pub fn serve(
+    mut reader: impl Read,
+    writer: Box<dyn Write + Send>,
+    out_fd: i32,
+    alloc: &'static CappedAlloc<std::alloc::System>,
+    config: AgentConfig,
+) -> io::Result<()> {
+    OUT_FD.store(out_fd, Ordering::SeqCst);
+    let writer = Arc::new(Mutex::new(Writer { out: writer }));
+    let busy = Arc::new(AtomicBool::new(false));
+    spawn_heartbeat(writer.clone(), busy.clone());
+    let mut state = State {
+        config,
+        alloc,
+        engine: None,
+        staged: Vec::new(),
+        stats: Stats::default(),
+        data_limit: None,
+    };
+    let mut last: Option<(u32, Vec<Vec<u8>>)> = None;
+    let mut decoder = FrameDecoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let mut requests = Vec::new();
+        decoder.feed::<Request>(&buf[..n], |r| match r {
+            Ok(req) => requests.push(req),
+            Err(_) => state.stats.bad_frames += 1,
+        });
+        for req in requests {
+            if let Some((id, frames)) = &last {
+                if *id == req.id {
+                    state.stats.replays += 1;
+                    let mut w = writer.lock().expect("writer lock");
+                    for f in frames {
+                        w.send(f)?;
+                    }
+                    continue;
+                }
+            }
+            state.stats.requests += 1;
+            CURRENT_ID.store(req.id, Ordering::SeqCst);
+            CURRENT_SEQ.store(0, Ordering::SeqCst);
+            busy.store(true, Ordering::SeqCst);
+            let mut answer = Answer {
+                id: req.id,
+                frames: Vec::new(),
+                writer: &writer,
+            };
+            let shutdown = matches!(req.command, Command::Shutdown);
+            let result = state.handle(req.command, &mut answer);
+            busy.store(false, Ordering::SeqCst);
+            result?;
+            last = Some((answer.id, answer.frames));
+            if shutdown {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn spawn_heartbeat(writer: Arc<Mutex<Writer>>, busy: Arc<AtomicBool>) {
+    let started = Instant::now();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(HEARTBEAT);
+        if busy.load(Ordering::SeqCst) {
+            let msg = ToHost::Heartbeat {
+                id: CURRENT_ID.load(Ordering::SeqCst),
+                elapsed_ms: started.elapsed().as_millis() as u32,
+            };
+            if let Ok(frame) = encode_frame(&msg) {
+                if writer.lock().expect("writer lock").send(&frame).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// The events answering one request, sent as they come and recorded.
+struct Answer<'a> {
+    id: u32,
+    frames: Vec<Vec<u8>>,
+    writer: &'a Mutex<Writer>,
+}
+
+impl Answer<'_> {
+    fn emit(&mut self, event: Event) -> io::Result<()> {
+        let seq = self.frames.len() as u32;
+        let frame = encode_frame(&ToHost::Event {
+            id: self.id,
+            seq,
+            event,
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        CURRENT_SEQ.store(seq + 1, Ordering::SeqCst);
+        self.writer.lock().expect("writer lock").send(&frame)?;
+        self.frames.push(frame);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    requests: u32,
+    bad_frames: u32,
+    replays: u32,
+}
+
+struct State {
+    config: AgentConfig,
+    alloc: &'static CappedAlloc<std::alloc::System>,
+    engine: Option<Box<dyn Engine>>,
+    staged: Vec<Option<Tensor>>,
+    stats: Stats,
+    data_limit: Option<u64>,
+}
+
+impl State {
+    /// Handles one command; errors here are link errors, not request errors.
+    fn handle(&mut self, command: Command, answer: &mut Answer) -> io::Result<()> {
+        let event = match command {
+            Command::Hello { protocol_version }
+                if protocol_version != self.config.protocol_version =>
+            {
+                Event::Error(AgentError::VersionMismatch {
+                    agent: self.config.protocol_version,
+                    host: protocol_version,
+                })
+            }
+            Command::Hello { .. } => Event::HelloAck(self.board_info()),
+            Command::Load {
+                path,
+                engine,
+                opt_level,
+                threads,
+            } => {
+                self.engine = None;
+                self.staged.clear();
+                let threads = usize::from(threads).clamp(1, self.config.threads.max(1));
+                let opts = LoadOptions {
+                    engine,
+                    opt_level,
+                    threads,
+                    ort_library: self.config.ort_library.clone(),
+                };
+                self.load(PathBuf::from(path), &opts)
+                    .unwrap_or_else(Event::Error)
+            }
+            Command::SetInput { index, chunk } => self
+                .stage(usize::from(index), chunk)
+                .map_or_else(Event::Error, |()| Event::Done),
+            Command::Infer {
+                runs,
+                warmup,
+                outputs,
+            } => match self.infer(runs, warmup, outputs, answer)? {
+                Ok(report) => Event::InferDone(report),
+                Err(e) => Event::Error(e),
+            },
+            Command::Stats => Event::Stats(AgentStats {
+                requests: self.stats.requests,
+                bad_frames: self.stats.bad_frames,
+                replays: self.stats.replays,
+                heap_in_use: self.alloc.in_use() as u64,
+                peak_heap: self.alloc.peak() as u64,
+                peak_rss: crate::sys::peak_rss(),
+                cap: self.alloc.cap() as u64,
+            }),
+            Command::Unload => {
+                self.engine = None;
+                self.staged.clear();
+                Event::Done
+            }
+            Command::Shutdown => Event::Done,
+        };
+        answer.emit(event)
+    }
+
+    fn board_info(&self) -> BoardInfo {
+        let (ram_total, ram_free) = crate::sys::ram();
+        BoardInfo {
+            protocol_version: self.config.protocol_version,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            cores: self.config.threads as u16,
+            ram_total,
+            ram_free,
+            cap: self.alloc.cap() as u64,
+            engines: engine::available(),
+        }
+    }
+
+    fn engine_error(&self, e: EngineError) -> AgentError {
+        match e {
+            EngineError::OutOfMemory(message) => AgentError::OutOfMemory {
+                requested: requested_bytes(&message),
+                in_use: crate::sys::data_bytes(),
+                cap: self.data_limit.unwrap_or(0),
+                limit: MemLimit::ProcessData,
+            },
+            EngineError::Load { .. } | EngineError::Unavailable { .. } => {
+                AgentError::ModelLoad(e.to_string())
+            }
+            EngineError::Inputs(_) => AgentError::BadRequest(e.to_string()),
+            EngineError::Run(_) => AgentError::Engine(e.to_string()),
+        }
+    }
+
+    fn load(&mut self, path: PathBuf, opts: &LoadOptions) -> Result<Event, AgentError> {
+        if opts.engine == crate::wire::EngineKind::Ort
+            && self.alloc.cap() != 0
+            && self.data_limit.is_none()
+        {
+            // ONNX Runtime mallocs outside the capped allocator: hold it with a
+            // process data limit of the cap's remaining room plus its thread
+            // stacks (8 MiB each, reserved whole by glibc).
+            let room = (self.alloc.cap() - self.alloc.in_use()) as u64;
+            let stacks = 8 * 1024 * 1024 * (opts.threads as u64 + 1);
+            self.data_limit =
+                Some(crate::sys::limit_data(room + stacks).map_err(AgentError::ModelLoad)?);
+        }
+        self.alloc.reset_peak();
+        let started = Instant::now();
+        let engine = engine::load(&path, opts).map_err(|e| self.engine_error(e))?;
+        let load_nanos = started.elapsed().as_nanos() as u64;
+        let report = LoadReport {
+            engine: opts.engine,
+            opt_level: engine.opt_level(),
+            threads: opts.threads as u16,
+            load_nanos,
+            weight_bytes: engine.weight_bytes(),
+            peak_heap: self.alloc.peak() as u64,
+            peak_rss: crate::sys::peak_rss(),
+            inputs: engine.inputs().to_vec(),
+            outputs: engine.outputs().to_vec(),
+        };
+        self.staged = std::vec![None; report.inputs.len()];
+        self.engine = Some(engine);
+        Ok(Event::Loaded(report))
+    }
+
+    fn stage(&mut self, index: usize, chunk: crate::wire::TensorChunk) -> Result<(), AgentError> {
+        let slot = self.staged.get_mut(index).ok_or_else(|| {
+            AgentError::BadRequest(std::format!(
+                "input index {index} with no model input there"
+            ))
+        })?;
+        match slot {
+            Some(t) if chunk.offset as usize == t.values.len() && t.name == chunk.name => {
+                match (&mut t.values, chunk.values) {
+                    (Values::F32(a), Values::F32(b)) => a.extend(b),
+                    (Values::I64(a), Values::I64(b)) => a.extend(b),
+                    _ => {
+                        return Err(AgentError::BadRequest(std::format!(
+                            "input `{}` changed type between chunks",
+                            t.name
+                        )))
+                    }
+                }
+            }
+            _ if chunk.offset == 0 => {
+                *slot = Some(Tensor {
+                    name: chunk.name,
+                    shape: chunk.shape,
+                    values: chunk.values,
+                })
+            }
+            _ => {
+                return Err(AgentError::BadRequest(std::format!(
+                    "chunk of `{}` at offset {} does not follow what was staged",
+                    chunk.name,
+                    chunk.offset
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs; the outer error is the link's, the inner one the request's.
+    fn infer(
+        &mut self,
+        runs: u32,
+        warmup: u32,
+        mode: OutputMode,
+        answer: &mut Answer,
+    ) -> io::Result<Result<InferReport, AgentError>> {
+        let Some(engine) = self.engine.as_mut() else {
+            return Ok(Err(AgentError::BadRequest("no model loaded".to_string())));
+        };
+        let inputs: Option<Vec<Tensor>> = self.staged.iter().cloned().collect();
+        let Some(inputs) = inputs else {
+            return Ok(Err(AgentError::BadRequest(
+                "not every input has been staged".to_string(),
+            )));
+        };
+        if let Err(e) = engine.set_inputs(&inputs) {
+            return Ok(Err(self.engine_error(e)));
+        }
+        self.alloc.reset_peak();
+        for index in 0..warmup + runs {
+            let started = Instant::now();
+            if let Err(e) = engine.run() {
+                let e = self.engine_error(e);
+                return Ok(Err(e));
+            }
+            let nanos = started.elapsed().as_nanos() as u64;
+            answer.emit(Event::Run {
+                index,
+                warmup: index < warmup,
+                nanos,
+            })?;
+        }
+        let outputs = match engine.take_outputs() {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(self.engine_error(e))),
+        };
+        for (index, t) in outputs.iter().enumerate() {
+            for part in output_parts(index as u16, t, mode) {
+                answer.emit(Event::Output(part))?;
+            }
+        }
+        Ok(Ok(InferReport {
+            runs,
+            peak_heap: self.alloc.peak() as u64,
+            peak_rss: crate::sys::peak_rss(),
+        }))
+    }
+}
+
+/// "... of size 12345 ..." in an ONNX Runtime allocation error; 0 if absent.
+fn requested_bytes(message: &str) -> u64 {
+    message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The parts of one output in the requested mode.
+pub fn output_parts(index: u16, t: &Tensor, mode: OutputMode) -> Vec<OutputPart> {
+    let floats: Vec<f32> = match &t.values {
+        Values::F32(v) => v.clone(),
+        Values::I64(v) => v.iter().map(|x| *x as f32).collect(),
+    };
+    match mode {
+        OutputMode::Full => t
+            .chunks()
+            .map(|chunk| OutputPart::Chunk { index, chunk })
+            .collect(),
+        OutputMode::Digest => std::vec![OutputPart::Digest {
+            index,
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            digest: Digest::of(&floats),
+        }],
+        OutputMode::TopK(k) => {
+            let row_len = t.shape.last().copied().unwrap_or(1).max(1) as usize;
+            let k = usize::from(k).clamp(1, row_len).min(MAX_PAYLOAD / 16);
+            floats
+                .chunks(row_len)
+                .enumerate()
+                .map(|(row, values)| {
+                    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+                    order.sort_by(|a, b| values[*b as usize].total_cmp(&values[*a as usize]));
+                    order.truncate(k);
+                    OutputPart::TopK {
+                        index,
+                        name: t.name.clone(),
+                        shape: t.shape.clone(),
+                        row: row as u32,
+                        values: order.iter().map(|i| values[*i as usize]).collect(),
+                        indices: order,
+                    }
+                })
+                .collect()
+        }
+    }
+}

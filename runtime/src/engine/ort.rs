@@ -1,0 +1,226 @@
+//! ONNX Runtime, loaded at run time from a libonnxruntime.so (`load-dynamic`),
+//! so the agent builds without it and says clearly when it is missing.
+
+use std::format;
+use std::path::Path;
+use std::string::{String, ToString};
+use std::sync::OnceLock;
+use std::vec::Vec;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{DynValue, TensorElementType, ValueType};
+
+use super::{check_inputs, Engine, EngineError, LoadOptions};
+use crate::wire::{DType, EngineKind, OptLevel, Tensor, TensorInfo, Values};
+
+/// The library can be loaded once per process; the first path wins.
+static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn environment(
+    library: Option<&Path>,
+) -> Result<&'static ort::environment::Environment, EngineError> {
+    let unavailable = |reason: String| EngineError::Unavailable {
+        engine: EngineKind::Ort,
+        reason,
+    };
+    let env = ENV.get_or_init(|| {
+        let path = library.ok_or_else(|| {
+            "no ONNX Runtime library given (agent option --ort-library, or EDGEHIL_ORT_LIBRARY; \
+             `pip install onnxruntime` ships one in onnxruntime/capi/)"
+                .to_string()
+        })?;
+        if !path.is_file() {
+            return Err(format!(
+                "ONNX Runtime library {} does not exist",
+                path.display()
+            ));
+        }
+        ort::init_from(path)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
+            .with_name("edgehil")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
+    });
+    env.as_ref().map_err(|e| unavailable(e.clone()))
+}
+
+/// ONNX Runtime says "Failed to allocate memory" or "bad_alloc" when malloc fails.
+fn is_oom(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("bad_alloc")
+        || m.contains("failed to allocate")
+        || m.contains("cannot allocate memory")
+}
+
+fn classify(
+    e: impl std::fmt::Display,
+    otherwise: impl FnOnce(String) -> EngineError,
+) -> EngineError {
+    let message = e.to_string();
+    if is_oom(&message) {
+        EngineError::OutOfMemory(message)
+    } else {
+        otherwise(message)
+    }
+}
+
+fn info(outlet: &ort::value::Outlet) -> Result<TensorInfo, EngineError> {
+    let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
+        return Err(EngineError::Inputs(format!(
+            "`{}` is not a tensor",
+            outlet.name()
+        )));
+    };
+    let dtype = match ty {
+        TensorElementType::Float32 => DType::F32,
+        TensorElementType::Int64 => DType::I64,
+        other => {
+            return Err(EngineError::Inputs(format!(
+                "`{}` has type {other:?}, not supported on the wire",
+                outlet.name()
+            )))
+        }
+    };
+    Ok(TensorInfo {
+        name: outlet.name().to_string(),
+        dtype,
+        shape: shape.iter().map(|d| u64::try_from(*d).ok()).collect(),
+    })
+}
+
+pub struct OrtEngine {
+    session: Session,
+    opt_level: OptLevel,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    weight_bytes: u64,
+    staged: Vec<DynValue>,
+    last: Vec<DynValue>,
+}
+
+impl OrtEngine {
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
+        let env = environment(opts.ort_library.as_deref())?;
+        let load_err = |reason: String| EngineError::Load {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let level = match opts.opt_level {
+            OptLevel::Disabled => GraphOptimizationLevel::Disable,
+            OptLevel::Basic => GraphOptimizationLevel::Level1,
+            OptLevel::Extended => GraphOptimizationLevel::Level2,
+            OptLevel::All => GraphOptimizationLevel::Level3,
+        };
+        let session = Session::builder(env)
+            .map_err(|e| classify(e, load_err))?
+            .with_optimization_level(level)
+            .and_then(|b| b.with_intra_threads(opts.threads.max(1)))
+            .and_then(|b| b.with_inter_threads(1))
+            .map_err(|e| classify(e, load_err))?
+            .commit_from_file(path)
+            .map_err(|e| classify(e, load_err))?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(info)
+            .collect::<Result<_, _>>()?;
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(info)
+            .collect::<Result<_, _>>()?;
+        // ONNX Runtime does not expose its initializers; the files hold them.
+        let weight_bytes = super::model_file_bytes(path);
+        Ok(Self {
+            session,
+            opt_level: opts.opt_level,
+            inputs,
+            outputs,
+            weight_bytes,
+            staged: Vec::new(),
+            last: Vec::new(),
+        })
+    }
+}
+
+impl Engine for OrtEngine {
+    fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    fn opt_level(&self) -> OptLevel {
+        self.opt_level
+    }
+
+    fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), EngineError> {
+        check_inputs(&self.inputs, inputs)?;
+        self.staged = inputs
+            .iter()
+            .map(|t| {
+                let shape: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
+                let value = match &t.values {
+                    Values::F32(v) => {
+                        ort::value::Tensor::from_array((shape, v.clone())).map(|t| t.into_dyn())
+                    }
+                    Values::I64(v) => {
+                        ort::value::Tensor::from_array((shape, v.clone())).map(|t| t.into_dyn())
+                    }
+                };
+                value.map_err(|e| classify(e, EngineError::Inputs))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), EngineError> {
+        let feeds: Vec<(String, &DynValue)> = self
+            .inputs
+            .iter()
+            .map(|i| i.name.clone())
+            .zip(self.staged.iter())
+            .collect();
+        let outputs = self
+            .session
+            .run(feeds)
+            .map_err(|e| classify(e, EngineError::Run))?;
+        self.last = outputs.into_iter().map(|(_, v)| v).collect();
+        Ok(())
+    }
+
+    fn take_outputs(&mut self) -> Result<Vec<Tensor>, EngineError> {
+        let last = std::mem::take(&mut self.last);
+        if last.is_empty() {
+            return Err(EngineError::Run("no run yet".to_string()));
+        }
+        last.iter()
+            .zip(&self.outputs)
+            .map(|(v, info)| {
+                let run_err = |e: ort::Error| EngineError::Run(e.to_string());
+                let (shape, values) = match info.dtype {
+                    DType::F32 => {
+                        let (s, d) = v.try_extract_tensor::<f32>().map_err(run_err)?;
+                        (s.to_vec(), Values::F32(d.to_vec()))
+                    }
+                    DType::I64 => {
+                        let (s, d) = v.try_extract_tensor::<i64>().map_err(run_err)?;
+                        (s.to_vec(), Values::I64(d.to_vec()))
+                    }
+                };
+                Ok(Tensor {
+                    name: info.name.clone(),
+                    shape: shape.iter().map(|d| *d as u64).collect(),
+                    values,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,182 @@
+//! tract: pure Rust, the engine a board without a C++ runtime can have.
+
+use std::format;
+use std::path::Path;
+use std::string::ToString;
+use std::sync::Arc;
+use std::vec::Vec;
+
+use tract_onnx::prelude::{
+    DatumType, Framework, InferenceModelExt, TValue, TVec, Tensor as TTensor, TypedModel,
+    TypedSimplePlan,
+};
+use tract_onnx::tract_core::model::IntoRunnable;
+use tract_onnx::tract_core::ops::konst::Const;
+
+use super::{check_inputs, Engine, EngineError};
+use crate::wire::{DType, OptLevel, Tensor, TensorInfo, Values};
+
+pub struct TractEngine {
+    plan: Arc<TypedSimplePlan>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    weight_bytes: u64,
+    staged: TVec<TValue>,
+    last: Option<TVec<TValue>>,
+}
+
+fn dtype(dt: DatumType) -> Result<DType, EngineError> {
+    match dt {
+        DatumType::F32 => Ok(DType::F32),
+        DatumType::I64 => Ok(DType::I64),
+        other => Err(EngineError::Inputs(format!(
+            "tensor type {other:?} is not supported on the wire"
+        ))),
+    }
+}
+
+fn infos(
+    model: &TypedModel,
+    outlets: &[tract_onnx::prelude::OutletId],
+) -> Result<Vec<TensorInfo>, EngineError> {
+    outlets
+        .iter()
+        .map(|o| {
+            let fact = model
+                .outlet_fact(*o)
+                .map_err(|e| EngineError::Inputs(e.to_string()))?;
+            let name = model
+                .outlet_label(*o)
+                .unwrap_or(&model.node(o.node).name)
+                .to_string();
+            Ok(TensorInfo {
+                name,
+                dtype: dtype(fact.datum_type)?,
+                shape: fact
+                    .shape
+                    .iter()
+                    .map(|d| d.to_i64().ok().map(|v| v as u64))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+impl TractEngine {
+    pub fn load(path: &Path, threads: usize) -> Result<Self, EngineError> {
+        let load_err = |e: tract_onnx::prelude::TractError| EngineError::Load {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        if threads > 1 {
+            tract_linalg::multithread::set_default_executor(
+                tract_linalg::multithread::Executor::multithread(threads),
+            );
+        }
+        let typed = tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|m| m.into_typed())
+            .map_err(load_err)?;
+        let weight_bytes = typed
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<Const>())
+            .map(|c| (c.val().len() * c.val().datum_type().size_of()) as u64)
+            .sum();
+        let optimized = typed.into_optimized().map_err(load_err)?;
+        let inputs = infos(&optimized, optimized.input_outlets().map_err(load_err)?)?;
+        let outputs = infos(&optimized, optimized.output_outlets().map_err(load_err)?)?;
+        let plan = optimized.into_runnable().map_err(load_err)?;
+        Ok(Self {
+            plan,
+            inputs,
+            outputs,
+            weight_bytes,
+            staged: TVec::new(),
+            last: None,
+        })
+    }
+}
+
+impl Engine for TractEngine {
+    fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    fn opt_level(&self) -> OptLevel {
+        OptLevel::All
+    }
+
+    fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), EngineError> {
+        check_inputs(&self.inputs, inputs)?;
+        self.staged = inputs
+            .iter()
+            .map(|t| {
+                let shape: Vec<usize> = t.shape.iter().map(|d| *d as usize).collect();
+                let tensor = match &t.values {
+                    Values::F32(v) => TTensor::from_shape(&shape, v),
+                    Values::I64(v) => TTensor::from_shape(&shape, v),
+                };
+                tensor
+                    .map(TValue::from)
+                    .map_err(|e| EngineError::Inputs(format!("{e:#}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), EngineError> {
+        let out = self
+            .plan
+            .run(self.staged.clone())
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        self.last = Some(out);
+        Ok(())
+    }
+
+    fn take_outputs(&mut self) -> Result<Vec<Tensor>, EngineError> {
+        let out = self
+            .last
+            .take()
+            .ok_or_else(|| EngineError::Run("no run yet".to_string()))?;
+        out.iter()
+            .zip(&self.outputs)
+            .map(|(v, info)| {
+                let values = match v.datum_type() {
+                    DatumType::F32 => Values::F32(
+                        v.to_plain_array_view::<f32>()
+                            .map_err(|e| EngineError::Run(format!("{e:#}")))?
+                            .iter()
+                            .copied()
+                            .collect(),
+                    ),
+                    DatumType::I64 => Values::I64(
+                        v.to_plain_array_view::<i64>()
+                            .map_err(|e| EngineError::Run(format!("{e:#}")))?
+                            .iter()
+                            .copied()
+                            .collect(),
+                    ),
+                    other => {
+                        return Err(EngineError::Run(format!(
+                            "output type {other:?} is not supported on the wire"
+                        )))
+                    }
+                };
+                Ok(Tensor {
+                    name: info.name.clone(),
+                    shape: v.shape().iter().map(|d| *d as u64).collect(),
+                    values,
+                })
+            })
+            .collect()
+    }
+}

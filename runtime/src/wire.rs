@@ -1,0 +1,587 @@
+//! Messages between host and agent, and their framing.
+//!
+//! A frame is `postcard(message) ++ crc32(postcard bytes, little endian)`,
+//! COBS-encoded and ended by one `0x00`. COBS gives resynchronisation for
+//! free (a lost byte costs one frame, not the link); the CRC catches the
+//! corruption COBS cannot see. Frames have a fixed maximum size so that a
+//! microcontroller can hold one in a static buffer; large tensors travel as
+//! chunks of at most [`CHUNK_VALUES`] values. PROTOCOL.md has the details.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Bumped on any change to the messages below; checked by `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest encoded frame, delimiter included.
+pub const MAX_FRAME: usize = 8192;
+
+/// Values per tensor chunk: an i64 takes up to 10 bytes as a postcard
+/// varint, so 512 of them leave room in a frame for names and headers.
+pub const CHUNK_VALUES: usize = 512;
+
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+const CRC_LEN: usize = 4;
+/// Largest postcard payload that still fits a frame after CRC and COBS overhead.
+pub const MAX_PAYLOAD: usize = MAX_FRAME - 1 - CRC_LEN - cobs::max_encoding_overhead(MAX_FRAME);
+
+/// Host → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Request {
+    /// Chosen by the host; a request sent again keeps its id, and the agent
+    /// answers a repeated id by replaying its recorded answer.
+    pub id: u32,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Command {
+    Hello {
+        protocol_version: u16,
+    },
+    /// Load a model from a path on the device.
+    Load {
+        path: String,
+        engine: EngineKind,
+        opt_level: OptLevel,
+        threads: u16,
+    },
+    /// One chunk of input `index`; the agent assembles chunks by offset.
+    SetInput {
+        index: u16,
+        chunk: TensorChunk,
+    },
+    /// `warmup` untimed runs, then `runs` timed ones on the staged inputs.
+    Infer {
+        runs: u32,
+        warmup: u32,
+        outputs: OutputMode,
+    },
+    Stats,
+    Unload,
+    Shutdown,
+}
+
+/// Agent → host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum ToHost {
+    /// Part of the answer to request `id`; `seq` numbers the parts from 0 so
+    /// the host can tell a lost part from a replayed one.
+    Event { id: u32, seq: u32, event: Event },
+    /// The agent is alive and working on `id`.
+    Heartbeat { id: u32, elapsed_ms: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Event {
+    HelloAck(BoardInfo),
+    Loaded(LoadReport),
+    /// One timed (or warm-up) run.
+    Run {
+        index: u32,
+        warmup: bool,
+        nanos: u64,
+    },
+    Output(OutputPart),
+    InferDone(InferReport),
+    Stats(AgentStats),
+    Done,
+    Error(AgentError),
+}
+
+impl Event {
+    /// True for the last event of an answer.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Event::Run { .. } | Event::Output(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum EngineKind {
+    Tract,
+    Ort,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 2] = [EngineKind::Tract, EngineKind::Ort];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Tract => "tract",
+            EngineKind::Ort => "ort",
+        }
+    }
+}
+
+/// Graph optimisation level. tract always runs its own `into_optimized`
+/// pipeline and reports `All`; ONNX Runtime maps these to its levels
+/// (Disable, Level1, Level2, Level3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum OptLevel {
+    Disabled,
+    Basic,
+    Extended,
+    All,
+}
+
+impl OptLevel {
+    pub const ALL: [OptLevel; 4] = [
+        OptLevel::Disabled,
+        OptLevel::Basic,
+        OptLevel::Extended,
+        OptLevel::All,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OptLevel::Disabled => "disabled",
+            OptLevel::Basic => "basic",
+            OptLevel::Extended => "extended",
+            OptLevel::All => "all",
+        }
+    }
+}
+
+/// How much of each output the agent sends back: a 50k-vocabulary logits
+/// row is 200 KB, 17 s at 115200 baud, so the host may ask for less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum OutputMode {
+    Full,
+    /// The k largest values of each row of the last axis.
+    TopK(u16),
+    Digest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum DType {
+    F32,
+    I64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Values {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl Values {
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::I64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Values::F32(_) => DType::F32,
+            Values::I64(_) => DType::I64,
+        }
+    }
+
+    /// The values `[start, end)` as a new `Values` of the same type.
+    pub fn slice(&self, start: usize, end: usize) -> Values {
+        match self {
+            Values::F32(v) => Values::F32(v[start..end].to_vec()),
+            Values::I64(v) => Values::I64(v[start..end].to_vec()),
+        }
+    }
+}
+
+/// A tensor with its name, as both sides hold it whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub values: Values,
+}
+
+impl Tensor {
+    /// Splits the tensor into chunks that each fit one frame.
+    pub fn chunks(&self) -> impl Iterator<Item = TensorChunk> + '_ {
+        let total = self.values.len();
+        // An empty tensor still travels as one (empty) chunk.
+        let starts = (0..total.max(1)).step_by(CHUNK_VALUES);
+        starts.map(move |start| TensorChunk {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            offset: start as u32,
+            values: self
+                .values
+                .slice(start.min(total), (start + CHUNK_VALUES).min(total)),
+        })
+    }
+}
+
+/// A piece of a tensor: the values from `offset` on, with the whole shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct TensorChunk {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub offset: u32,
+    pub values: Values,
+}
+
+/// Part of output `index` in the requested [`OutputMode`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum OutputPart {
+    Chunk {
+        index: u16,
+        chunk: TensorChunk,
+    },
+    /// Per row of the last axis: the indices and values of the k largest.
+    TopK {
+        index: u16,
+        name: String,
+        shape: Vec<u64>,
+        row: u32,
+        indices: Vec<u32>,
+        values: Vec<f32>,
+    },
+    Digest {
+        index: u16,
+        name: String,
+        shape: Vec<u64>,
+        digest: Digest,
+    },
+}
+
+/// Enough to tell two tensors apart and to see their scale, in 40 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Digest {
+    pub count: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+    pub min: f32,
+    pub max: f32,
+    /// CRC-32 of the little-endian bytes.
+    pub crc32: u32,
+}
+
+impl Digest {
+    pub fn of(values: &[f32]) -> Self {
+        let mut digest = CRC.digest();
+        let (mut sum, mut sum_sq) = (0f64, 0f64);
+        let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+        for v in values {
+            digest.update(&v.to_le_bytes());
+            sum += f64::from(*v);
+            sum_sq += f64::from(*v) * f64::from(*v);
+            min = min.min(*v);
+            max = max.max(*v);
+        }
+        Self {
+            count: values.len() as u64,
+            sum,
+            sum_sq,
+            min,
+            max,
+            crc32: digest.finalize(),
+        }
+    }
+}
+
+/// What the agent is and has, sent in answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct BoardInfo {
+    pub protocol_version: u16,
+    pub agent_version: String,
+    pub arch: String,
+    pub cores: u16,
+    pub ram_total: u64,
+    pub ram_free: u64,
+    /// The agent's heap cap in bytes (0: none).
+    pub cap: u64,
+    pub engines: Vec<EngineKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct LoadReport {
+    pub engine: EngineKind,
+    pub opt_level: OptLevel,
+    pub threads: u16,
+    pub load_nanos: u64,
+    /// Bytes of the model's weights as the engine reports or the file holds.
+    pub weight_bytes: u64,
+    pub peak_heap: u64,
+    pub peak_rss: u64,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+}
+
+/// A model input or output; `None` in `shape` marks a dimension that is not fixed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<Option<u64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct InferReport {
+    pub runs: u32,
+    pub peak_heap: u64,
+    pub peak_rss: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct AgentStats {
+    pub requests: u32,
+    /// Frames dropped for a bad CRC, bad COBS or an undecodable message.
+    pub bad_frames: u32,
+    pub replays: u32,
+    pub heap_in_use: u64,
+    pub peak_heap: u64,
+    pub peak_rss: u64,
+    pub cap: u64,
+}
+
+/// Which limit refused memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum MemLimit {
+    /// The agent's capped Rust allocator.
+    Heap,
+    /// The process data limit (RLIMIT_DATA) that holds ONNX Runtime's malloc.
+    ProcessData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum AgentError {
+    OutOfMemory {
+        requested: u64,
+        in_use: u64,
+        cap: u64,
+        limit: MemLimit,
+    },
+    VersionMismatch {
+        agent: u16,
+        host: u16,
+    },
+    ModelLoad(String),
+    BadRequest(String),
+    Engine(String),
+}
+
+impl core::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AgentError::OutOfMemory {
+                requested,
+                in_use,
+                cap,
+                limit,
+            } => {
+                let which = match limit {
+                    MemLimit::Heap => "heap cap",
+                    MemLimit::ProcessData => "process data limit",
+                };
+                write!(f, "out of memory: {requested} bytes requested with {in_use} in use, {which} {cap}")
+            }
+            AgentError::VersionMismatch { agent, host } => {
+                write!(
+                    f,
+                    "protocol version mismatch: agent speaks {agent}, host speaks {host}"
+                )
+            }
+            AgentError::ModelLoad(m) => write!(f, "model load failed: {m}"),
+            AgentError::BadRequest(m) => write!(f, "bad request: {m}"),
+            AgentError::Engine(m) => write!(f, "engine error: {m}"),
+        }
+    }
+}
+
+/// Why a frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// frame longer than the maximum of MAX_FRAME bytes
+    #[error("frame longer than the maximum of {MAX_FRAME} bytes")]
+    TooLong,
+    /// bad COBS encoding
+    #[error("bad COBS encoding")]
+    Cobs,
+    /// CRC mismatch
+    #[error("CRC mismatch: frame says {expected:#010x}, payload has {actual:#010x}")]
+    Crc { expected: u32, actual: u32 },
+    /// frame shorter than its CRC
+    #[error("frame of {0} bytes is shorter than its CRC")]
+    Short(usize),
+    /// payload is not a valid message
+    #[error("payload is not a valid message")]
+    Message,
+    /// message too large to encode in one frame
+    #[error("message too large for one frame (at most {MAX_PAYLOAD} payload bytes)")]
+    Encode,
+}
+
+/// Encodes `msg` as one frame into `out` using `scratch` for the postcard
+/// bytes; returns the frame length. Allocates nothing, so the out-of-memory
+/// path can use it with stack buffers.
+pub fn encode_frame_into<T: Serialize>(
+    msg: &T,
+    scratch: &mut [u8],
+    out: &mut [u8],
+) -> Result<usize, FrameError> {
+    let payload_len = postcard::to_slice(msg, scratch)
+        .map_err(|_| FrameError::Encode)?
+        .len();
+    if payload_len > MAX_PAYLOAD || scratch.len() < payload_len + CRC_LEN {
+        return Err(FrameError::Encode);
+    }
+    let crc = CRC.checksum(&scratch[..payload_len]);
+    scratch[payload_len..payload_len + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+    let n =
+        cobs::try_encode(&scratch[..payload_len + CRC_LEN], out).map_err(|_| FrameError::Encode)?;
+    *out.get_mut(n).ok_or(FrameError::Encode)? = 0;
+    Ok(n + 1)
+}
+
+/// Encodes `msg` as one frame (delimiter included).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut scratch = alloc::vec![0u8; MAX_PAYLOAD + CRC_LEN];
+    let mut out = alloc::vec![0u8; MAX_FRAME];
+    let n = encode_frame_into(msg, &mut scratch, &mut out)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Checks and strips COBS and CRC from one frame's bytes (delimiter excluded).
+pub fn decode_frame<T: DeserializeOwned>(encoded: &[u8]) -> Result<T, FrameError> {
+    let mut buf: heapless::Vec<u8, MAX_FRAME> = heapless::Vec::new();
+    buf.extend_from_slice(encoded)
+        .map_err(|_| FrameError::TooLong)?;
+    let n = cobs::decode_in_place(&mut buf).map_err(|_| FrameError::Cobs)?;
+    if n < CRC_LEN {
+        return Err(FrameError::Short(n));
+    }
+    let (payload, crc) = buf[..n].split_at(n - CRC_LEN);
+    let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = CRC.checksum(payload);
+    if expected != actual {
+        return Err(FrameError::Crc { expected, actual });
+    }
+    postcard::from_bytes(payload).map_err(|_| FrameError::Message)
+}
+
+/// Splits a byte stream into frames at `0x00` and decodes each one.
+///
+/// Holds at most one frame; bytes past [`MAX_FRAME`] are discarded up to the
+/// next delimiter and reported once as [`FrameError::TooLong`].
+pub struct FrameDecoder {
+    buf: heapless::Vec<u8, MAX_FRAME>,
+    overflow: bool,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameDecoder {
+    pub const fn new() -> Self {
+        Self {
+            buf: heapless::Vec::new(),
+            overflow: false,
+        }
+    }
+
+    /// Feeds bytes, calling `on_frame` for each complete frame.
+    pub fn feed<T: DeserializeOwned>(
+        &mut self,
+        bytes: &[u8],
+        mut on_frame: impl FnMut(Result<T, FrameError>),
+    ) {
+        for &b in bytes {
+            if b != 0 {
+                if self.buf.push(b).is_err() {
+                    self.overflow = true;
+                }
+                continue;
+            }
+            if self.overflow {
+                on_frame(Err(FrameError::TooLong));
+            } else if !self.buf.is_empty() {
+                // Empty frames are delimiters sent to resynchronise.
+                on_frame(decode_frame(&self.buf));
+            }
+            self.buf.clear();
+            self.overflow = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn a_flipped_bit_is_caught_by_the_crc() {
+        let msg = Request {
+            id: 7,
+            command: Command::Stats,
+        };
+        let mut frame = encode_frame(&msg).unwrap();
+        let mut got = vec![];
+        FrameDecoder::new().feed::<Request>(&frame, |r| got.push(r));
+        assert_eq!(got, vec![Ok(msg)]);
+        // Flip a bit in the CRC's part of the COBS body; keep it non-zero.
+        frame[2] ^= 0x40;
+        let mut got = vec![];
+        FrameDecoder::new().feed::<Request>(&frame, |r| got.push(r));
+        assert!(
+            matches!(
+                got[..],
+                [Err(FrameError::Crc { .. })] | [Err(FrameError::Cobs)]
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_chunk_fits_one_frame() {
+        let t = Tensor {
+            name: "x".repeat(200),
+            shape: vec![u64::MAX; 8],
+            values: Values::I64(vec![i64::MIN; 5000]),
+        };
+        let chunks: Vec<_> = t.chunks().collect();
+        assert_eq!(chunks.len(), 10);
+        for c in chunks {
+            let frame = encode_frame(&Request {
+                id: u32::MAX,
+                command: Command::SetInput {
+                    index: u16::MAX,
+                    chunk: c,
+                },
+            });
+            assert!(frame.is_ok(), "{frame:?}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every test: installs what the tests need (the ONNX Runtime wheel), checks
+# the no_std runtime core builds, builds the binaries the end-to-end tests
+# drive, then runs the whole workspace suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.31.1
+EDGEHIL_ORT_LIBRARY=$(python3 - <<'PY'
+import glob, os, onnxruntime
+capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi")
+print(sorted(glob.glob(os.path.join(capi, "libonnxruntime.so*")), key=len)[-1])
+PY
+)
+export EDGEHIL_ORT_LIBRARY
+
+cargo build -p edgehil-runtime --no-default-features
+cargo build --workspace --bins
+cargo test --workspace

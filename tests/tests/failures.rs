@@ -1,0 +1,164 @@
+//! What goes wrong on a board, provoked for real: a cap too small, frames
+//! corrupted on the link, an agent of another protocol version, an agent
+//! killed or frozen mid-run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use edgehil::report::Status;
+use edgehil_hil::{EmulatedBoard, EmulatorConfig, Faults, HilError, Session, Timeouts};
+use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
+
+#[test]
+fn a_cap_below_the_model_gives_does_not_fit_with_the_figures() {
+    // The nRF52840's 200 KiB cannot hold the transformer block.
+    let r = run_on(&options("block.onnx", EngineKind::Tract), "nrf52840-dk");
+    assert_eq!(r.status, Status::DoesNotFit, "{:?}", r.error);
+    assert_eq!(r.memory.limit, "heap cap");
+    assert_eq!(r.memory.cap_bytes, 200 * 1024);
+    let needed = r
+        .memory
+        .needed_at_least
+        .expect("the refusal says how much was needed");
+    assert!(needed > 200 * 1024, "needed {needed}");
+    assert!(
+        r.table().contains("does not fit: needed >= "),
+        "{}",
+        r.table()
+    );
+    assert!(r.latency_ms.is_none() && r.accuracy.is_empty());
+}
+
+#[test]
+fn onnx_runtime_is_held_by_the_process_data_limit() {
+    let mut opts = options("block.onnx", EngineKind::Ort);
+    opts.cap = Some(2 * 1024 * 1024);
+    let r = run_on(&opts, "jetson-orin-nano");
+    assert_eq!(r.status, Status::DoesNotFit, "{:?} {}", r.error, r.table());
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("out of memory"),
+        "{:?}",
+        r.error
+    );
+}
+
+#[test]
+fn corrupted_frames_both_ways_are_retried_and_the_result_is_still_right() {
+    let mut opts = options("block.onnx", EngineKind::Tract);
+    // Frame 2 sent is the load request; frame 4 received is inside the infer answer.
+    opts.faults = Faults {
+        corrupt_sent: vec![2],
+        corrupt_received: vec![4],
+    };
+    opts.timeouts.resend_after = Duration::from_millis(500);
+    let r = run_on(&opts, "jetson-orin-nano");
+    assert_eq!(r.status, Status::Ok, "{:?}", r.error);
+    assert!(r.accuracy[0].max_abs.unwrap() <= 1e-5, "{:?}", r.accuracy);
+    assert_eq!(r.link.bad_frames_host, 1);
+    assert_eq!(r.link.bad_frames_agent, Some(1));
+    assert!(r.link.resends >= 2, "{:?}", r.link);
+    assert_eq!(r.latency_ms.as_ref().unwrap().runs, 5);
+}
+
+#[test]
+fn a_version_mismatch_names_both_versions() {
+    let mut opts = options("mlp.onnx", EngineKind::Tract);
+    opts.agent_args = vec!["--protocol-version".into(), "99".into()];
+    let r = run_on(&opts, "jetson-orin-nano");
+    assert_eq!(r.status, Status::Failed);
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("agent speaks version 99") && e.contains("host speaks version 1"),
+        "{e}"
+    );
+}
+
+fn loaded_session(resend_after: Duration) -> (Session, u32) {
+    let board = EmulatedBoard::spawn(&EmulatorConfig {
+        agent: binary("edgehil-agent"),
+        cap: 0,
+        threads: 1,
+        ort_library: None,
+        extra_args: vec![],
+    })
+    .unwrap();
+    let pid = board.pid();
+    let mut s = Session::new(
+        Box::new(board),
+        Timeouts {
+            resend_after,
+            max_sends: 3,
+            request: Duration::from_secs(60),
+        },
+    );
+    s.hello().unwrap();
+    let model = fixture("block.onnx");
+    let loaded = s
+        .load(
+            &model.display().to_string(),
+            EngineKind::Tract,
+            OptLevel::All,
+            1,
+        )
+        .unwrap();
+    let inputs = edgehil::inputs::seeded(&loaded.inputs, 1).unwrap();
+    s.set_inputs(&inputs).unwrap();
+    (s, pid)
+}
+
+fn signal_after(pid: u32, signal: i32, after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        // SAFETY: kill(2) on the agent child this test started.
+        unsafe { libc::kill(pid as i32, signal) };
+    });
+}
+
+#[test]
+fn an_agent_killed_mid_run_is_a_clear_error_within_the_timeout() {
+    let (mut s, pid) = loaded_session(Duration::from_secs(2));
+    signal_after(pid, libc::SIGKILL, Duration::from_millis(300));
+    let started = Instant::now();
+    let mut runs_seen = 0;
+    let e = s
+        .infer(1_000_000, 0, OutputMode::Digest, |_, _| runs_seen += 1)
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(e, HilError::AgentExited { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "agent exited during infer: killed by signal 9"
+    );
+    assert!(runs_seen > 0, "runs before the kill were streamed");
+}
+
+#[test]
+fn a_frozen_agent_times_out_instead_of_hanging_the_host() {
+    let (mut s, pid) = loaded_session(Duration::from_millis(500));
+    signal_after(pid, libc::SIGSTOP, Duration::from_millis(300));
+    let started = Instant::now();
+    let e = s
+        .infer(1_000_000, 0, OutputMode::Digest, |_, _| {})
+        .unwrap_err();
+    let took = started.elapsed();
+    // SAFETY: as above; the board's drop then kills it.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert!(
+        matches!(
+            e,
+            HilError::Timeout {
+                command: "infer",
+                sends: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
