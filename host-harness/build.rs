@@ -14,12 +14,7 @@ fn main() {
     let mut code = String::from("pub const BUILTIN: &[(&str, &str)] = &[\n");
     for f in files {
         let stem = f.file_stem().unwrap().to_string_lossy().to_string();
-        writeln!(
-            code,
-            "    ({stem:?}, include_str!({:?})),",
-            f.canonicalize().unwrap().display().to_string()
-        )
-        .unwrap();
+        writeln!(code, "    ({stem:?}, include_str!({:?})),", f.canonicalize().unwrap().display().to_string()).unwrap();
     }
     code.push_str("];\n");
     let out = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("builtin_profiles.rs");

@@ -36,14 +36,9 @@ pub struct EmulatedBoard {
 
 impl EmulatedBoard {
     pub fn spawn(config: &EmulatorConfig) -> Result<Self, HilError> {
-        let spawn_err = |source| HilError::Spawn {
-            agent: config.agent.display().to_string(),
-            source,
-        };
+        let spawn_err = |source| HilError::Spawn { agent: config.agent.display().to_string(), source };
         let (master, slave) = TTYPort::pair().map_err(|e| spawn_err(e.into()))?;
-        let slave_path = slave
-            .name()
-            .ok_or_else(|| spawn_err(std::io::Error::other("pty without a name")))?;
+        let slave_path = slave.name().ok_or_else(|| spawn_err(std::io::Error::other("pty without a name")))?;
         let mut cmd = Command::new(&config.agent);
         cmd.arg("--port")
             .arg(&slave_path)
@@ -68,19 +63,11 @@ impl EmulatedBoard {
                     if n == 0 {
                         break;
                     }
-                    sink.lock()
-                        .expect("stderr lock")
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                    sink.lock().expect("stderr lock").push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
-        Ok(Self {
-            link: SerialLink::from_port(master)?,
-            child,
-            _slave: slave,
-            stderr,
-            exited: None,
-        })
+        Ok(Self { link: SerialLink::from_port(master)?, child, _slave: slave, stderr, exited: None })
     }
 
     /// The agent's process id (for tests that kill or stop it).
@@ -116,10 +103,7 @@ impl Link for EmulatedBoard {
             Some(status) => {
                 // Give the stderr reader a moment to collect the last words.
                 std::thread::sleep(std::time::Duration::from_millis(20));
-                Err((
-                    describe(status),
-                    self.stderr.lock().expect("stderr lock").clone(),
-                ))
+                Err((describe(status), self.stderr.lock().expect("stderr lock").clone()))
             }
         }
     }

@@ -13,49 +13,28 @@ pub enum HilError {
     Open { port: String, reason: String },
     /// the agent process could not be started
     #[error("cannot start the agent {agent}: {source}")]
-    Spawn {
-        agent: String,
-        source: std::io::Error,
-    },
+    Spawn { agent: String, source: std::io::Error },
     /// reading or writing the link failed
     #[error("link I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// the board stopped answering
     #[error("board did not answer {command} within {waited:.1?} ({sends} sends; no frame for {silent:.1?})")]
-    Timeout {
-        command: &'static str,
-        waited: Duration,
-        sends: u32,
-        silent: Duration,
-    },
+    Timeout { command: &'static str, waited: Duration, sends: u32, silent: Duration },
     /// the agent process ended while a request was open
     #[error("agent exited during {command}: {status}{}", stderr_tail(.stderr))]
-    AgentExited {
-        command: &'static str,
-        status: String,
-        stderr: String,
-    },
+    AgentExited { command: &'static str, status: String, stderr: String },
     /// host and agent speak different protocol versions
     #[error("protocol version mismatch: the agent speaks version {agent}, this host speaks version {host}; update the agent on the board")]
     VersionMismatch { agent: u16, host: u16 },
     /// the agent answered with an error
     #[error("board error during {command}: {error}")]
-    Agent {
-        command: &'static str,
-        error: AgentError,
-    },
+    Agent { command: &'static str, error: AgentError },
     /// the agent answered something that does not answer the request
     #[error("unexpected answer to {command}: {event}")]
-    Unexpected {
-        command: &'static str,
-        event: String,
-    },
+    Unexpected { command: &'static str, event: String },
     /// a request too large for one frame
     #[error("cannot encode {command}: {reason}")]
-    Encode {
-        command: &'static str,
-        reason: String,
-    },
+    Encode { command: &'static str, reason: String },
 }
 
 fn stderr_tail(stderr: &str) -> String {
@@ -63,9 +42,6 @@ fn stderr_tail(stderr: &str) -> String {
     if tail.is_empty() {
         String::new()
     } else {
-        format!(
-            "; agent stderr: {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )
+        format!("; agent stderr: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
     }
 }

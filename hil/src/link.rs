@@ -21,22 +21,13 @@ impl FromStr for Target {
         if s == "emu" {
             return Ok(Target::Emulated);
         }
-        let rest = s
-            .strip_prefix("serial:")
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| HilError::BadTarget(s.into()))?;
+        let rest = s.strip_prefix("serial:").filter(|r| !r.is_empty()).ok_or_else(|| HilError::BadTarget(s.into()))?;
         match rest.rsplit_once('@') {
             Some((port, baud)) => {
                 let baud = baud.parse().map_err(|_| HilError::BadTarget(s.into()))?;
-                Ok(Target::Serial {
-                    port: port.into(),
-                    baud: Some(baud),
-                })
+                Ok(Target::Serial { port: port.into(), baud: Some(baud) })
             }
-            None => Ok(Target::Serial {
-                port: rest.into(),
-                baud: None,
-            }),
+            None => Ok(Target::Serial { port: rest.into(), baud: None }),
         }
     }
 }
@@ -45,10 +36,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Emulated => write!(f, "emu"),
-            Target::Serial {
-                port,
-                baud: Some(b),
-            } => write!(f, "serial:{port}@{b}"),
+            Target::Serial { port, baud: Some(b) } => write!(f, "serial:{port}@{b}"),
             Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
         }
     }
@@ -77,18 +65,12 @@ impl SerialLink {
         let port_handle = serialport::new(port, baud)
             .timeout(POLL)
             .open_native()
-            .map_err(|e| HilError::Open {
-                port: port.into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| HilError::Open { port: port.into(), reason: e.to_string() })?;
         Ok(Self { port: port_handle })
     }
 
     pub(crate) fn from_port(mut port: TTYPort) -> Result<Self, HilError> {
-        port.set_timeout(POLL).map_err(|e| HilError::Open {
-            port: "pty".into(),
-            reason: e.to_string(),
-        })?;
+        port.set_timeout(POLL).map_err(|e| HilError::Open { port: "pty".into(), reason: e.to_string() })?;
         Ok(Self { port })
     }
 }
@@ -106,9 +88,7 @@ impl Link for SerialLink {
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::Interrupted
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 Ok(0)
@@ -127,24 +107,12 @@ mod tests {
         assert_eq!("emu".parse::<Target>().unwrap(), Target::Emulated);
         assert_eq!(
             "serial:/dev/ttyUSB0@921600".parse::<Target>().unwrap(),
-            Target::Serial {
-                port: "/dev/ttyUSB0".into(),
-                baud: Some(921600)
-            }
+            Target::Serial { port: "/dev/ttyUSB0".into(), baud: Some(921600) }
         );
-        assert_eq!(
-            "serial:COM3".parse::<Target>().unwrap(),
-            Target::Serial {
-                port: "COM3".into(),
-                baud: None
-            }
-        );
+        assert_eq!("serial:COM3".parse::<Target>().unwrap(), Target::Serial { port: "COM3".into(), baud: None });
         for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast"] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
-            assert!(
-                e.contains(&format!("`{bad}`")) && e.contains("serial:PORT"),
-                "{e}"
-            );
+            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT"), "{e}");
         }
     }
 }

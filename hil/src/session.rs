@@ -2,9 +2,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use edgehil_runtime::wire::{
-    encode_frame, AgentError, AgentStats, BoardInfo, Command, Digest, EngineKind, Event,
-    FrameDecoder, InferReport, LoadReport, OptLevel, OutputMode, OutputPart, Request, Tensor,
-    ToHost, Values, PROTOCOL_VERSION,
+    encode_frame, AgentError, AgentStats, BoardInfo, Command, Digest, EngineKind, Event, FrameDecoder, InferReport,
+    LoadReport, OptLevel, OutputMode, OutputPart, Request, Tensor, ToHost, Values, PROTOCOL_VERSION,
 };
 
 use crate::{HilError, Link};
@@ -23,11 +22,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         // The agent sends a heartbeat every 250 ms while working.
-        Self {
-            resend_after: Duration::from_millis(1500),
-            max_sends: 3,
-            request: Duration::from_secs(600),
-        }
+        Self { resend_after: Duration::from_millis(1500), max_sends: 3, request: Duration::from_secs(600) }
     }
 }
 
@@ -112,22 +107,14 @@ impl Session {
 
     /// Opens the session: protocol version check and what the board is.
     pub fn hello(&mut self) -> Result<BoardInfo, HilError> {
-        match self.request(
-            "hello",
-            Command::Hello {
-                protocol_version: PROTOCOL_VERSION,
-            },
-            |_| {},
-        ) {
+        match self.request("hello", Command::Hello { protocol_version: PROTOCOL_VERSION }, |_| {}) {
             Ok(Event::HelloAck(info)) if info.protocol_version == PROTOCOL_VERSION => Ok(info),
-            Ok(Event::HelloAck(info)) => Err(HilError::VersionMismatch {
-                agent: info.protocol_version,
-                host: PROTOCOL_VERSION,
-            }),
-            Err(HilError::Agent {
-                error: AgentError::VersionMismatch { agent, host },
-                ..
-            }) => Err(HilError::VersionMismatch { agent, host }),
+            Ok(Event::HelloAck(info)) => {
+                Err(HilError::VersionMismatch { agent: info.protocol_version, host: PROTOCOL_VERSION })
+            }
+            Err(HilError::Agent { error: AgentError::VersionMismatch { agent, host }, .. }) => {
+                Err(HilError::VersionMismatch { agent, host })
+            }
             other => unexpected("hello", other),
         }
     }
@@ -139,12 +126,7 @@ impl Session {
         opt_level: OptLevel,
         threads: u16,
     ) -> Result<LoadReport, HilError> {
-        let command = Command::Load {
-            path: path.into(),
-            engine,
-            opt_level,
-            threads,
-        };
+        let command = Command::Load { path: path.into(), engine, opt_level, threads };
         match self.request("load", command, |_| {})? {
             Event::Loaded(report) => Ok(report),
             other => unexpected("load", Ok(other)),
@@ -155,14 +137,7 @@ impl Session {
     pub fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), HilError> {
         for (index, t) in inputs.iter().enumerate() {
             for chunk in t.chunks() {
-                match self.request(
-                    "set-input",
-                    Command::SetInput {
-                        index: index as u16,
-                        chunk,
-                    },
-                    |_| {},
-                )? {
+                match self.request("set-input", Command::SetInput { index: index as u16, chunk }, |_| {})? {
                     Event::Done => {}
                     other => return unexpected("set-input", Ok(other)),
                 }
@@ -181,32 +156,16 @@ impl Session {
     ) -> Result<InferResult, HilError> {
         let mut latencies_ns = Vec::new();
         let mut outputs: Vec<OutputData> = Vec::new();
-        let terminal = self.request(
-            "infer",
-            Command::Infer {
-                runs,
-                warmup,
-                outputs: mode,
-            },
-            |event| match event {
-                Event::Run {
-                    index,
-                    warmup: false,
-                    nanos,
-                } => {
-                    on_run(*index, *nanos);
-                    latencies_ns.push(*nanos);
-                }
-                Event::Output(part) => collect_output(&mut outputs, part.clone()),
-                _ => {}
-            },
-        )?;
+        let terminal = self.request("infer", Command::Infer { runs, warmup, outputs: mode }, |event| match event {
+            Event::Run { index, warmup: false, nanos } => {
+                on_run(*index, *nanos);
+                latencies_ns.push(*nanos);
+            }
+            Event::Output(part) => collect_output(&mut outputs, part.clone()),
+            _ => {}
+        })?;
         match terminal {
-            Event::InferDone(report) => Ok(InferResult {
-                latencies_ns,
-                outputs,
-                report,
-            }),
+            Event::InferDone(report) => Ok(InferResult { latencies_ns, outputs, report }),
             other => unexpected("infer", Ok(other)),
         }
     }
@@ -219,8 +178,7 @@ impl Session {
     }
 
     pub fn shutdown(&mut self) -> Result<(), HilError> {
-        self.request("shutdown", Command::Shutdown, |_| {})
-            .map(drop)
+        self.request("shutdown", Command::Shutdown, |_| {}).map(drop)
     }
 
     fn send_frame(&mut self, frame: &[u8]) -> Result<(), HilError> {
@@ -243,10 +201,8 @@ impl Session {
     ) -> Result<Event, HilError> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let frame = encode_frame(&Request { id, command }).map_err(|e| HilError::Encode {
-            command: what,
-            reason: e.to_string(),
-        })?;
+        let frame = encode_frame(&Request { id, command })
+            .map_err(|e| HilError::Encode { command: what, reason: e.to_string() })?;
         self.send_frame(&frame)?;
         let started = Instant::now();
         let mut last_heard = started;
@@ -263,31 +219,18 @@ impl Session {
             for f in frames {
                 let index = self.stats.frames_received;
                 self.stats.frames_received += 1;
-                let f = if self.faults.corrupt_received.contains(&index) {
-                    Err(())
-                } else {
-                    f.map_err(drop)
-                };
+                let f = if self.faults.corrupt_received.contains(&index) { Err(()) } else { f.map_err(drop) };
                 match f {
                     Err(()) => {
                         self.stats.bad_frames += 1;
                         lost_some = true;
                     }
-                    Ok(ToHost::Heartbeat { id: hid, .. }) if hid == id => {
-                        last_heard = Instant::now()
-                    }
-                    Ok(ToHost::Event {
-                        id: eid,
-                        seq,
-                        event,
-                    }) if eid == id => {
+                    Ok(ToHost::Heartbeat { id: hid, .. }) if hid == id => last_heard = Instant::now(),
+                    Ok(ToHost::Event { id: eid, seq, event }) if eid == id => {
                         last_heard = Instant::now();
                         if let Event::Error(error) = event {
                             // An error ends the answer whatever came before it.
-                            return Err(HilError::Agent {
-                                command: what,
-                                error,
-                            });
+                            return Err(HilError::Agent { command: what, error });
                         }
                         if event.is_terminal() {
                             terminal_seq = Some(seq);
@@ -310,23 +253,14 @@ impl Session {
             }
             if n == 0 {
                 if let Err((status, stderr)) = self.link.check_alive() {
-                    return Err(HilError::AgentExited {
-                        command: what,
-                        status,
-                        stderr,
-                    });
+                    return Err(HilError::AgentExited { command: what, status, stderr });
                 }
             }
             let silent = last_heard.elapsed();
             if started.elapsed() > self.timeouts.request
                 || (silent > self.timeouts.resend_after && sends >= self.timeouts.max_sends)
             {
-                return Err(HilError::Timeout {
-                    command: what,
-                    waited: started.elapsed(),
-                    sends,
-                    silent,
-                });
+                return Err(HilError::Timeout { command: what, waited: started.elapsed(), sends, silent });
             }
             // Resend on silence, or once a lost frame leaves a gap the terminal cannot close.
             let gap = lost_some && terminal_seq.is_some();
@@ -347,19 +281,15 @@ impl Session {
 fn corrupt(frame: &[u8]) -> Vec<u8> {
     let mut f = frame.to_vec();
     let i = f.len() / 2;
-    f[i] = if f[i] ^ 0x10 == 0 {
-        f[i] ^ 0x20
-    } else {
-        f[i] ^ 0x10
-    };
+    f[i] = if f[i] ^ 0x10 == 0 { f[i] ^ 0x20 } else { f[i] ^ 0x10 };
     f
 }
 
 fn collect_output(outputs: &mut Vec<OutputData>, part: OutputPart) {
     let index = match &part {
-        OutputPart::Chunk { index, .. }
-        | OutputPart::TopK { index, .. }
-        | OutputPart::Digest { index, .. } => usize::from(*index),
+        OutputPart::Chunk { index, .. } | OutputPart::TopK { index, .. } | OutputPart::Digest { index, .. } => {
+            usize::from(*index)
+        }
     };
     match part {
         OutputPart::Chunk { chunk, .. } => match outputs.get_mut(index) {
@@ -368,45 +298,19 @@ fn collect_output(outputs: &mut Vec<OutputData>, part: OutputPart) {
                 (Values::I64(a), Values::I64(b)) => a.extend(b),
                 _ => {}
             },
-            _ => outputs.push(OutputData::Full(Tensor {
-                name: chunk.name,
-                shape: chunk.shape,
-                values: chunk.values,
-            })),
+            _ => outputs.push(OutputData::Full(Tensor { name: chunk.name, shape: chunk.shape, values: chunk.values })),
         },
-        OutputPart::TopK {
-            name,
-            shape,
-            indices,
-            values,
-            ..
-        } => match outputs.get_mut(index) {
+        OutputPart::TopK { name, shape, indices, values, .. } => match outputs.get_mut(index) {
             Some(OutputData::TopK { rows, .. }) => rows.push((indices, values)),
-            _ => outputs.push(OutputData::TopK {
-                name,
-                shape,
-                rows: vec![(indices, values)],
-            }),
+            _ => outputs.push(OutputData::TopK { name, shape, rows: vec![(indices, values)] }),
         },
-        OutputPart::Digest {
-            name,
-            shape,
-            digest,
-            ..
-        } => outputs.push(OutputData::Digest {
-            name,
-            shape,
-            digest,
-        }),
+        OutputPart::Digest { name, shape, digest, .. } => outputs.push(OutputData::Digest { name, shape, digest }),
     }
 }
 
 fn unexpected<T>(command: &'static str, got: Result<Event, HilError>) -> Result<T, HilError> {
     match got {
         Err(e) => Err(e),
-        Ok(event) => Err(HilError::Unexpected {
-            command,
-            event: format!("{event:?}"),
-        }),
+        Ok(event) => Err(HilError::Unexpected { command, event: format!("{event:?}") }),
     }
 }

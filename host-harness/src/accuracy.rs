@@ -33,10 +33,7 @@ pub fn floats(t: &Tensor) -> Vec<f64> {
 }
 
 fn argmax(row: &[f64]) -> usize {
-    row.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
+    row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
 fn class_rows(shape: &[u64]) -> Option<usize> {
@@ -49,8 +46,7 @@ fn class_rows(shape: &[u64]) -> Option<usize> {
 /// Compares full tensors.
 pub fn compare_full(board: &[f64], reference: &[f64], shape: &[u64], name: &str) -> Accuracy {
     let n = reference.len().max(1) as f64;
-    let (mut se, mut ae, mut max_abs, mut dot, mut nb, mut nr) =
-        (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
+    let (mut se, mut ae, mut max_abs, mut dot, mut nb, mut nr) = (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
     for (b, r) in board.iter().zip(reference) {
         let d = b - r;
         se += d * d;
@@ -62,25 +58,13 @@ pub fn compare_full(board: &[f64], reference: &[f64], shape: &[u64], name: &str)
     }
     let top1 = class_rows(shape).map(|c| {
         let rows = reference.len() / c;
-        let agree = board
-            .chunks(c)
-            .zip(reference.chunks(c))
-            .filter(|(b, r)| argmax(b) == argmax(r))
-            .count();
+        let agree = board.chunks(c).zip(reference.chunks(c)).filter(|(b, r)| argmax(b) == argmax(r)).count();
         agree as f64 / rows.max(1) as f64
     });
-    let cosine = if nb == 0.0 && nr == 0.0 {
-        1.0
-    } else {
-        dot / (nb.sqrt() * nr.sqrt()).max(f64::MIN_POSITIVE)
-    };
+    let cosine = if nb == 0.0 && nr == 0.0 { 1.0 } else { dot / (nb.sqrt() * nr.sqrt()).max(f64::MIN_POSITIVE) };
     Accuracy {
         output: name.into(),
-        l2r: Some(if nr == 0.0 {
-            se.sqrt()
-        } else {
-            se.sqrt() / nr.sqrt()
-        }),
+        l2r: Some(if nr == 0.0 { se.sqrt() } else { se.sqrt() / nr.sqrt() }),
         rmse: Some((se / n).sqrt()),
         mae: Some(ae / n),
         cosine: Some(cosine),
@@ -120,8 +104,7 @@ pub fn compare(board: &OutputData, reference: &Tensor) -> Accuracy {
         OutputData::Digest { name, digest, .. } => {
             let mut a = empty(name);
             let floats32: Vec<f32> = r.iter().map(|v| *v as f32).collect();
-            a.digest_equal =
-                Some(edgehil_runtime::wire::Digest::of(&floats32).crc32 == digest.crc32);
+            a.digest_equal = Some(edgehil_runtime::wire::Digest::of(&floats32).crc32 == digest.crc32);
             a
         }
     }
@@ -145,10 +128,6 @@ mod tests {
         assert!((a.cosine.unwrap() - 1.0 / (1.25f64.sqrt() * 2f64.sqrt())).abs() < 1e-12);
         // row 0 argmax 0 = 0; row 1: board [0.5, 0] → 0, ref [0, 1] → 1
         assert_eq!(a.top1, Some(0.5));
-        assert_eq!(
-            compare_full(&[1.0, 2.0], &[1.0, 2.0], &[2], "v").top1,
-            None,
-            "no class axis on a vector"
-        );
+        assert_eq!(compare_full(&[1.0, 2.0], &[1.0, 2.0], &[2], "v").top1, None, "no class axis on a vector");
     }
 }

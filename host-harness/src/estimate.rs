@@ -53,23 +53,18 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         };
         model.set_input_fact(i, fact).map_err(err)?;
     }
-    let model = model
-        .into_typed()
-        .and_then(|m| m.into_decluttered())
-        .map_err(err)?;
-    let (mut flops, mut weight_bytes, mut int8_weights) = (0f64, 0u64, false);
+    let model = model.into_typed().map_err(err)?;
+    // Weights as the file stores them, before tract folds DequantizeLinear away.
+    let (mut weight_bytes, mut int8_weights) = (0u64, false);
+    for c in model.nodes().iter().filter_map(|n| n.op_as::<Const>()) {
+        weight_bytes += (c.val().len() * c.val().datum_type().size_of()) as u64;
+        int8_weights |= c.val().datum_type().size_of() == 1;
+    }
+    let model = model.into_decluttered().map_err(err)?;
+    let mut flops = 0f64;
     for node in model.nodes() {
-        if let Some(c) = node.op_as::<Const>() {
-            weight_bytes += (c.val().len() * c.val().datum_type().size_of()) as u64;
-            int8_weights |= c.val().datum_type().size_of() == 1;
-            continue;
-        }
-        let facts: Vec<&TypedFact> = node
-            .inputs
-            .iter()
-            .map(|o| model.outlet_fact(*o))
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+        let facts: Vec<&TypedFact> =
+            node.inputs.iter().map(|o| model.outlet_fact(*o)).collect::<Result<_, _>>().map_err(err)?;
         for (cost, count) in node.op.cost(&facts).map_err(err)? {
             let n = count.to_i64().unwrap_or(0) as f64;
             match cost {
@@ -84,25 +79,14 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         .map_err(err)?
         .iter()
         .map(|o| {
-            model.outlet_fact(*o).map(|f| {
-                f.shape
-                    .as_concrete()
-                    .map_or(0, |s| s.iter().product::<usize>())
-                    * f.datum_type.size_of()
-            })
+            model
+                .outlet_fact(*o)
+                .map(|f| f.shape.as_concrete().map_or(0, |s| s.iter().product::<usize>()) * f.datum_type.size_of())
         })
         .sum::<Result<usize, _>>()
         .map_err(err)? as u64;
-    let in_bytes: u64 = inputs
-        .iter()
-        .map(|t| t.values.len() as u64 * dtype_size(t.values.dtype()))
-        .sum();
-    Ok(GraphCost {
-        flops,
-        weight_bytes,
-        io_bytes: in_bytes + out_bytes,
-        int8_weights,
-    })
+    let in_bytes: u64 = inputs.iter().map(|t| t.values.len() as u64 * dtype_size(t.values.dtype())).sum();
+    Ok(GraphCost { flops, weight_bytes, io_bytes: in_bytes + out_bytes, int8_weights })
 }
 
 fn dtype_size(d: DType) -> u64 {
@@ -130,20 +114,11 @@ pub struct Prediction {
     pub peak: &'static str,
 }
 
-pub fn predict(
-    cost: &GraphCost,
-    profile: &Profile,
-    engine: EngineKind,
-    opt_level: OptLevel,
-) -> Prediction {
-    let int8_kernels = cost.int8_weights
-        && engine == EngineKind::Ort
-        && matches!(opt_level, OptLevel::Extended | OptLevel::All);
-    let (peak, rate) = if int8_kernels {
-        ("int8", profile.peak_int8.value.0)
-    } else {
-        ("fp32", profile.peak_fp32.value.0)
-    };
+pub fn predict(cost: &GraphCost, profile: &Profile, engine: EngineKind, opt_level: OptLevel) -> Prediction {
+    let int8_kernels =
+        cost.int8_weights && engine == EngineKind::Ort && matches!(opt_level, OptLevel::Extended | OptLevel::All);
+    let (peak, rate) =
+        if int8_kernels { ("int8", profile.peak_int8.value.0) } else { ("fp32", profile.peak_fp32.value.0) };
     let compute_s = cost.flops / rate;
     let memory_s = (cost.weight_bytes + cost.io_bytes) as f64 / profile.bandwidth.value.0;
     let overhead_s = profile.call_overhead.value.0;
@@ -152,11 +127,7 @@ pub fn predict(
         compute_ms: compute_s * 1e3,
         memory_ms: memory_s * 1e3,
         overhead_ms: overhead_s * 1e3,
-        bound: if compute_s >= memory_s {
-            Bound::Compute
-        } else {
-            Bound::Memory
-        },
+        bound: if compute_s >= memory_s { Bound::Compute } else { Bound::Memory },
         peak,
     }
 }

@@ -13,17 +13,12 @@ use edgehil_runtime::wire::{DType, Tensor, TensorInfo, Values};
 pub enum InputError {
     /// the inputs file could not be read
     #[error("cannot read inputs file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// the inputs file does not have the expected form
     #[error("inputs file {path}: {message}")]
     Format { path: String, message: String },
     /// a model input whose size is not fixed, with no file to say it
-    #[error(
-        "input `{input}` has dimensions that are not fixed ({shape}); give them with --inputs FILE"
-    )]
+    #[error("input `{input}` has dimensions that are not fixed ({shape}); give them with --inputs FILE")]
     Dynamic { input: String, shape: String },
 }
 
@@ -33,12 +28,8 @@ pub fn seeded(infos: &[TensorInfo], seed: u64) -> Result<Vec<Tensor>, InputError
     infos
         .iter()
         .map(|info| {
-            let shape: Vec<u64> = info
-                .shape
-                .iter()
-                .map(|d| d.ok_or(()))
-                .collect::<Result<_, _>>()
-                .map_err(|()| InputError::Dynamic {
+            let shape: Vec<u64> =
+                info.shape.iter().map(|d| d.ok_or(())).collect::<Result<_, _>>().map_err(|()| InputError::Dynamic {
                     input: info.name.clone(),
                     shape: format!("{:?}", info.shape),
                 })?;
@@ -47,11 +38,7 @@ pub fn seeded(infos: &[TensorInfo], seed: u64) -> Result<Vec<Tensor>, InputError
                 DType::F32 => Values::F32(rng.fill(n, 1.0)),
                 DType::I64 => Values::I64((0..n).map(|_| (rng.next_u64() % 100) as i64).collect()),
             };
-            Ok(Tensor {
-                name: info.name.clone(),
-                shape,
-                values,
-            })
+            Ok(Tensor { name: info.name.clone(), shape, values })
         })
         .collect()
 }
@@ -66,26 +53,15 @@ struct FileTensor {
 /// Reads `{"NAME": {"shape": [..], "values": [..]}, ...}` for every model input.
 pub fn from_file(path: &Path, infos: &[TensorInfo]) -> Result<Vec<Tensor>, InputError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let format = |message: String| InputError::Format {
-        path: shown.clone(),
-        message,
-    };
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read { path: shown.clone(), source })?;
+    let format = |message: String| InputError::Format { path: shown.clone(), message };
     let mut file: std::collections::BTreeMap<String, FileTensor> = serde_json::from_str(&text)
-        .map_err(|e| {
-            format(format!(
-                "{e} (expected {{\"NAME\": {{\"shape\": [..], \"values\": [..]}}}})"
-            ))
-        })?;
+        .map_err(|e| format(format!("{e} (expected {{\"NAME\": {{\"shape\": [..], \"values\": [..]}}}})")))?;
     infos
         .iter()
         .map(|info| {
-            let t = file
-                .remove(&info.name)
-                .ok_or_else(|| format(format!("no entry for model input `{}`", info.name)))?;
+            let t =
+                file.remove(&info.name).ok_or_else(|| format(format!("no entry for model input `{}`", info.name)))?;
             let n: u64 = t.shape.iter().product();
             if n != t.values.len() as u64 {
                 return Err(format(format!(
@@ -96,28 +72,15 @@ pub fn from_file(path: &Path, infos: &[TensorInfo]) -> Result<Vec<Tensor>, Input
                 )));
             }
             let values = match info.dtype {
-                DType::F32 => Values::F32(
-                    t.values
-                        .iter()
-                        .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
-                        .collect(),
-                ),
+                DType::F32 => Values::F32(t.values.iter().map(|v| v.as_f64().unwrap_or(f64::NAN) as f32).collect()),
                 DType::I64 => Values::I64(
                     t.values
                         .iter()
-                        .map(|v| {
-                            v.as_i64().ok_or_else(|| {
-                                format(format!("`{}`: {v} is not an integer", info.name))
-                            })
-                        })
+                        .map(|v| v.as_i64().ok_or_else(|| format(format!("`{}`: {v} is not an integer", info.name))))
                         .collect::<Result<_, _>>()?,
                 ),
             };
-            Ok(Tensor {
-                name: info.name.clone(),
-                shape: t.shape,
-                values,
-            })
+            Ok(Tensor { name: info.name.clone(), shape: t.shape, values })
         })
         .collect::<Result<Vec<_>, _>>()
         .and_then(|v| match file.keys().next() {

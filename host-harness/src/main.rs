@@ -20,10 +20,7 @@ const EXIT_DOES_NOT_FIT: u8 = 3;
 const EXIT_BOARD_FAILED: u8 = 4;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Does this model, compressed this way, fit this board, how fast, and is it still right?"
-)]
+#[command(version, about = "Does this model, compressed this way, fit this board, how fast, and is it still right?")]
 struct Cli {
     /// A folder of a team's own device profiles (added to the built-in ones).
     #[arg(long, global = true, env = "EDGEHIL_PROFILES_DIR")]
@@ -106,10 +103,7 @@ struct RunArgs {
 }
 
 fn parse_engine(s: &str) -> Result<EngineKind, String> {
-    EngineKind::ALL
-        .into_iter()
-        .find(|e| e.name() == s)
-        .ok_or_else(|| format!("`{s}`: expected tract or ort"))
+    EngineKind::ALL.into_iter().find(|e| e.name() == s).ok_or_else(|| format!("`{s}`: expected tract or ort"))
 }
 
 fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
@@ -132,8 +126,7 @@ fn parse_outputs(s: &str) -> Result<OutputMode, String> {
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    s.parse::<u64>()
-        .or_else(|_| Bytes::try_from(s.to_string()).map(|b| b.0))
+    s.parse::<u64>().or_else(|_| Bytes::try_from(s.to_string()).map(|b| b.0))
 }
 
 fn main() -> ExitCode {
@@ -149,19 +142,12 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<u8> {
     let profiles = Profiles::load(cli.profiles_dir.as_deref())?;
-    match cli
-        .command
-        .unwrap_or(Cmd::Run(RunArgs::parse_from(["run"])))
-    {
-        Cmd::Profiles {
-            command: ProfilesCmd::List,
-        } => {
+    match cli.command.unwrap_or(Cmd::Run(RunArgs::parse_from(["run"]))) {
+        Cmd::Profiles { command: ProfilesCmd::List } => {
             print!("{}", profiles_table(&profiles));
             Ok(0)
         }
-        Cmd::Profiles {
-            command: ProfilesCmd::Show { name },
-        } => {
+        Cmd::Profiles { command: ProfilesCmd::Show { name } } => {
             let p = profiles.get(&name)?;
             print!("{}", p.describe());
             Ok(0)
@@ -198,9 +184,7 @@ fn profiles_table(profiles: &Profiles) -> String {
 }
 
 fn run_cmd(args: RunArgs, profiles: &Profiles) -> Result<u8> {
-    let model = args
-        .model
-        .unwrap_or_else(|| edgehil_onnx::fixtures::dir().join("block.onnx"));
+    let model = args.model.unwrap_or_else(|| edgehil_onnx::fixtures::dir().join("block.onnx"));
     if !model.is_file() {
         bail!("model {} does not exist", model.display());
     }

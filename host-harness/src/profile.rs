@@ -20,20 +20,13 @@ mod builtin {
 pub enum ProfileError {
     /// a profile file could not be read
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// a profile file is not valid
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     /// a field holds a value the schema allows but that makes no sense
     #[error("{path}: field `{field}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
+    Invalid { path: PathBuf, field: &'static str, message: String },
     /// no profile of that name
     #[error("no device profile named `{name}`; known: {known}")]
     NotFound { name: String, known: String },
@@ -103,26 +96,12 @@ pub struct Profile {
 impl Profile {
     /// Parses one profile; `path` names it in errors and must match `name`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ProfileError> {
-        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
-            path: path.into(),
-            message: e.to_string().trim_end().into(),
-        })?;
-        let invalid = |field, message: String| {
-            Err(ProfileError::Invalid {
-                path: path.into(),
-                field,
-                message,
-            })
-        };
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let p: Profile = toml::from_str(text)
+            .map_err(|e| ProfileError::Parse { path: path.into(), message: e.to_string().trim_end().into() })?;
+        let invalid = |field, message: String| Err(ProfileError::Invalid { path: path.into(), field, message });
+        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         if p.name != stem {
-            return invalid(
-                "name",
-                format!("`{}` differs from the file name `{stem}`", p.name),
-            );
+            return invalid("name", format!("`{}` differs from the file name `{stem}`", p.name));
         }
         if p.cores.value == 0 {
             return invalid("cores", "must be at least 1".into());
@@ -130,10 +109,7 @@ impl Profile {
         if p.ram_usable.value > p.ram_total.value {
             return invalid(
                 "ram_usable",
-                format!(
-                    "{} is more than ram_total {}",
-                    p.ram_usable.value.0, p.ram_total.value.0
-                ),
+                format!("{} is more than ram_total {}", p.ram_usable.value.0, p.ram_total.value.0),
             );
         }
         for (field, zero) in [
@@ -169,30 +145,10 @@ impl Profile {
             }
         };
         let f = &self;
-        row(
-            "cores",
-            f.cores.value.to_string(),
-            &f.cores.source,
-            &f.cores.reasoning,
-        );
-        row(
-            "clock",
-            format!("{:.3} GHz", f.clock.value.0 / 1e9),
-            &f.clock.source,
-            &f.clock.reasoning,
-        );
-        row(
-            "ram_total",
-            human_bytes(f.ram_total.value.0 as f64),
-            &f.ram_total.source,
-            &f.ram_total.reasoning,
-        );
-        row(
-            "ram_usable",
-            human_bytes(f.ram_usable.value.0 as f64),
-            &f.ram_usable.source,
-            &f.ram_usable.reasoning,
-        );
+        row("cores", f.cores.value.to_string(), &f.cores.source, &f.cores.reasoning);
+        row("clock", format!("{:.3} GHz", f.clock.value.0 / 1e9), &f.clock.source, &f.clock.reasoning);
+        row("ram_total", human_bytes(f.ram_total.value.0 as f64), &f.ram_total.source, &f.ram_total.reasoning);
+        row("ram_usable", human_bytes(f.ram_usable.value.0 as f64), &f.ram_usable.source, &f.ram_usable.reasoning);
         row(
             "peak_fp32",
             format!("{:.2} GFLOP/s", f.peak_fp32.value.0 / 1e9),
@@ -205,12 +161,7 @@ impl Profile {
             &f.peak_int8.source,
             &f.peak_int8.reasoning,
         );
-        row(
-            "bandwidth",
-            format!("{:.2} GB/s", f.bandwidth.value.0 / 1e9),
-            &f.bandwidth.source,
-            &f.bandwidth.reasoning,
-        );
+        row("bandwidth", format!("{:.2} GB/s", f.bandwidth.value.0 / 1e9), &f.bandwidth.source, &f.bandwidth.reasoning);
         row(
             "call_overhead",
             format!("{:.1} us", f.call_overhead.value.0 * 1e6),
@@ -242,10 +193,7 @@ impl Profiles {
     pub fn load(dir: Option<&Path>) -> Result<Self, ProfileError> {
         let mut all = Self::builtin()?;
         let Some(dir) = dir else { return Ok(all) };
-        let read_err = |source| ProfileError::Read {
-            path: dir.into(),
-            source,
-        };
+        let read_err = |source| ProfileError::Read { path: dir.into(), source };
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(read_err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -253,10 +201,8 @@ impl Profiles {
             .collect();
         files.sort();
         for path in files {
-            let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ProfileError::Read { path: path.clone(), source })?;
             let p = Profile::parse(&text, &path)?;
             all.by_name.insert(p.name.clone(), p);
         }
@@ -264,12 +210,10 @@ impl Profiles {
     }
 
     pub fn get(&self, name: &str) -> Result<&Profile, ProfileError> {
-        self.by_name
-            .get(name)
-            .ok_or_else(|| ProfileError::NotFound {
-                name: name.into(),
-                known: self.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
-            })
+        self.by_name.get(name).ok_or_else(|| ProfileError::NotFound {
+            name: name.into(),
+            known: self.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Profile> {

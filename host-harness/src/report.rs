@@ -91,13 +91,7 @@ pub struct RunReport {
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("-".into(), |v| {
-        if v != 0.0 && v.abs() < 1e-3 {
-            format!("{v:.2e}")
-        } else {
-            format!("{v:.digits$}")
-        }
-    })
+    v.map_or("-".into(), |v| if v != 0.0 && v.abs() < 1e-3 { format!("{v:.2e}") } else { format!("{v:.digits$}") })
 }
 
 impl RunReport {
@@ -119,11 +113,7 @@ impl RunReport {
                     human_bytes(m.cap_bytes as f64),
                     m.limit
                 ),
-                None => format!(
-                    "does not fit: cap {} ({})",
-                    human_bytes(m.cap_bytes as f64),
-                    m.limit
-                ),
+                None => format!("does not fit: cap {} ({})", human_bytes(m.cap_bytes as f64), m.limit),
             },
             Status::Failed => "failed".to_string(),
         };
@@ -146,12 +136,7 @@ impl RunReport {
             );
         }
         if let Some(l) = &self.load {
-            let _ = writeln!(
-                s,
-                "  load       {:.1} ms, weights {}",
-                l.load_ms,
-                human_bytes(l.weight_bytes as f64)
-            );
+            let _ = writeln!(s, "  load       {:.1} ms, weights {}", l.load_ms, human_bytes(l.weight_bytes as f64));
         }
         let peak = |v: Option<u64>| v.map_or("-".into(), |v| human_bytes(v as f64));
         let headroom = match (m.headroom_bytes, m.headroom_pct) {

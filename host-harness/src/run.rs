@@ -3,14 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use edgehil_hil::{
-    EmulatedBoard, EmulatorConfig, Faults, HilError, InferResult, Link, SerialLink, Session,
-    Target, Timeouts,
+    EmulatedBoard, EmulatorConfig, Faults, HilError, InferResult, Link, SerialLink, Session, Target, Timeouts,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
-use edgehil_runtime::wire::{
-    AgentError, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor,
-};
+use edgehil_runtime::wire::{AgentError, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor};
 
 use crate::accuracy::{self, Accuracy};
 use crate::estimate::{self, EstimateError};
@@ -62,26 +59,20 @@ pub fn find_agent() -> Result<PathBuf, RunError> {
     if let Some(p) = std::env::var_os("EDGEHIL_AGENT") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| RunError::Setup(format!("cannot locate this executable: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| RunError::Setup(format!("cannot locate this executable: {e}")))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    [dir.join("edgehil-agent"), dir.join("../edgehil-agent")]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            RunError::Setup(format!(
-                "cannot find edgehil-agent beside {}; build it with `cargo build -p edgehil-runtime` or set EDGEHIL_AGENT",
-                exe.display()
-            ))
-        })
+    [dir.join("edgehil-agent"), dir.join("../edgehil-agent")].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        RunError::Setup(format!(
+            "cannot find edgehil-agent beside {}; build it with `cargo build -p edgehil-runtime` or set EDGEHIL_AGENT",
+            exe.display()
+        ))
+    })
 }
 
 /// libonnxruntime: the given path, $EDGEHIL_ORT_LIBRARY, or the one in the
 /// Python `onnxruntime` package (`pip install onnxruntime`).
 pub fn find_ort_library(given: Option<&Path>) -> Result<PathBuf, RunError> {
-    if let Some(p) = given
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("EDGEHIL_ORT_LIBRARY").map(PathBuf::from))
+    if let Some(p) = given.map(Path::to_path_buf).or_else(|| std::env::var_os("EDGEHIL_ORT_LIBRARY").map(PathBuf::from))
     {
         return Ok(p);
     }
@@ -101,10 +92,7 @@ pub fn find_ort_library(given: Option<&Path>) -> Result<PathBuf, RunError> {
         .and_then(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
-                })
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
                 .max_by_key(|p| p.as_os_str().len())
         })
         .ok_or_else(|| RunError::Setup(format!("no libonnxruntime.so* in {}", capi.display())))
@@ -117,17 +105,10 @@ pub fn host_run(
     seed: u64,
     inputs_file: Option<&Path>,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>), RunError> {
-    let reference_err = |source| RunError::Reference {
-        path: path.into(),
-        source,
-    };
+    let reference_err = |source| RunError::Reference { path: path.into(), source };
     let host_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let opts = LoadOptions {
-        engine: EngineKind::Tract,
-        opt_level: OptLevel::All,
-        threads: host_threads,
-        ort_library: None,
-    };
+    let opts =
+        LoadOptions { engine: EngineKind::Tract, opt_level: OptLevel::All, threads: host_threads, ort_library: None };
     let mut engine = engine::load(path, &opts).map_err(reference_err)?;
     let inputs = match (inputs, inputs_file) {
         (Some(i), _) => i.to_vec(),
@@ -158,10 +139,7 @@ fn open_link(opts: &RunOptions, profile: &Profile, cap: u64) -> Result<Box<dyn L
                 LinkSpec::Serial { baud } => baud,
                 LinkSpec::Probe { .. } => 115_200,
             };
-            Ok(Box::new(SerialLink::open(
-                port,
-                baud.unwrap_or(default_baud),
-            )?))
+            Ok(Box::new(SerialLink::open(port, baud.unwrap_or(default_baud))?))
         }
     }
 }
@@ -183,17 +161,8 @@ fn board_run(
     got: &mut BoardRun,
 ) -> Result<(), HilError> {
     got.info = Some(session.hello()?);
-    let threads = got
-        .info
-        .as_ref()
-        .map_or(1, |i| i.cores)
-        .min(profile.cores.value as u16);
-    got.load = Some(session.load(
-        &opts.model.display().to_string(),
-        opts.engine,
-        opts.opt_level,
-        threads,
-    )?);
+    let threads = got.info.as_ref().map_or(1, |i| i.cores).min(profile.cores.value as u16);
+    got.load = Some(session.load(&opts.model.display().to_string(), opts.engine, opts.opt_level, threads)?);
     session.set_inputs(inputs)?;
     got.infer = Some(session.infer(opts.runs, opts.warmup, opts.outputs, |_, _| {})?);
     got.agent_bad_frames = Some(session.stats()?.bad_frames);
@@ -237,14 +206,7 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
     let (status, error) = match &outcome {
         Ok(()) => (Status::Ok, None),
         Err(HilError::Agent {
-            error:
-                AgentError::OutOfMemory {
-                    requested,
-                    in_use,
-                    cap: limit_bytes,
-                    limit,
-                },
-            ..
+            error: AgentError::OutOfMemory { requested, in_use, cap: limit_bytes, limit }, ..
         }) => {
             memory.needed_at_least = Some(requested + in_use);
             memory.limit = match limit {
@@ -254,27 +216,18 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
             if *limit_bytes != 0 {
                 memory.cap_bytes = *limit_bytes;
             }
-            (
-                Status::DoesNotFit,
-                Some(outcome.as_ref().unwrap_err().to_string()),
-            )
+            (Status::DoesNotFit, Some(outcome.as_ref().unwrap_err().to_string()))
         }
         Err(HilError::AgentExited { status, .. })
             if status == &format!("exit code {}", edgehil_runtime::agent::EXIT_OUT_OF_MEMORY) =>
         {
-            (
-                Status::DoesNotFit,
-                Some(outcome.as_ref().unwrap_err().to_string()),
-            )
+            (Status::DoesNotFit, Some(outcome.as_ref().unwrap_err().to_string()))
         }
         Err(e) => (Status::Failed, Some(e.to_string())),
     };
 
     let (peak_heap, peak_rss) = match (&got.infer, &got.load) {
-        (Some(i), Some(l)) => (
-            Some(i.report.peak_heap.max(l.peak_heap)),
-            Some(i.report.peak_rss.max(l.peak_rss)),
-        ),
+        (Some(i), Some(l)) => (Some(i.report.peak_heap.max(l.peak_heap)), Some(i.report.peak_rss.max(l.peak_rss))),
         (None, Some(l)) => (Some(l.peak_heap), Some(l.peak_rss)),
         _ => (None, None),
     };
@@ -303,13 +256,10 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
             mean: s.mean_us / 1e3,
         })
     });
-    let accuracy: Vec<Accuracy> = got.infer.as_ref().map_or_else(Vec::new, |i| {
-        i.outputs
-            .iter()
-            .zip(&reference)
-            .map(|(b, r)| accuracy::compare(b, r))
-            .collect()
-    });
+    let accuracy: Vec<Accuracy> = got
+        .infer
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.outputs.iter().zip(&reference).map(|(b, r)| accuracy::compare(b, r)).collect());
     let link = link_stats.map_or_else(LinkSummary::default, |s| LinkSummary {
         frames_sent: s.frames_sent,
         frames_received: s.frames_received,
@@ -323,28 +273,19 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         profile: profile.name.clone(),
         target: opts.target.to_string(),
         engine: opts.engine.name().into(),
-        opt_level: got
-            .load
-            .as_ref()
-            .map_or(opts.opt_level, |l| l.opt_level)
-            .name()
-            .into(),
+        opt_level: got.load.as_ref().map_or(opts.opt_level, |l| l.opt_level).name().into(),
         status,
         error,
         board: got.info.map(|i| BoardSummary {
             agent_version: i.agent_version,
             arch: i.arch,
             threads: got.load.as_ref().map_or(0, |l| l.threads),
-            engines: i
-                .engines
-                .into_iter()
-                .map(|e| e.name().to_string())
-                .collect(),
+            engines: i.engines.into_iter().map(|e| e.name().to_string()).collect(),
         }),
-        load: got.load.as_ref().map(|l| LoadSummary {
-            load_ms: l.load_nanos as f64 / 1e6,
-            weight_bytes: l.weight_bytes,
-        }),
+        load: got
+            .load
+            .as_ref()
+            .map(|l| LoadSummary { load_ms: l.load_nanos as f64 / 1e6, weight_bytes: l.weight_bytes }),
         latency_ms,
         cost: Some(cost),
         predicted: Some(predicted),

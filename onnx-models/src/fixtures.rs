@@ -32,10 +32,7 @@ pub fn dir() -> PathBuf {
 }
 
 pub fn write_all(dir: &Path) -> Result<Vec<PathBuf>, OnnxError> {
-    std::fs::create_dir_all(dir).map_err(|source| OnnxError::Write {
-        path: dir.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| OnnxError::Write { path: dir.display().to_string(), source })?;
     all()
         .into_iter()
         .map(|(name, model)| {
@@ -59,11 +56,7 @@ pub fn quantize_per_column(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>)
             }
         })
         .collect();
-    let q = w
-        .iter()
-        .enumerate()
-        .map(|(idx, v)| (v / scales[idx % n]).round().clamp(-127.0, 127.0) as i8)
-        .collect();
+    let q = w.iter().enumerate().map(|(idx, v)| (v / scales[idx % n]).round().clamp(-127.0, 127.0) as i8).collect();
     (q, scales)
 }
 
@@ -76,11 +69,7 @@ struct Builder {
 
 impl Builder {
     fn new(name: &str, seed: u64, precision: Precision) -> Self {
-        Self {
-            g: GraphBuilder::new(name),
-            rng: SplitMix64::new(seed),
-            precision,
-        }
+        Self { g: GraphBuilder::new(name), rng: SplitMix64::new(seed), precision }
     }
 
     /// `x @ W + b` for a random `[k, n]` weight scaled by 1/sqrt(k).
@@ -93,11 +82,8 @@ impl Builder {
             Precision::Int8 => {
                 let (q, scales) = quantize_per_column(&w, k, n);
                 let q = self.g.i8s(&format!("{name}.weight_q"), &dims, &q);
-                let s = self
-                    .g
-                    .f32s(&format!("{name}.weight_scale"), &[n as i64], &scales);
-                self.g
-                    .node("DequantizeLinear", &[&q, &s], &[Attr::Int("axis", 1)])
+                let s = self.g.f32s(&format!("{name}.weight_scale"), &[n as i64], &scales);
+                self.g.node("DequantizeLinear", &[&q, &s], &[Attr::Int("axis", 1)])
             }
         };
         let bias = self.g.f32s(&format!("{name}.bias"), &[n as i64], &b);
@@ -110,11 +96,7 @@ impl Builder {
         let beta = self.rng.fill(d, 0.1);
         let gamma = self.g.f32s(&format!("{name}.weight"), &[d as i64], &gamma);
         let beta = self.g.f32s(&format!("{name}.bias"), &[d as i64], &beta);
-        self.g.node(
-            "LayerNormalization",
-            &[x, &gamma, &beta],
-            &[Attr::Int("axis", -1), Attr::Float("epsilon", 1e-5)],
-        )
+        self.g.node("LayerNormalization", &[x, &gamma, &beta], &[Attr::Int("axis", -1), Attr::Float("epsilon", 1e-5)])
     }
 }
 
@@ -124,15 +106,23 @@ fn fixed(dims: &[i64]) -> Vec<Dim> {
 
 /// MLP classifier: `input [4, 64]` → 128 → 64 → `logits [4, 10]`, ReLU between.
 pub fn mlp(precision: Precision) -> ModelProto {
-    let mut b = Builder::new("mlp", 0x5eed_0001, precision);
-    let x = b.g.input("input", Elem::F32, &fixed(&[4, 64]));
-    let h = b.linear(&x, "fc1", 64, 128);
-    let h = b.g.node("Relu", &[&h], &[]);
-    let h = b.linear(&h, "fc2", 128, 64);
-    let h = b.g.node("Relu", &[&h], &[]);
-    let y = b.linear(&h, "fc3", 64, 10);
-    b.g.node_to("Identity", &[&y], "logits", &[]);
-    b.g.output("logits", Elem::F32, &fixed(&[4, 10]));
+    mlp_sized("mlp", 4, &[64, 128, 64, 10], precision)
+}
+
+/// An MLP of any size: `input [batch, widths[0]]` → … → `logits [batch, last]`,
+/// for benchmarks and memory tests that need a model of a given weight.
+pub fn mlp_sized(name: &str, batch: i64, widths: &[usize], precision: Precision) -> ModelProto {
+    let mut b = Builder::new(name, 0x5eed_0001, precision);
+    let mut h = b.g.input("input", Elem::F32, &fixed(&[batch, widths[0] as i64]));
+    let layers = widths.len() - 1;
+    for (i, pair) in widths.windows(2).enumerate() {
+        h = b.linear(&h, &format!("fc{}", i + 1), pair[0], pair[1]);
+        if i + 1 < layers {
+            h = b.g.node("Relu", &[&h], &[]);
+        }
+    }
+    b.g.node_to("Identity", &[&h], "logits", &[]);
+    b.g.output("logits", Elem::F32, &fixed(&[batch, widths[layers] as i64]));
     b.g.build()
 }
 
@@ -157,23 +147,16 @@ pub fn block(precision: Precision) -> ModelProto {
     let q = split(&mut b, "q");
     let k = split(&mut b, "k");
     let v = split(&mut b, "v");
-    let kt =
-        b.g.node("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 1, 3, 2])]);
+    let kt = b.g.node("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 1, 3, 2])]);
     let scores = b.g.node("MatMul", &[&q, &kt], &[]);
     let scale = b.g.f32s("attn_scale", &[], &[1.0 / (HD as f32).sqrt()]);
     let scores = b.g.node("Mul", &[&scores, &scale], &[]);
-    let causal: Vec<f32> = (0..T)
-        .flat_map(|i| (0..T).map(move |j| if j > i { -1e9 } else { 0.0 }))
-        .collect();
+    let causal: Vec<f32> = (0..T).flat_map(|i| (0..T).map(move |j| if j > i { -1e9 } else { 0.0 })).collect();
     let mask = b.g.f32s("causal_mask", &[T, T], &causal);
     let scores = b.g.node("Add", &[&scores, &mask], &[]);
     let probs = b.g.node("Softmax", &[&scores], &[Attr::Int("axis", -1)]);
     let ctx = b.g.node("MatMul", &[&probs, &v], &[]);
-    let ctx = b.g.node(
-        "Transpose",
-        &[&ctx],
-        &[Attr::Ints("perm", vec![0, 2, 1, 3])],
-    );
+    let ctx = b.g.node("Transpose", &[&ctx], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
     let ctx = b.g.node("Reshape", &[&ctx, &merged], &[]);
     let attn = b.linear(&ctx, "o", D, D);
     let h = b.g.node("Add", &[&x, &attn], &[]);
@@ -181,8 +164,7 @@ pub fn block(precision: Precision) -> ModelProto {
     let ln2 = b.layer_norm(&h, "ln2", D);
     let up = b.linear(&ln2, "up", D, 4 * D);
     // GELU as 0.5·x·(1 + erf(x/√2)): Gelu itself is only in opset 20.
-    let inv_sqrt2 =
-        b.g.f32s("inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2]);
+    let inv_sqrt2 = b.g.f32s("inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2]);
     let one = b.g.f32s("one", &[], &[1.0]);
     let half = b.g.f32s("half", &[], &[0.5]);
     let t = b.g.node("Mul", &[&up, &inv_sqrt2], &[]);
@@ -214,9 +196,12 @@ mod tests {
     fn committed_fixtures_are_what_the_builder_makes() {
         use prost::Message;
         for (name, model) in all() {
-            let committed = std::fs::read(dir().join(name))
-                .unwrap_or_else(|e| panic!("{name}: {e}; run make-fixtures"));
-            assert!(committed == model.encode_to_vec(), "{name} differs from the builder's output: run `cargo run -p edgehil-onnx --bin make-fixtures`");
+            let committed =
+                std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}; run make-fixtures"));
+            assert!(
+                committed == model.encode_to_vec(),
+                "{name} differs from the builder's output: run `cargo run -p edgehil-onnx --bin make-fixtures`"
+            );
         }
     }
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use prost::Message;
 use tract_onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
-    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// Opset of every model we write: LayerNormalization is in 17, and both
@@ -18,10 +18,7 @@ pub const OPSET: i64 = 17;
 pub enum OnnxError {
     /// writing a model failed
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,13 +109,7 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        Self {
-            graph: GraphProto {
-                name: name.into(),
-                ..Default::default()
-            },
-            counter: 0,
-        }
+        Self { graph: GraphProto { name: name.into(), ..Default::default() }, counter: 0 }
     }
 
     pub fn input(&mut self, name: &str, elem: Elem, dims: &[Dim]) -> String {
@@ -142,30 +133,15 @@ impl GraphBuilder {
     }
 
     pub fn f32s(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
-        self.initializer(
-            name,
-            Elem::F32,
-            dims,
-            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        )
+        self.initializer(name, Elem::F32, dims, data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     pub fn i64s(&mut self, name: &str, dims: &[i64], data: &[i64]) -> String {
-        self.initializer(
-            name,
-            Elem::I64,
-            dims,
-            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        )
+        self.initializer(name, Elem::I64, dims, data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     pub fn i8s(&mut self, name: &str, dims: &[i64], data: &[i8]) -> String {
-        self.initializer(
-            name,
-            Elem::I8,
-            dims,
-            data.iter().map(|v| *v as u8).collect(),
-        )
+        self.initializer(name, Elem::I8, dims, data.iter().map(|v| *v as u8).collect())
     }
 
     /// Adds a node with one output and returns the output's name.
@@ -194,10 +170,7 @@ impl GraphBuilder {
             ir_version: 8,
             producer_name: "edgehil".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: OPSET,
-            }],
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
             graph: Some(self.graph),
             ..Default::default()
         }
@@ -208,10 +181,7 @@ impl GraphBuilder {
 /// sees half a file).
 pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), OnnxError> {
     let tmp = path.with_extension("onnx.tmp");
-    let err = |source| OnnxError::Write {
-        path: path.display().to_string(),
-        source,
-    };
+    let err = |source| OnnxError::Write { path: path.display().to_string(), source };
     std::fs::write(&tmp, model.encode_to_vec()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }

@@ -18,9 +18,8 @@ use std::vec::Vec;
 use crate::cap::{CappedAlloc, Refusal};
 use crate::engine::{self, Engine, EngineError, LoadOptions};
 use crate::wire::{
-    encode_frame, encode_frame_into, AgentError, AgentStats, BoardInfo, Command, Digest, Event,
-    FrameDecoder, InferReport, LoadReport, MemLimit, OutputMode, OutputPart, Request, Tensor,
-    ToHost, Values, MAX_PAYLOAD,
+    encode_frame, encode_frame_into, AgentError, AgentStats, BoardInfo, Command, Digest, Event, FrameDecoder,
+    InferReport, LoadReport, MemLimit, OutputMode, OutputPart, Request, Tensor, ToHost, Values, MAX_PAYLOAD,
 };
 
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -99,14 +98,8 @@ pub fn serve(
     let writer = Arc::new(Mutex::new(Writer { out: writer }));
     let busy = Arc::new(AtomicBool::new(false));
     spawn_heartbeat(writer.clone(), busy.clone());
-    let mut state = State {
-        config,
-        alloc,
-        engine: None,
-        staged: Vec::new(),
-        stats: Stats::default(),
-        data_limit: None,
-    };
+    let mut state =
+        State { config, alloc, engine: None, staged: Vec::new(), stats: Stats::default(), data_limit: None };
     let mut last: Option<(u32, Vec<Vec<u8>>)> = None;
     let mut decoder = FrameDecoder::new();
     let mut buf = [0u8; 4096];
@@ -117,9 +110,7 @@ pub fn serve(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::TimedOut
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
@@ -146,11 +137,7 @@ pub fn serve(
             CURRENT_ID.store(req.id, Ordering::SeqCst);
             CURRENT_SEQ.store(0, Ordering::SeqCst);
             busy.store(true, Ordering::SeqCst);
-            let mut answer = Answer {
-                id: req.id,
-                frames: Vec::new(),
-                writer: &writer,
-            };
+            let mut answer = Answer { id: req.id, frames: Vec::new(), writer: &writer };
             let shutdown = matches!(req.command, Command::Shutdown);
             let result = state.handle(req.command, &mut answer);
             busy.store(false, Ordering::SeqCst);
@@ -191,12 +178,8 @@ struct Answer<'a> {
 impl Answer<'_> {
     fn emit(&mut self, event: Event) -> io::Result<()> {
         let seq = self.frames.len() as u32;
-        let frame = encode_frame(&ToHost::Event {
-            id: self.id,
-            seq,
-            event,
-        })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let frame = encode_frame(&ToHost::Event { id: self.id, seq, event })
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         CURRENT_SEQ.store(seq + 1, Ordering::SeqCst);
         self.writer.lock().expect("writer lock").send(&frame)?;
         self.frames.push(frame);
@@ -224,41 +207,24 @@ impl State {
     /// Handles one command; errors here are link errors, not request errors.
     fn handle(&mut self, command: Command, answer: &mut Answer) -> io::Result<()> {
         let event = match command {
-            Command::Hello { protocol_version }
-                if protocol_version != self.config.protocol_version =>
-            {
+            Command::Hello { protocol_version } if protocol_version != self.config.protocol_version => {
                 Event::Error(AgentError::VersionMismatch {
                     agent: self.config.protocol_version,
                     host: protocol_version,
                 })
             }
             Command::Hello { .. } => Event::HelloAck(self.board_info()),
-            Command::Load {
-                path,
-                engine,
-                opt_level,
-                threads,
-            } => {
+            Command::Load { path, engine, opt_level, threads } => {
                 self.engine = None;
                 self.staged.clear();
                 let threads = usize::from(threads).clamp(1, self.config.threads.max(1));
-                let opts = LoadOptions {
-                    engine,
-                    opt_level,
-                    threads,
-                    ort_library: self.config.ort_library.clone(),
-                };
-                self.load(PathBuf::from(path), &opts)
-                    .unwrap_or_else(Event::Error)
+                let opts = LoadOptions { engine, opt_level, threads, ort_library: self.config.ort_library.clone() };
+                self.load(PathBuf::from(path), &opts).unwrap_or_else(Event::Error)
             }
-            Command::SetInput { index, chunk } => self
-                .stage(usize::from(index), chunk)
-                .map_or_else(Event::Error, |()| Event::Done),
-            Command::Infer {
-                runs,
-                warmup,
-                outputs,
-            } => match self.infer(runs, warmup, outputs, answer)? {
+            Command::SetInput { index, chunk } => {
+                self.stage(usize::from(index), chunk).map_or_else(Event::Error, |()| Event::Done)
+            }
+            Command::Infer { runs, warmup, outputs } => match self.infer(runs, warmup, outputs, answer)? {
                 Ok(report) => Event::InferDone(report),
                 Err(e) => Event::Error(e),
             },
@@ -303,26 +269,20 @@ impl State {
                 cap: self.data_limit.unwrap_or(0),
                 limit: MemLimit::ProcessData,
             },
-            EngineError::Load { .. } | EngineError::Unavailable { .. } => {
-                AgentError::ModelLoad(e.to_string())
-            }
+            EngineError::Load { .. } | EngineError::Unavailable { .. } => AgentError::ModelLoad(e.to_string()),
             EngineError::Inputs(_) => AgentError::BadRequest(e.to_string()),
             EngineError::Run(_) => AgentError::Engine(e.to_string()),
         }
     }
 
     fn load(&mut self, path: PathBuf, opts: &LoadOptions) -> Result<Event, AgentError> {
-        if opts.engine == crate::wire::EngineKind::Ort
-            && self.alloc.cap() != 0
-            && self.data_limit.is_none()
-        {
+        if opts.engine == crate::wire::EngineKind::Ort && self.alloc.cap() != 0 && self.data_limit.is_none() {
             // ONNX Runtime mallocs outside the capped allocator: hold it with a
             // process data limit of the cap's remaining room plus its thread
             // stacks (8 MiB each, reserved whole by glibc).
             let room = (self.alloc.cap() - self.alloc.in_use()) as u64;
             let stacks = 8 * 1024 * 1024 * (opts.threads as u64 + 1);
-            self.data_limit =
-                Some(crate::sys::limit_data(room + stacks).map_err(AgentError::ModelLoad)?);
+            self.data_limit = Some(crate::sys::limit_data(room + stacks).map_err(AgentError::ModelLoad)?);
         }
         self.alloc.reset_peak();
         let started = Instant::now();
@@ -345,11 +305,10 @@ impl State {
     }
 
     fn stage(&mut self, index: usize, chunk: crate::wire::TensorChunk) -> Result<(), AgentError> {
-        let slot = self.staged.get_mut(index).ok_or_else(|| {
-            AgentError::BadRequest(std::format!(
-                "input index {index} with no model input there"
-            ))
-        })?;
+        let slot = self
+            .staged
+            .get_mut(index)
+            .ok_or_else(|| AgentError::BadRequest(std::format!("input index {index} with no model input there")))?;
         match slot {
             Some(t) if chunk.offset as usize == t.values.len() && t.name == chunk.name => {
                 match (&mut t.values, chunk.values) {
@@ -364,11 +323,7 @@ impl State {
                 }
             }
             _ if chunk.offset == 0 => {
-                *slot = Some(Tensor {
-                    name: chunk.name,
-                    shape: chunk.shape,
-                    values: chunk.values,
-                })
+                *slot = Some(Tensor { name: chunk.name, shape: chunk.shape, values: chunk.values })
             }
             _ => {
                 return Err(AgentError::BadRequest(std::format!(
@@ -394,9 +349,7 @@ impl State {
         };
         let inputs: Option<Vec<Tensor>> = self.staged.iter().cloned().collect();
         let Some(inputs) = inputs else {
-            return Ok(Err(AgentError::BadRequest(
-                "not every input has been staged".to_string(),
-            )));
+            return Ok(Err(AgentError::BadRequest("not every input has been staged".to_string())));
         };
         if let Err(e) = engine.set_inputs(&inputs) {
             return Ok(Err(self.engine_error(e)));
@@ -409,11 +362,7 @@ impl State {
                 return Ok(Err(e));
             }
             let nanos = started.elapsed().as_nanos() as u64;
-            answer.emit(Event::Run {
-                index,
-                warmup: index < warmup,
-                nanos,
-            })?;
+            answer.emit(Event::Run { index, warmup: index < warmup, nanos })?;
         }
         let outputs = match engine.take_outputs() {
             Ok(o) => o,
@@ -424,21 +373,13 @@ impl State {
                 answer.emit(Event::Output(part))?;
             }
         }
-        Ok(Ok(InferReport {
-            runs,
-            peak_heap: self.alloc.peak() as u64,
-            peak_rss: crate::sys::peak_rss(),
-        }))
+        Ok(Ok(InferReport { runs, peak_heap: self.alloc.peak() as u64, peak_rss: crate::sys::peak_rss() }))
     }
 }
 
 /// "... of size 12345 ..." in an ONNX Runtime allocation error; 0 if absent.
 fn requested_bytes(message: &str) -> u64 {
-    message
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|s| s.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
+    message.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u64>().ok()).max().unwrap_or(0)
 }
 
 /// The parts of one output in the requested mode.
@@ -448,10 +389,7 @@ pub fn output_parts(index: u16, t: &Tensor, mode: OutputMode) -> Vec<OutputPart>
         Values::I64(v) => v.iter().map(|x| *x as f32).collect(),
     };
     match mode {
-        OutputMode::Full => t
-            .chunks()
-            .map(|chunk| OutputPart::Chunk { index, chunk })
-            .collect(),
+        OutputMode::Full => t.chunks().map(|chunk| OutputPart::Chunk { index, chunk }).collect(),
         OutputMode::Digest => std::vec![OutputPart::Digest {
             index,
             name: t.name.clone(),

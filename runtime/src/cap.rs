@@ -78,11 +78,7 @@ impl<A> CappedAlloc<A> {
             if hook != 0 {
                 // SAFETY: only ever stored from a `RefusalHook` in `set_refusal_hook`.
                 let hook: RefusalHook = unsafe { core::mem::transmute::<usize, RefusalHook>(hook) };
-                hook(Refusal {
-                    requested: bytes,
-                    in_use: before,
-                    cap,
-                });
+                hook(Refusal { requested: bytes, in_use: before, cap });
             }
             return false;
         }

@@ -73,10 +73,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, EngineEr
         #[cfg(feature = "ort")]
         EngineKind::Ort => Ok(Box::new(ort::OrtEngine::load(path, opts)?)),
         #[cfg(not(feature = "ort"))]
-        EngineKind::Ort => Err(EngineError::Unavailable {
-            engine: EngineKind::Ort,
-            reason: "built without the `ort` feature".into(),
-        }),
+        EngineKind::Ort => {
+            Err(EngineError::Unavailable { engine: EngineKind::Ort, reason: "built without the `ort` feature".into() })
+        }
     }
 }
 
@@ -92,18 +91,11 @@ pub fn model_file_bytes(path: &Path) -> u64 {
 /// Checks staged inputs against the model's: count, names, types and fixed dims.
 fn check_inputs(expected: &[TensorInfo], got: &[Tensor]) -> Result<(), EngineError> {
     if expected.len() != got.len() {
-        return Err(EngineError::Inputs(std::format!(
-            "model takes {} inputs, got {}",
-            expected.len(),
-            got.len()
-        )));
+        return Err(EngineError::Inputs(std::format!("model takes {} inputs, got {}", expected.len(), got.len())));
     }
     for (e, g) in expected.iter().zip(got) {
-        let fixed_ok = e.shape.len() == g.shape.len()
-            && e.shape
-                .iter()
-                .zip(&g.shape)
-                .all(|(d, n)| d.is_none_or(|d| d == *n));
+        let fixed_ok =
+            e.shape.len() == g.shape.len() && e.shape.iter().zip(&g.shape).all(|(d, n)| d.is_none_or(|d| d == *n));
         if e.name != g.name || e.dtype != g.values.dtype() || !fixed_ok {
             return Err(EngineError::Inputs(std::format!(
                 "input `{}` wants {:?} {:?}, got `{}` {:?} {:?}",

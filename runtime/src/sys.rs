@@ -31,10 +31,7 @@ pub fn data_bytes() -> u64 {
 /// (total, available) RAM of the machine.
 pub fn ram() -> (u64, u64) {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    (
-        kib_field(&meminfo, "MemTotal"),
-        kib_field(&meminfo, "MemAvailable"),
-    )
+    (kib_field(&meminfo, "MemTotal"), kib_field(&meminfo, "MemAvailable"))
 }
 
 /// Limits the process's private writable memory to what it has now plus
@@ -42,16 +39,10 @@ pub fn ram() -> (u64, u64) {
 /// through malloc and never reach the capped Rust allocator.
 pub fn limit_data(extra: u64) -> Result<u64, String> {
     let limit = data_bytes().saturating_add(extra);
-    let rl = libc::rlimit {
-        rlim_cur: limit as libc::rlim_t,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rl = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscall with a valid pointer to a local.
     if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &rl) } != 0 {
-        return Err(std::format!(
-            "setrlimit(RLIMIT_DATA, {limit}): {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(std::format!("setrlimit(RLIMIT_DATA, {limit}): {}", std::io::Error::last_os_error()));
     }
     Ok(limit)
 }
@@ -64,9 +55,6 @@ mod tests {
         assert_eq!(super::kib_field(text, "VmHWM"), 2048 * 1024);
         assert_eq!(super::kib_field(text, "VmData"), 10 * 1024);
         assert_eq!(super::kib_field(text, "VmRSS"), 0);
-        assert!(
-            super::peak_rss() > 0,
-            "this test process has a resident set"
-        );
+        assert!(super::peak_rss() > 0, "this test process has a resident set");
     }
 }

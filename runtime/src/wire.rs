@@ -132,12 +132,7 @@ pub enum OptLevel {
 }
 
 impl OptLevel {
-    pub const ALL: [OptLevel; 4] = [
-        OptLevel::Disabled,
-        OptLevel::Basic,
-        OptLevel::Extended,
-        OptLevel::All,
-    ];
+    pub const ALL: [OptLevel; 4] = [OptLevel::Disabled, OptLevel::Basic, OptLevel::Extended, OptLevel::All];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -221,9 +216,7 @@ impl Tensor {
             name: self.name.clone(),
             shape: self.shape.clone(),
             offset: start as u32,
-            values: self
-                .values
-                .slice(start.min(total), (start + CHUNK_VALUES).min(total)),
+            values: self.values.slice(start.min(total), (start + CHUNK_VALUES).min(total)),
         })
     }
 }
@@ -288,14 +281,7 @@ impl Digest {
             min = min.min(*v);
             max = max.max(*v);
         }
-        Self {
-            count: values.len() as u64,
-            sum,
-            sum_sq,
-            min,
-            max,
-            crc32: digest.finalize(),
-        }
+        Self { count: values.len() as u64, sum, sum_sq, min, max, crc32: digest.finalize() }
     }
 }
 
@@ -372,16 +358,8 @@ pub enum MemLimit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum AgentError {
-    OutOfMemory {
-        requested: u64,
-        in_use: u64,
-        cap: u64,
-        limit: MemLimit,
-    },
-    VersionMismatch {
-        agent: u16,
-        host: u16,
-    },
+    OutOfMemory { requested: u64, in_use: u64, cap: u64, limit: MemLimit },
+    VersionMismatch { agent: u16, host: u16 },
     ModelLoad(String),
     BadRequest(String),
     Engine(String),
@@ -390,12 +368,7 @@ pub enum AgentError {
 impl core::fmt::Display for AgentError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            AgentError::OutOfMemory {
-                requested,
-                in_use,
-                cap,
-                limit,
-            } => {
+            AgentError::OutOfMemory { requested, in_use, cap, limit } => {
                 let which = match limit {
                     MemLimit::Heap => "heap cap",
                     MemLimit::ProcessData => "process data limit",
@@ -403,10 +376,7 @@ impl core::fmt::Display for AgentError {
                 write!(f, "out of memory: {requested} bytes requested with {in_use} in use, {which} {cap}")
             }
             AgentError::VersionMismatch { agent, host } => {
-                write!(
-                    f,
-                    "protocol version mismatch: agent speaks {agent}, host speaks {host}"
-                )
+                write!(f, "protocol version mismatch: agent speaks {agent}, host speaks {host}")
             }
             AgentError::ModelLoad(m) => write!(f, "model load failed: {m}"),
             AgentError::BadRequest(m) => write!(f, "bad request: {m}"),
@@ -442,21 +412,14 @@ pub enum FrameError {
 /// Encodes `msg` as one frame into `out` using `scratch` for the postcard
 /// bytes; returns the frame length. Allocates nothing, so the out-of-memory
 /// path can use it with stack buffers.
-pub fn encode_frame_into<T: Serialize>(
-    msg: &T,
-    scratch: &mut [u8],
-    out: &mut [u8],
-) -> Result<usize, FrameError> {
-    let payload_len = postcard::to_slice(msg, scratch)
-        .map_err(|_| FrameError::Encode)?
-        .len();
+pub fn encode_frame_into<T: Serialize>(msg: &T, scratch: &mut [u8], out: &mut [u8]) -> Result<usize, FrameError> {
+    let payload_len = postcard::to_slice(msg, scratch).map_err(|_| FrameError::Encode)?.len();
     if payload_len > MAX_PAYLOAD || scratch.len() < payload_len + CRC_LEN {
         return Err(FrameError::Encode);
     }
     let crc = CRC.checksum(&scratch[..payload_len]);
     scratch[payload_len..payload_len + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
-    let n =
-        cobs::try_encode(&scratch[..payload_len + CRC_LEN], out).map_err(|_| FrameError::Encode)?;
+    let n = cobs::try_encode(&scratch[..payload_len + CRC_LEN], out).map_err(|_| FrameError::Encode)?;
     *out.get_mut(n).ok_or(FrameError::Encode)? = 0;
     Ok(n + 1)
 }
@@ -473,8 +436,7 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
 /// Checks and strips COBS and CRC from one frame's bytes (delimiter excluded).
 pub fn decode_frame<T: DeserializeOwned>(encoded: &[u8]) -> Result<T, FrameError> {
     let mut buf: heapless::Vec<u8, MAX_FRAME> = heapless::Vec::new();
-    buf.extend_from_slice(encoded)
-        .map_err(|_| FrameError::TooLong)?;
+    buf.extend_from_slice(encoded).map_err(|_| FrameError::TooLong)?;
     let n = cobs::decode_in_place(&mut buf).map_err(|_| FrameError::Cobs)?;
     if n < CRC_LEN {
         return Err(FrameError::Short(n));
@@ -505,18 +467,11 @@ impl Default for FrameDecoder {
 
 impl FrameDecoder {
     pub const fn new() -> Self {
-        Self {
-            buf: heapless::Vec::new(),
-            overflow: false,
-        }
+        Self { buf: heapless::Vec::new(), overflow: false }
     }
 
     /// Feeds bytes, calling `on_frame` for each complete frame.
-    pub fn feed<T: DeserializeOwned>(
-        &mut self,
-        bytes: &[u8],
-        mut on_frame: impl FnMut(Result<T, FrameError>),
-    ) {
+    pub fn feed<T: DeserializeOwned>(&mut self, bytes: &[u8], mut on_frame: impl FnMut(Result<T, FrameError>)) {
         for &b in bytes {
             if b != 0 {
                 if self.buf.push(b).is_err() {
@@ -543,10 +498,7 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_is_caught_by_the_crc() {
-        let msg = Request {
-            id: 7,
-            command: Command::Stats,
-        };
+        let msg = Request { id: 7, command: Command::Stats };
         let mut frame = encode_frame(&msg).unwrap();
         let mut got = vec![];
         FrameDecoder::new().feed::<Request>(&frame, |r| got.push(r));
@@ -555,32 +507,17 @@ mod tests {
         frame[2] ^= 0x40;
         let mut got = vec![];
         FrameDecoder::new().feed::<Request>(&frame, |r| got.push(r));
-        assert!(
-            matches!(
-                got[..],
-                [Err(FrameError::Crc { .. })] | [Err(FrameError::Cobs)]
-            ),
-            "{got:?}"
-        );
+        assert!(matches!(got[..], [Err(FrameError::Crc { .. })] | [Err(FrameError::Cobs)]), "{got:?}");
     }
 
     #[test]
     fn a_full_chunk_fits_one_frame() {
-        let t = Tensor {
-            name: "x".repeat(200),
-            shape: vec![u64::MAX; 8],
-            values: Values::I64(vec![i64::MIN; 5000]),
-        };
+        let t = Tensor { name: "x".repeat(200), shape: vec![u64::MAX; 8], values: Values::I64(vec![i64::MIN; 5000]) };
         let chunks: Vec<_> = t.chunks().collect();
         assert_eq!(chunks.len(), 10);
         for c in chunks {
-            let frame = encode_frame(&Request {
-                id: u32::MAX,
-                command: Command::SetInput {
-                    index: u16::MAX,
-                    chunk: c,
-                },
-            });
+            let frame =
+                encode_frame(&Request { id: u32::MAX, command: Command::SetInput { index: u16::MAX, chunk: c } });
             assert!(frame.is_ok(), "{frame:?}");
         }
     }

@@ -20,15 +20,8 @@ fn assert_matches_reference(engine: EngineKind, opt_level: OptLevel, tolerance: 
         assert_eq!(r.accuracy.len(), 1, "{model}: one output");
         for a in &r.accuracy {
             let max_abs = a.max_abs.unwrap();
-            assert!(
-                max_abs <= tolerance,
-                "{model} {engine:?} {opt_level:?}: max |err| {max_abs} > {tolerance}"
-            );
-            assert!(
-                a.cosine.unwrap() > 0.99999,
-                "{model}: cosine {:?}",
-                a.cosine
-            );
+            assert!(max_abs <= tolerance, "{model} {engine:?} {opt_level:?}: max |err| {max_abs} > {tolerance}");
+            assert!(a.cosine.unwrap() > 0.99999, "{model}: cosine {:?}", a.cosine);
         }
     }
 }
@@ -50,34 +43,21 @@ fn onnx_runtime_all_is_reported_and_close() {
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Ok, "{:?}", r.error);
     assert_eq!(r.opt_level, "all");
-    assert_eq!(
-        r.predicted.unwrap().peak,
-        "int8",
-        "ORT at All runs int8 kernels"
-    );
+    assert_eq!(r.predicted.unwrap().peak, "int8", "ORT at All runs int8 kernels");
     // Level 3 quantizes activations too: close, not exact.
     assert!(r.accuracy[0].l2r.unwrap() < 0.05, "{:?}", r.accuracy[0]);
 }
 
 #[test]
 fn int8_against_its_fp32_reference() {
-    for (model, reference) in [
-        ("mlp-int8.onnx", "mlp.onnx"),
-        ("block-int8.onnx", "block.onnx"),
-    ] {
+    for (model, reference) in [("mlp-int8.onnx", "mlp.onnx"), ("block-int8.onnx", "block.onnx")] {
         let mut opts = options(model, EngineKind::Tract);
         opts.reference = Some(fixture(reference));
         let r = run_on(&opts, "raspberry-pi-5");
         let a = &r.accuracy[0];
-        println!(
-            "{model} vs {reference}: cos {:?} l2r {:?} top1 {:?}",
-            a.cosine, a.l2r, a.top1
-        );
+        println!("{model} vs {reference}: cos {:?} l2r {:?} top1 {:?}", a.cosine, a.l2r, a.top1);
         assert!(a.cosine.unwrap() > 0.999, "{model}: {a:?}");
-        assert!(
-            a.l2r.unwrap() < 0.05 && a.l2r.unwrap() > 0.0,
-            "{model}: quantized, so different but close: {a:?}"
-        );
+        assert!(a.l2r.unwrap() < 0.05 && a.l2r.unwrap() > 0.0, "{model}: quantized, so different but close: {a:?}");
         assert!(a.top1.unwrap() >= 0.75, "{model}: {a:?}");
     }
 }
@@ -96,5 +76,8 @@ fn report_snapshot() {
         ".memory.headroom_pct" => "[pct]",
         ".board.threads" => "[threads]",
         ".board.arch" => "[arch]",
+        // Kernels differ between CPUs in the last bits.
+        ".accuracy[].*" => insta::rounded_redaction(6),
+        ".predicted.*" => insta::rounded_redaction(6),
     });
 }

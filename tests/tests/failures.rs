@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use edgehil::report::Status;
 use edgehil_hil::{EmulatedBoard, EmulatorConfig, Faults, HilError, Session, Timeouts};
+use edgehil_onnx::fixtures::Precision;
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
 #[test]
@@ -18,40 +19,33 @@ fn a_cap_below_the_model_gives_does_not_fit_with_the_figures() {
     assert_eq!(r.status, Status::DoesNotFit, "{:?}", r.error);
     assert_eq!(r.memory.limit, "heap cap");
     assert_eq!(r.memory.cap_bytes, 200 * 1024);
-    let needed = r
-        .memory
-        .needed_at_least
-        .expect("the refusal says how much was needed");
+    let needed = r.memory.needed_at_least.expect("the refusal says how much was needed");
     assert!(needed > 200 * 1024, "needed {needed}");
-    assert!(
-        r.table().contains("does not fit: needed >= "),
-        "{}",
-        r.table()
-    );
+    assert!(r.table().contains("does not fit: needed >= "), "{}", r.table());
     assert!(r.latency_ms.is_none() && r.accuracy.is_empty());
 }
 
 #[test]
 fn onnx_runtime_is_held_by_the_process_data_limit() {
-    let mut opts = options("block.onnx", EngineKind::Ort);
-    opts.cap = Some(2 * 1024 * 1024);
+    // 48 MiB of weights: past what a 4 MiB cap leaves, thread stacks included.
+    let model = edgehil_onnx::fixtures::mlp_sized("wide", 1, &[2048, 2048, 2048, 2048, 10], Precision::F32);
+    let dir = scratch_dir("ort-oom");
+    let path = dir.join("wide.onnx");
+    edgehil_onnx::graph::write_model(&model, &path).unwrap();
+    let mut opts = options("mlp.onnx", EngineKind::Ort);
+    opts.model = path;
+    opts.cap = Some(4 * 1024 * 1024);
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::DoesNotFit, "{:?} {}", r.error, r.table());
-    assert!(
-        r.error.as_deref().unwrap_or("").contains("out of memory"),
-        "{:?}",
-        r.error
-    );
+    assert_eq!(r.memory.limit, "process data limit", "{}", r.table());
+    assert!(r.error.as_deref().unwrap_or("").contains("out of memory"), "{:?}", r.error);
 }
 
 #[test]
 fn corrupted_frames_both_ways_are_retried_and_the_result_is_still_right() {
     let mut opts = options("block.onnx", EngineKind::Tract);
     // Frame 2 sent is the load request; frame 4 received is inside the infer answer.
-    opts.faults = Faults {
-        corrupt_sent: vec![2],
-        corrupt_received: vec![4],
-    };
+    opts.faults = Faults { corrupt_sent: vec![2], corrupt_received: vec![4] };
     opts.timeouts.resend_after = Duration::from_millis(500);
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Ok, "{:?}", r.error);
@@ -69,10 +63,7 @@ fn a_version_mismatch_names_both_versions() {
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Failed);
     let e = r.error.unwrap();
-    assert!(
-        e.contains("agent speaks version 99") && e.contains("host speaks version 1"),
-        "{e}"
-    );
+    assert!(e.contains("agent speaks version 99") && e.contains("host speaks version 1"), "{e}");
 }
 
 fn loaded_session(resend_after: Duration) -> (Session, u32) {
@@ -85,24 +76,11 @@ fn loaded_session(resend_after: Duration) -> (Session, u32) {
     })
     .unwrap();
     let pid = board.pid();
-    let mut s = Session::new(
-        Box::new(board),
-        Timeouts {
-            resend_after,
-            max_sends: 3,
-            request: Duration::from_secs(60),
-        },
-    );
+    let mut s =
+        Session::new(Box::new(board), Timeouts { resend_after, max_sends: 3, request: Duration::from_secs(60) });
     s.hello().unwrap();
     let model = fixture("block.onnx");
-    let loaded = s
-        .load(
-            &model.display().to_string(),
-            EngineKind::Tract,
-            OptLevel::All,
-            1,
-        )
-        .unwrap();
+    let loaded = s.load(&model.display().to_string(), EngineKind::Tract, OptLevel::All, 1).unwrap();
     let inputs = edgehil::inputs::seeded(&loaded.inputs, 1).unwrap();
     s.set_inputs(&inputs).unwrap();
     (s, pid)
@@ -122,19 +100,10 @@ fn an_agent_killed_mid_run_is_a_clear_error_within_the_timeout() {
     signal_after(pid, libc::SIGKILL, Duration::from_millis(300));
     let started = Instant::now();
     let mut runs_seen = 0;
-    let e = s
-        .infer(1_000_000, 0, OutputMode::Digest, |_, _| runs_seen += 1)
-        .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    let e = s.infer(1_000_000, 0, OutputMode::Digest, |_, _| runs_seen += 1).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(matches!(e, HilError::AgentExited { .. }), "{e}");
-    assert_eq!(
-        e.to_string(),
-        "agent exited during infer: killed by signal 9"
-    );
+    assert_eq!(e.to_string(), "agent exited during infer: killed by signal 9");
     assert!(runs_seen > 0, "runs before the kill were streamed");
 }
 
@@ -143,22 +112,10 @@ fn a_frozen_agent_times_out_instead_of_hanging_the_host() {
     let (mut s, pid) = loaded_session(Duration::from_millis(500));
     signal_after(pid, libc::SIGSTOP, Duration::from_millis(300));
     let started = Instant::now();
-    let e = s
-        .infer(1_000_000, 0, OutputMode::Digest, |_, _| {})
-        .unwrap_err();
+    let e = s.infer(1_000_000, 0, OutputMode::Digest, |_, _| {}).unwrap_err();
     let took = started.elapsed();
     // SAFETY: as above; the board's drop then kills it.
     unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-    assert!(
-        matches!(
-            e,
-            HilError::Timeout {
-                command: "infer",
-                sends: 3,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, HilError::Timeout { command: "infer", sends: 3, .. }), "{e}");
     assert!(took < Duration::from_secs(4), "took {took:?}");
 }

@@ -23,11 +23,7 @@ fn variant(debug: &str) -> String {
 
 fn round_trip<T>(seed_count: u64, size: usize) -> BTreeSet<String>
 where
-    T: for<'a> Arbitrary<'a>
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + PartialEq
-        + std::fmt::Debug,
+    T: for<'a> Arbitrary<'a> + serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     let mut rng = SplitMix64::new(42);
     let mut seen = BTreeSet::new();
@@ -40,19 +36,14 @@ where
             continue;
         }; // too large for one frame
         assert!(frame.len() <= MAX_FRAME);
-        assert_eq!(
-            frame.iter().filter(|b| **b == 0).count(),
-            1,
-            "only the delimiter is zero"
-        );
+        assert_eq!(frame.iter().filter(|b| **b == 0).count(), 1, "only the delimiter is zero");
         let mut got = Vec::new();
         FrameDecoder::new().feed::<T>(&frame, |r| got.push(r));
         // NaN payloads compare unequal; compare the re-encoding instead.
         match &got[..] {
-            [Ok(back)] => assert!(
-                back == &msg || encode_frame(back).unwrap() == frame,
-                "{msg:?} came back as {back:?}"
-            ),
+            [Ok(back)] => {
+                assert!(back == &msg || encode_frame(back).unwrap() == frame, "{msg:?} came back as {back:?}")
+            }
             other => panic!("{msg:?} decoded as {other:?}"),
         }
         seen.insert(variant(&format!("{msg:?}")));
@@ -63,34 +54,16 @@ where
 #[test]
 fn every_request_round_trips() {
     let seen = round_trip::<Request>(3000, 256);
-    for name in [
-        "Hello", "Load", "SetInput", "Infer", "Stats", "Unload", "Shutdown",
-    ] {
-        assert!(
-            seen.iter().any(|s| s.ends_with(name)),
-            "no {name} among {seen:?}"
-        );
+    for name in ["Hello", "Load", "SetInput", "Infer", "Stats", "Unload", "Shutdown"] {
+        assert!(seen.iter().any(|s| s.ends_with(name)), "no {name} among {seen:?}");
     }
 }
 
 #[test]
 fn every_event_round_trips() {
     let seen = round_trip::<ToHost>(6000, 256);
-    for name in [
-        "HelloAck",
-        "Loaded",
-        "Run",
-        "Output",
-        "InferDone",
-        "Stats",
-        "Done",
-        "Error",
-        "Heartbeat",
-    ] {
-        assert!(
-            seen.iter().any(|s| s.ends_with(name)),
-            "no {name} among {seen:?}"
-        );
+    for name in ["HelloAck", "Loaded", "Run", "Output", "InferDone", "Stats", "Done", "Error", "Heartbeat"] {
+        assert!(seen.iter().any(|s| s.ends_with(name)), "no {name} among {seen:?}");
     }
 }
 
@@ -103,13 +76,7 @@ fn the_decoder_survives_any_bytes() {
         let n = (rng.next_u64() % 300) as usize;
         let mut bytes = random_bytes(&mut rng, n);
         if rng.next_u64() % 4 == 0 {
-            bytes.extend(
-                encode_frame(&Request {
-                    id: 1,
-                    command: Command::Stats,
-                })
-                .unwrap(),
-            );
+            bytes.extend(encode_frame(&Request { id: 1, command: Command::Stats }).unwrap());
         }
         decoder.feed::<Request>(&bytes, |r| if r.is_ok() { ok += 1 } else { bad += 1 });
     }
@@ -120,69 +87,28 @@ fn the_decoder_survives_any_bytes() {
 fn an_oversized_frame_is_reported_once_and_the_next_one_decodes() {
     let mut bytes = vec![1u8; MAX_FRAME + 10];
     bytes.push(0);
-    bytes.extend(
-        encode_frame(&Request {
-            id: 9,
-            command: Command::Unload,
-        })
-        .unwrap(),
-    );
+    bytes.extend(encode_frame(&Request { id: 9, command: Command::Unload }).unwrap());
     let mut got = Vec::new();
     FrameDecoder::new().feed::<Request>(&bytes, |r| got.push(r));
-    assert_eq!(
-        got,
-        vec![
-            Err(FrameError::TooLong),
-            Ok(Request {
-                id: 9,
-                command: Command::Unload
-            })
-        ]
-    );
+    assert_eq!(got, vec![Err(FrameError::TooLong), Ok(Request { id: 9, command: Command::Unload })]);
 }
 
 /// One example of every message; a change to any of them shows in review.
 #[test]
 fn message_bytes() {
-    let tensor = TensorChunk {
-        name: "x".into(),
-        shape: vec![1, 2],
-        offset: 0,
-        values: Values::F32(vec![1.0, -2.0]),
-    };
+    let tensor = TensorChunk { name: "x".into(), shape: vec![1, 2], offset: 0, values: Values::F32(vec![1.0, -2.0]) };
     let requests = vec![
-        Command::Hello {
-            protocol_version: PROTOCOL_VERSION,
-        },
-        Command::Load {
-            path: "m.onnx".into(),
-            engine: EngineKind::Tract,
-            opt_level: OptLevel::All,
-            threads: 4,
-        },
-        Command::SetInput {
-            index: 0,
-            chunk: tensor.clone(),
-        },
-        Command::Infer {
-            runs: 10,
-            warmup: 2,
-            outputs: OutputMode::TopK(5),
-        },
+        Command::Hello { protocol_version: PROTOCOL_VERSION },
+        Command::Load { path: "m.onnx".into(), engine: EngineKind::Tract, opt_level: OptLevel::All, threads: 4 },
+        Command::SetInput { index: 0, chunk: tensor.clone() },
+        Command::Infer { runs: 10, warmup: 2, outputs: OutputMode::TopK(5) },
         Command::Stats,
         Command::Unload,
         Command::Shutdown,
     ];
-    let info = TensorInfo {
-        name: "y".into(),
-        dtype: DType::F32,
-        shape: vec![None, Some(10)],
-    };
+    let info = TensorInfo { name: "y".into(), dtype: DType::F32, shape: vec![None, Some(10)] };
     let events = vec![
-        ToHost::Heartbeat {
-            id: 3,
-            elapsed_ms: 250,
-        },
+        ToHost::Heartbeat { id: 3, elapsed_ms: 250 },
         ToHost::Event {
             id: 1,
             seq: 0,
@@ -212,23 +138,8 @@ fn message_bytes() {
                 outputs: vec![info],
             }),
         },
-        ToHost::Event {
-            id: 4,
-            seq: 0,
-            event: Event::Run {
-                index: 0,
-                warmup: true,
-                nanos: 41_000,
-            },
-        },
-        ToHost::Event {
-            id: 4,
-            seq: 1,
-            event: Event::Output(OutputPart::Chunk {
-                index: 0,
-                chunk: tensor,
-            }),
-        },
+        ToHost::Event { id: 4, seq: 0, event: Event::Run { index: 0, warmup: true, nanos: 41_000 } },
+        ToHost::Event { id: 4, seq: 1, event: Event::Output(OutputPart::Chunk { index: 0, chunk: tensor }) },
         ToHost::Event {
             id: 4,
             seq: 2,
@@ -254,11 +165,7 @@ fn message_bytes() {
         ToHost::Event {
             id: 4,
             seq: 4,
-            event: Event::InferDone(InferReport {
-                runs: 10,
-                peak_heap: 1000,
-                peak_rss: 2000,
-            }),
+            event: Event::InferDone(InferReport { runs: 10, peak_heap: 1000, peak_rss: 2000 }),
         },
         ToHost::Event {
             id: 5,
@@ -273,11 +180,7 @@ fn message_bytes() {
                 cap: 40,
             }),
         },
-        ToHost::Event {
-            id: 6,
-            seq: 0,
-            event: Event::Done,
-        },
+        ToHost::Event { id: 6, seq: 0, event: Event::Done },
         ToHost::Event {
             id: 7,
             seq: 0,
@@ -288,29 +191,13 @@ fn message_bytes() {
                 limit: MemLimit::Heap,
             }),
         },
-        ToHost::Event {
-            id: 8,
-            seq: 0,
-            event: Event::Error(AgentError::VersionMismatch { agent: 2, host: 1 }),
-        },
-        ToHost::Event {
-            id: 9,
-            seq: 0,
-            event: Event::Error(AgentError::ModelLoad("no such file".into())),
-        },
+        ToHost::Event { id: 8, seq: 0, event: Event::Error(AgentError::VersionMismatch { agent: 2, host: 1 }) },
+        ToHost::Event { id: 9, seq: 0, event: Event::Error(AgentError::ModelLoad("no such file".into())) },
     ];
-    let hex = |b: Vec<u8>| {
-        b.iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
     let mut out = String::new();
     for (i, c) in requests.into_iter().enumerate() {
-        let msg = Request {
-            id: i as u32 + 1,
-            command: c,
-        };
+        let msg = Request { id: i as u32 + 1, command: c };
         out += &format!("{msg:?}\n  {}\n", hex(encode_frame(&msg).unwrap()));
     }
     for msg in events {

@@ -16,10 +16,7 @@ use edgehil_runtime::wire::PROTOCOL_VERSION;
 static ALLOC: CappedAlloc<System> = CappedAlloc::new(System);
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "edgehil board agent: loads ONNX models under a RAM cap and serves the host"
-)]
+#[command(version, about = "edgehil board agent: loads ONNX models under a RAM cap and serves the host")]
 struct Args {
     /// Serial port to serve on, e.g. /dev/ttyS0 or a pseudo-terminal.
     #[arg(long, conflicts_with = "stdio")]
@@ -48,11 +45,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     ALLOC.set_refusal_hook(agent::report_refusal);
     ALLOC.set_cap(usize::try_from(args.cap).unwrap_or(usize::MAX));
-    let config = AgentConfig {
-        threads: args.threads,
-        ort_library: args.ort_library,
-        protocol_version: args.protocol_version,
-    };
+    let config =
+        AgentConfig { threads: args.threads, ort_library: args.ort_library, protocol_version: args.protocol_version };
     let result = match (&args.port, args.stdio) {
         (Some(path), _) => serialport::new(path.to_string_lossy(), args.baud)
             .timeout(Duration::from_millis(100))
@@ -63,13 +57,7 @@ fn main() -> ExitCode {
                 let writer = port.try_clone_native().map_err(std::io::Error::other)?;
                 agent::serve(port, Box::new(writer), fd, &ALLOC, config)
             }),
-        (None, true) => agent::serve(
-            std::io::stdin().lock(),
-            Box::new(std::io::stdout()),
-            1,
-            &ALLOC,
-            config,
-        ),
+        (None, true) => agent::serve(std::io::stdin().lock(), Box::new(std::io::stdout()), 1, &ALLOC, config),
         (None, false) => {
             eprintln!("edgehil-agent: give --port PATH or --stdio");
             return ExitCode::from(2);

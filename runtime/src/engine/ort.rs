@@ -17,13 +17,8 @@ use crate::wire::{DType, EngineKind, OptLevel, Tensor, TensorInfo, Values};
 /// The library can be loaded once per process; the first path wins.
 static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-fn environment(
-    library: Option<&Path>,
-) -> Result<&'static ort::environment::Environment, EngineError> {
-    let unavailable = |reason: String| EngineError::Unavailable {
-        engine: EngineKind::Ort,
-        reason,
-    };
+fn environment(library: Option<&Path>) -> Result<&'static ort::environment::Environment, EngineError> {
+    let unavailable = |reason: String| EngineError::Unavailable { engine: EngineKind::Ort, reason };
     let env = ENV.get_or_init(|| {
         let path = library.ok_or_else(|| {
             "no ONNX Runtime library given (agent option --ort-library, or EDGEHIL_ORT_LIBRARY; \
@@ -31,10 +26,7 @@ fn environment(
                 .to_string()
         })?;
         if !path.is_file() {
-            return Err(format!(
-                "ONNX Runtime library {} does not exist",
-                path.display()
-            ));
+            return Err(format!("ONNX Runtime library {} does not exist", path.display()));
         }
         ort::init_from(path)
             .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
@@ -48,15 +40,10 @@ fn environment(
 /// ONNX Runtime says "Failed to allocate memory" or "bad_alloc" when malloc fails.
 fn is_oom(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("bad_alloc")
-        || m.contains("failed to allocate")
-        || m.contains("cannot allocate memory")
+    m.contains("bad_alloc") || m.contains("failed to allocate") || m.contains("cannot allocate memory")
 }
 
-fn classify(
-    e: impl std::fmt::Display,
-    otherwise: impl FnOnce(String) -> EngineError,
-) -> EngineError {
+fn classify(e: impl std::fmt::Display, otherwise: impl FnOnce(String) -> EngineError) -> EngineError {
     let message = e.to_string();
     if is_oom(&message) {
         EngineError::OutOfMemory(message)
@@ -67,10 +54,7 @@ fn classify(
 
 fn info(outlet: &ort::value::Outlet) -> Result<TensorInfo, EngineError> {
     let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
-        return Err(EngineError::Inputs(format!(
-            "`{}` is not a tensor",
-            outlet.name()
-        )));
+        return Err(EngineError::Inputs(format!("`{}` is not a tensor", outlet.name())));
     };
     let dtype = match ty {
         TensorElementType::Float32 => DType::F32,
@@ -102,10 +86,7 @@ pub struct OrtEngine {
 impl OrtEngine {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
         let env = environment(opts.ort_library.as_deref())?;
-        let load_err = |reason: String| EngineError::Load {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let load_err = |reason: String| EngineError::Load { path: path.to_path_buf(), reason };
         let level = match opts.opt_level {
             OptLevel::Disabled => GraphOptimizationLevel::Disable,
             OptLevel::Basic => GraphOptimizationLevel::Level1,
@@ -120,16 +101,8 @@ impl OrtEngine {
             .map_err(|e| classify(e, load_err))?
             .commit_from_file(path)
             .map_err(|e| classify(e, load_err))?;
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(info)
-            .collect::<Result<_, _>>()?;
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(info)
-            .collect::<Result<_, _>>()?;
+        let inputs = session.inputs().iter().map(info).collect::<Result<_, _>>()?;
+        let outputs = session.outputs().iter().map(info).collect::<Result<_, _>>()?;
         // ONNX Runtime does not expose its initializers; the files hold them.
         let weight_bytes = super::model_file_bytes(path);
         Ok(Self {
@@ -168,12 +141,8 @@ impl Engine for OrtEngine {
             .map(|t| {
                 let shape: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
                 let value = match &t.values {
-                    Values::F32(v) => {
-                        ort::value::Tensor::from_array((shape, v.clone())).map(|t| t.into_dyn())
-                    }
-                    Values::I64(v) => {
-                        ort::value::Tensor::from_array((shape, v.clone())).map(|t| t.into_dyn())
-                    }
+                    Values::F32(v) => ort::value::Tensor::from_array((shape, v.clone())).map(|t| t.into_dyn()),
+                    Values::I64(v) => ort::value::Tensor::from_array((shape, v.clone())).map(|t| t.into_dyn()),
                 };
                 value.map_err(|e| classify(e, EngineError::Inputs))
             })
@@ -182,16 +151,9 @@ impl Engine for OrtEngine {
     }
 
     fn run(&mut self) -> Result<(), EngineError> {
-        let feeds: Vec<(String, &DynValue)> = self
-            .inputs
-            .iter()
-            .map(|i| i.name.clone())
-            .zip(self.staged.iter())
-            .collect();
-        let outputs = self
-            .session
-            .run(feeds)
-            .map_err(|e| classify(e, EngineError::Run))?;
+        let feeds: Vec<(String, &DynValue)> =
+            self.inputs.iter().map(|i| i.name.clone()).zip(self.staged.iter()).collect();
+        let outputs = self.session.run(feeds).map_err(|e| classify(e, EngineError::Run))?;
         self.last = outputs.into_iter().map(|(_, v)| v).collect();
         Ok(())
     }
@@ -215,11 +177,7 @@ impl Engine for OrtEngine {
                         (s.to_vec(), Values::I64(d.to_vec()))
                     }
                 };
-                Ok(Tensor {
-                    name: info.name.clone(),
-                    shape: shape.iter().map(|d| *d as u64).collect(),
-                    values,
-                })
+                Ok(Tensor { name: info.name.clone(), shape: shape.iter().map(|d| *d as u64).collect(), values })
             })
             .collect()
     }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModelExt, TValue, TVec, Tensor as TTensor, TypedModel,
-    TypedSimplePlan,
+    DatumType, Framework, InferenceModelExt, TValue, TVec, Tensor as TTensor, TypedModel, TypedSimplePlan,
 };
 use tract_onnx::tract_core::model::IntoRunnable;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -29,34 +28,20 @@ fn dtype(dt: DatumType) -> Result<DType, EngineError> {
     match dt {
         DatumType::F32 => Ok(DType::F32),
         DatumType::I64 => Ok(DType::I64),
-        other => Err(EngineError::Inputs(format!(
-            "tensor type {other:?} is not supported on the wire"
-        ))),
+        other => Err(EngineError::Inputs(format!("tensor type {other:?} is not supported on the wire"))),
     }
 }
 
-fn infos(
-    model: &TypedModel,
-    outlets: &[tract_onnx::prelude::OutletId],
-) -> Result<Vec<TensorInfo>, EngineError> {
+fn infos(model: &TypedModel, outlets: &[tract_onnx::prelude::OutletId]) -> Result<Vec<TensorInfo>, EngineError> {
     outlets
         .iter()
         .map(|o| {
-            let fact = model
-                .outlet_fact(*o)
-                .map_err(|e| EngineError::Inputs(e.to_string()))?;
-            let name = model
-                .outlet_label(*o)
-                .unwrap_or(&model.node(o.node).name)
-                .to_string();
+            let fact = model.outlet_fact(*o).map_err(|e| EngineError::Inputs(e.to_string()))?;
+            let name = model.outlet_label(*o).unwrap_or(&model.node(o.node).name).to_string();
             Ok(TensorInfo {
                 name,
                 dtype: dtype(fact.datum_type)?,
-                shape: fact
-                    .shape
-                    .iter()
-                    .map(|d| d.to_i64().ok().map(|v| v as u64))
-                    .collect(),
+                shape: fact.shape.iter().map(|d| d.to_i64().ok().map(|v| v as u64)).collect(),
             })
         })
         .collect()
@@ -69,14 +54,9 @@ impl TractEngine {
             reason: format!("{e:#}"),
         };
         if threads > 1 {
-            tract_linalg::multithread::set_default_executor(
-                tract_linalg::multithread::Executor::multithread(threads),
-            );
+            tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
         }
-        let typed = tract_onnx::onnx()
-            .model_for_path(path)
-            .and_then(|m| m.into_typed())
-            .map_err(load_err)?;
+        let typed = tract_onnx::onnx().model_for_path(path).and_then(|m| m.into_typed()).map_err(load_err)?;
         let weight_bytes = typed
             .nodes()
             .iter()
@@ -87,14 +67,7 @@ impl TractEngine {
         let inputs = infos(&optimized, optimized.input_outlets().map_err(load_err)?)?;
         let outputs = infos(&optimized, optimized.output_outlets().map_err(load_err)?)?;
         let plan = optimized.into_runnable().map_err(load_err)?;
-        Ok(Self {
-            plan,
-            inputs,
-            outputs,
-            weight_bytes,
-            staged: TVec::new(),
-            last: None,
-        })
+        Ok(Self { plan, inputs, outputs, weight_bytes, staged: TVec::new(), last: None })
     }
 }
 
@@ -125,28 +98,20 @@ impl Engine for TractEngine {
                     Values::F32(v) => TTensor::from_shape(&shape, v),
                     Values::I64(v) => TTensor::from_shape(&shape, v),
                 };
-                tensor
-                    .map(TValue::from)
-                    .map_err(|e| EngineError::Inputs(format!("{e:#}")))
+                tensor.map(TValue::from).map_err(|e| EngineError::Inputs(format!("{e:#}")))
             })
             .collect::<Result<_, _>>()?;
         Ok(())
     }
 
     fn run(&mut self) -> Result<(), EngineError> {
-        let out = self
-            .plan
-            .run(self.staged.clone())
-            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let out = self.plan.run(self.staged.clone()).map_err(|e| EngineError::Run(format!("{e:#}")))?;
         self.last = Some(out);
         Ok(())
     }
 
     fn take_outputs(&mut self) -> Result<Vec<Tensor>, EngineError> {
-        let out = self
-            .last
-            .take()
-            .ok_or_else(|| EngineError::Run("no run yet".to_string()))?;
+        let out = self.last.take().ok_or_else(|| EngineError::Run("no run yet".to_string()))?;
         out.iter()
             .zip(&self.outputs)
             .map(|(v, info)| {
@@ -166,16 +131,10 @@ impl Engine for TractEngine {
                             .collect(),
                     ),
                     other => {
-                        return Err(EngineError::Run(format!(
-                            "output type {other:?} is not supported on the wire"
-                        )))
+                        return Err(EngineError::Run(format!("output type {other:?} is not supported on the wire")))
                     }
                 };
-                Ok(Tensor {
-                    name: info.name.clone(),
-                    shape: v.shape().iter().map(|d| *d as u64).collect(),
-                    values,
-                })
+                Ok(Tensor { name: info.name.clone(), shape: v.shape().iter().map(|d| *d as u64).collect(), values })
             })
             .collect()
     }

@@ -67,3 +67,10 @@ pub fn options(model: &str, engine: EngineKind) -> RunOptions {
 pub fn run_on(opts: &RunOptions, profile_name: &str) -> RunReport {
     run::run(opts, &profile(profile_name)).expect("host side of the run")
 }
+
+/// A fresh folder under target/ for what a test writes.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = bin_dir().join("edgehil-test-scratch").join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
