@@ -36,7 +36,7 @@ pub struct EmulatedBoard {
 
 impl EmulatedBoard {
     pub fn spawn(config: &EmulatorConfig) -> Result<Self, HilError> {
-        let spawn_err = |source| HilError::Spawn { agent: config.agent.display().to_string(), source };
+        let spawn_err = |cause| HilError::Spawn { agent: config.agent.display().to_string(), cause };
         let (master, slave) = TTYPort::pair().map_err(|e| spawn_err(e.into()))?;
         let slave_path = slave.name().ok_or_else(|| spawn_err(std::io::Error::other("pty without a name")))?;
         let mut cmd = Command::new(&config.agent);

@@ -12,8 +12,8 @@ pub enum HilError {
     #[error("cannot open serial port {port}: {reason}")]
     Open { port: String, reason: String },
     /// the agent process could not be started
-    #[error("cannot start the agent {agent}: {source}")]
-    Spawn { agent: String, source: std::io::Error },
+    #[error("cannot start the agent {agent}: {cause}")]
+    Spawn { agent: String, cause: std::io::Error },
     /// reading or writing the link failed
     #[error("link I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -12,8 +12,8 @@ use edgehil_runtime::wire::{DType, Tensor, TensorInfo, Values};
 #[non_exhaustive]
 pub enum InputError {
     /// the inputs file could not be read
-    #[error("cannot read inputs file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read inputs file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     /// the inputs file does not have the expected form
     #[error("inputs file {path}: {message}")]
     Format { path: String, message: String },
@@ -53,7 +53,7 @@ struct FileTensor {
 /// Reads `{"NAME": {"shape": [..], "values": [..]}, ...}` for every model input.
 pub fn from_file(path: &Path, infos: &[TensorInfo]) -> Result<Vec<Tensor>, InputError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|cause| InputError::Read { path: shown.clone(), cause })?;
     let format = |message: String| InputError::Format { path: shown.clone(), message };
     let mut file: std::collections::BTreeMap<String, FileTensor> = serde_json::from_str(&text)
         .map_err(|e| format(format!("{e} (expected {{\"NAME\": {{\"shape\": [..], \"values\": [..]}}}})")))?;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use edgehil::profile::Profiles;
 use edgehil::report::Status;
 use edgehil::run::{self, RunOptions};
-use edgehil::units::{human_bytes, Bytes};
+use edgehil::units::{human_bytes, human_rate, Bytes};
 use edgehil_hil::{Faults, Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
@@ -158,7 +158,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
 
 fn profiles_table(profiles: &Profiles) -> String {
     let mut s = format!(
-        "{:<22} {:<6} {:<10} {:>5} {:>10} {:>10} {:>14} {:>13} {:>12}  {}\n",
+        "{:<20} {:<6} {:<10} {:>5} {:>10} {:>10} {:>14} {:>12} {:>11}  {}\n",
         "NAME", "CLASS", "ARCH", "CORES", "RAM", "USABLE", "FP32", "INT8", "BANDWIDTH", "LINK"
     );
     for p in profiles.iter() {
@@ -167,16 +167,16 @@ fn profiles_table(profiles: &Profiles) -> String {
             edgehil::profile::LinkSpec::Probe { chip } => format!("probe:{chip}"),
         };
         s += &format!(
-            "{:<22} {:<6} {:<10} {:>5} {:>10} {:>10} {:>8.1} GFLOP/s {:>8.1} GOP/s {:>7.1} GB/s  {}\n",
+            "{:<20} {:<6} {:<10} {:>5} {:>10} {:>10} {:>14} {:>12} {:>11}  {}\n",
             p.name,
             format!("{:?}", p.class).to_lowercase(),
             format!("{:?}", p.arch).to_lowercase(),
             p.cores.value,
             human_bytes(p.ram_total.value.0 as f64),
             human_bytes(p.ram_usable.value.0 as f64),
-            p.peak_fp32.value.0 / 1e9,
-            p.peak_int8.value.0 / 1e9,
-            p.bandwidth.value.0 / 1e9,
+            human_rate(p.peak_fp32.value.0, "FLOP/s"),
+            human_rate(p.peak_int8.value.0, "OP/s"),
+            human_rate(p.bandwidth.value.0, "B/s"),
             link
         );
     }

@@ -19,8 +19,8 @@ mod builtin {
 #[non_exhaustive]
 pub enum ProfileError {
     /// a profile file could not be read
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     /// a profile file is not valid
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -193,7 +193,7 @@ impl Profiles {
     pub fn load(dir: Option<&Path>) -> Result<Self, ProfileError> {
         let mut all = Self::builtin()?;
         let Some(dir) = dir else { return Ok(all) };
-        let read_err = |source| ProfileError::Read { path: dir.into(), source };
+        let read_err = |cause| ProfileError::Read { path: dir.into(), cause };
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(read_err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -202,7 +202,7 @@ impl Profiles {
         files.sort();
         for path in files {
             let text =
-                std::fs::read_to_string(&path).map_err(|source| ProfileError::Read { path: path.clone(), source })?;
+                std::fs::read_to_string(&path).map_err(|cause| ProfileError::Read { path: path.clone(), cause })?;
             let p = Profile::parse(&text, &path)?;
             all.by_name.insert(p.name.clone(), p);
         }

@@ -20,8 +20,8 @@ use crate::report::{BoardSummary, LatencyMs, LinkSummary, LoadSummary, Memory, R
 #[non_exhaustive]
 pub enum RunError {
     /// the host reference could not be computed
-    #[error("host reference from {path}: {source}")]
-    Reference { path: PathBuf, source: EngineError },
+    #[error("host reference from {path}: {cause}")]
+    Reference { path: PathBuf, cause: EngineError },
     #[error(transparent)]
     Inputs(#[from] InputError),
     #[error(transparent)]
@@ -105,7 +105,7 @@ pub fn host_run(
     seed: u64,
     inputs_file: Option<&Path>,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>), RunError> {
-    let reference_err = |source| RunError::Reference { path: path.into(), source };
+    let reference_err = |cause| RunError::Reference { path: path.into(), cause };
     let host_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let opts =
         LoadOptions { engine: EngineKind::Tract, opt_level: OptLevel::All, threads: host_threads, ort_library: None };

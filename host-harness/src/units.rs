@@ -85,6 +85,16 @@ pub fn human_bytes(b: f64) -> String {
     format!("{b:.0} B")
 }
 
+/// "144.0 GFLOP/s", "800.0 MFLOP/s": a rate with the SI prefix that fits.
+pub fn human_rate(v: f64, unit: &str) -> String {
+    for (prefix, size) in [("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)] {
+        if v >= size {
+            return format!("{:.1} {prefix}{unit}", v / size);
+        }
+    }
+    format!("{v:.1} {unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +111,6 @@ mod tests {
         assert!(e.contains("one space"), "{e}");
         assert!(Bytes::try_from("-1 MiB".to_string()).is_err());
         assert_eq!(human_bytes(1536.0 * 1024.0), "1.5 MiB");
+        assert_eq!(human_rate(8e8, "FLOP/s"), "800.0 MFLOP/s");
     }
 }

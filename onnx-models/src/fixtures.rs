@@ -32,7 +32,7 @@ pub fn dir() -> PathBuf {
 }
 
 pub fn write_all(dir: &Path) -> Result<Vec<PathBuf>, OnnxError> {
-    std::fs::create_dir_all(dir).map_err(|source| OnnxError::Write { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir).map_err(|cause| OnnxError::Write { path: dir.display().to_string(), cause })?;
     all()
         .into_iter()
         .map(|(name, model)| {

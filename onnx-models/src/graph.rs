@@ -17,8 +17,8 @@ pub const OPSET: i64 = 17;
 #[non_exhaustive]
 pub enum OnnxError {
     /// writing a model failed
-    #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    #[error("cannot write {path}: {cause}")]
+    Write { path: String, cause: std::io::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl GraphBuilder {
 /// sees half a file).
 pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), OnnxError> {
     let tmp = path.with_extension("onnx.tmp");
-    let err = |source| OnnxError::Write { path: path.display().to_string(), source };
+    let err = |cause| OnnxError::Write { path: path.display().to_string(), cause };
     std::fs::write(&tmp, model.encode_to_vec()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
