@@ -112,8 +112,8 @@ pub fn host_run(
     let mut engine = engine::load(path, &opts).map_err(reference_err)?;
     let inputs = match (inputs, inputs_file) {
         (Some(i), _) => i.to_vec(),
-        (None, Some(file)) => inputs::from_file(file, engine.inputs())?,
-        (None, None) => inputs::seeded(engine.inputs(), seed)?,
+        (None, Some(file)) => inputs::from_file(file, &engine.info().inputs)?,
+        (None, None) => inputs::seeded(&engine.info().inputs, seed)?,
     };
     engine.set_inputs(&inputs).map_err(reference_err)?;
     engine.run().map_err(reference_err)?;

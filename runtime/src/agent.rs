@@ -290,14 +290,14 @@ impl State {
         let load_nanos = started.elapsed().as_nanos() as u64;
         let report = LoadReport {
             engine: opts.engine,
-            opt_level: engine.opt_level(),
+            opt_level: engine.info().opt_level,
             threads: opts.threads as u16,
             load_nanos,
-            weight_bytes: engine.weight_bytes(),
+            weight_bytes: engine.info().weight_bytes,
             peak_heap: self.alloc.peak() as u64,
             peak_rss: crate::sys::peak_rss(),
-            inputs: engine.inputs().to_vec(),
-            outputs: engine.outputs().to_vec(),
+            inputs: engine.info().inputs.clone(),
+            outputs: engine.info().outputs.clone(),
         };
         self.staged = std::vec![None; report.inputs.len()];
         self.engine = Some(engine);

@@ -43,15 +43,21 @@ pub struct LoadOptions {
     pub ort_library: Option<PathBuf>,
 }
 
+/// What a loaded model is, as its engine sees it.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    /// Which optimisation level actually ran.
+    pub opt_level: OptLevel,
+    /// Bytes of weights (initializers) in the model.
+    pub weight_bytes: u64,
+}
+
 /// A loaded model. Inputs are staged first so that `run` times only the
 /// engine's work, not conversions.
 pub trait Engine {
-    fn inputs(&self) -> &[TensorInfo];
-    fn outputs(&self) -> &[TensorInfo];
-    /// Which optimisation level actually ran.
-    fn opt_level(&self) -> OptLevel;
-    /// Bytes of weights (initializers) in the model.
-    fn weight_bytes(&self) -> u64;
+    fn info(&self) -> &ModelInfo;
     fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), EngineError>;
     fn run(&mut self) -> Result<(), EngineError>;
     /// The outputs of the last run, in model order.

@@ -11,7 +11,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{DynValue, TensorElementType, ValueType};
 
-use super::{check_inputs, Engine, EngineError, LoadOptions};
+use super::{check_inputs, Engine, EngineError, LoadOptions, ModelInfo};
 use crate::wire::{DType, EngineKind, OptLevel, Tensor, TensorInfo, Values};
 
 /// The library can be loaded once per process; the first path wins.
@@ -52,7 +52,7 @@ fn classify(e: impl std::fmt::Display, otherwise: impl FnOnce(String) -> EngineE
     }
 }
 
-fn info(outlet: &ort::value::Outlet) -> Result<TensorInfo, EngineError> {
+fn tensor_info(outlet: &ort::value::Outlet) -> Result<TensorInfo, EngineError> {
     let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
         return Err(EngineError::Inputs(format!("`{}` is not a tensor", outlet.name())));
     };
@@ -75,10 +75,7 @@ fn info(outlet: &ort::value::Outlet) -> Result<TensorInfo, EngineError> {
 
 pub struct OrtEngine {
     session: Session,
-    opt_level: OptLevel,
-    inputs: Vec<TensorInfo>,
-    outputs: Vec<TensorInfo>,
-    weight_bytes: u64,
+    info: ModelInfo,
     staged: Vec<DynValue>,
     last: Vec<DynValue>,
 }
@@ -101,41 +98,24 @@ impl OrtEngine {
             .map_err(|e| classify(e, load_err))?
             .commit_from_file(path)
             .map_err(|e| classify(e, load_err))?;
-        let inputs = session.inputs().iter().map(info).collect::<Result<_, _>>()?;
-        let outputs = session.outputs().iter().map(info).collect::<Result<_, _>>()?;
-        // ONNX Runtime does not expose its initializers; the files hold them.
-        let weight_bytes = super::model_file_bytes(path);
-        Ok(Self {
-            session,
+        let info = ModelInfo {
+            inputs: session.inputs().iter().map(tensor_info).collect::<Result<_, _>>()?,
+            outputs: session.outputs().iter().map(tensor_info).collect::<Result<_, _>>()?,
             opt_level: opts.opt_level,
-            inputs,
-            outputs,
-            weight_bytes,
-            staged: Vec::new(),
-            last: Vec::new(),
-        })
+            // ONNX Runtime does not expose its initializers; the files hold them.
+            weight_bytes: super::model_file_bytes(path),
+        };
+        Ok(Self { session, info, staged: Vec::new(), last: Vec::new() })
     }
 }
 
 impl Engine for OrtEngine {
-    fn inputs(&self) -> &[TensorInfo] {
-        &self.inputs
-    }
-
-    fn outputs(&self) -> &[TensorInfo] {
-        &self.outputs
-    }
-
-    fn opt_level(&self) -> OptLevel {
-        self.opt_level
-    }
-
-    fn weight_bytes(&self) -> u64 {
-        self.weight_bytes
+    fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), EngineError> {
-        check_inputs(&self.inputs, inputs)?;
+        check_inputs(&self.info.inputs, inputs)?;
         self.staged = inputs
             .iter()
             .map(|t| {
@@ -152,7 +132,7 @@ impl Engine for OrtEngine {
 
     fn run(&mut self) -> Result<(), EngineError> {
         let feeds: Vec<(String, &DynValue)> =
-            self.inputs.iter().map(|i| i.name.clone()).zip(self.staged.iter()).collect();
+            self.info.inputs.iter().map(|i| i.name.clone()).zip(self.staged.iter()).collect();
         let outputs = self.session.run(feeds).map_err(|e| classify(e, EngineError::Run))?;
         self.last = outputs.into_iter().map(|(_, v)| v).collect();
         Ok(())
@@ -164,7 +144,7 @@ impl Engine for OrtEngine {
             return Err(EngineError::Run("no run yet".to_string()));
         }
         last.iter()
-            .zip(&self.outputs)
+            .zip(&self.info.outputs)
             .map(|(v, info)| {
                 let run_err = |e: ort::Error| EngineError::Run(e.to_string());
                 let (shape, values) = match info.dtype {

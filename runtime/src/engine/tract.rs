@@ -12,14 +12,12 @@ use tract_onnx::prelude::{
 use tract_onnx::tract_core::model::IntoRunnable;
 use tract_onnx::tract_core::ops::konst::Const;
 
-use super::{check_inputs, Engine, EngineError};
+use super::{check_inputs, Engine, EngineError, ModelInfo};
 use crate::wire::{DType, OptLevel, Tensor, TensorInfo, Values};
 
 pub struct TractEngine {
     plan: Arc<TypedSimplePlan>,
-    inputs: Vec<TensorInfo>,
-    outputs: Vec<TensorInfo>,
-    weight_bytes: u64,
+    info: ModelInfo,
     staged: TVec<TValue>,
     last: Option<TVec<TValue>>,
 }
@@ -47,6 +45,10 @@ fn infos(model: &TypedModel, outlets: &[tract_onnx::prelude::OutletId]) -> Resul
         .collect()
 }
 
+fn plain<T: tract_onnx::prelude::Datum + Copy>(v: &TValue) -> Result<Vec<T>, EngineError> {
+    Ok(v.to_plain_array_view::<T>().map_err(|e| EngineError::Run(format!("{e:#}")))?.iter().copied().collect())
+}
+
 impl TractEngine {
     pub fn load(path: &Path, threads: usize) -> Result<Self, EngineError> {
         let load_err = |e: tract_onnx::prelude::TractError| EngineError::Load {
@@ -67,29 +69,18 @@ impl TractEngine {
         let inputs = infos(&optimized, optimized.input_outlets().map_err(load_err)?)?;
         let outputs = infos(&optimized, optimized.output_outlets().map_err(load_err)?)?;
         let plan = optimized.into_runnable().map_err(load_err)?;
-        Ok(Self { plan, inputs, outputs, weight_bytes, staged: TVec::new(), last: None })
+        let info = ModelInfo { inputs, outputs, opt_level: OptLevel::All, weight_bytes };
+        Ok(Self { plan, info, staged: TVec::new(), last: None })
     }
 }
 
 impl Engine for TractEngine {
-    fn inputs(&self) -> &[TensorInfo] {
-        &self.inputs
-    }
-
-    fn outputs(&self) -> &[TensorInfo] {
-        &self.outputs
-    }
-
-    fn opt_level(&self) -> OptLevel {
-        OptLevel::All
-    }
-
-    fn weight_bytes(&self) -> u64 {
-        self.weight_bytes
+    fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), EngineError> {
-        check_inputs(&self.inputs, inputs)?;
+        check_inputs(&self.info.inputs, inputs)?;
         self.staged = inputs
             .iter()
             .map(|t| {
@@ -113,23 +104,11 @@ impl Engine for TractEngine {
     fn take_outputs(&mut self) -> Result<Vec<Tensor>, EngineError> {
         let out = self.last.take().ok_or_else(|| EngineError::Run("no run yet".to_string()))?;
         out.iter()
-            .zip(&self.outputs)
+            .zip(&self.info.outputs)
             .map(|(v, info)| {
                 let values = match v.datum_type() {
-                    DatumType::F32 => Values::F32(
-                        v.to_plain_array_view::<f32>()
-                            .map_err(|e| EngineError::Run(format!("{e:#}")))?
-                            .iter()
-                            .copied()
-                            .collect(),
-                    ),
-                    DatumType::I64 => Values::I64(
-                        v.to_plain_array_view::<i64>()
-                            .map_err(|e| EngineError::Run(format!("{e:#}")))?
-                            .iter()
-                            .copied()
-                            .collect(),
-                    ),
+                    DatumType::F32 => Values::F32(plain(v)?),
+                    DatumType::I64 => Values::I64(plain(v)?),
                     other => {
                         return Err(EngineError::Run(format!("output type {other:?} is not supported on the wire")))
                     }
