@@ -15,5 +15,5 @@ PY
 export EDGEHIL_ORT_LIBRARY
 
 cargo build -p edgehil-runtime --no-default-features
-cargo build --workspace --bins
+cargo build --workspace --bins --tests
 cargo test --workspace

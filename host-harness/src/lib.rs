@@ -9,6 +9,7 @@
 //! otherwise.
 
 pub mod accuracy;
+pub mod catalog;
 pub mod estimate;
 pub mod inputs;
 pub mod profile;

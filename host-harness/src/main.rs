@@ -33,10 +33,27 @@ struct Cli {
 enum Cmd {
     /// Run a model on a board (default: the shipped transformer block on the emulated Jetson Orin Nano).
     Run(RunArgs),
+    /// The study's models: parameters, weight bytes per precision, and fit on a profile.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCmd,
+    },
     /// Device profiles.
     Profiles {
         #[command(subcommand)]
         command: ProfilesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Every catalog model; with --profile, whether each precision fits its usable RAM.
+    List {
+        #[arg(long)]
+        profile: Option<String>,
+        /// Context length for the KV cache and activations.
+        #[arg(long, default_value_t = 512)]
+        context: u64,
     },
 }
 
@@ -152,6 +169,11 @@ fn dispatch(cli: Cli) -> Result<u8> {
             print!("{}", p.describe());
             Ok(0)
         }
+        Cmd::Models { command: ModelsCmd::List { profile, context } } => {
+            let profile = profile.map(|p| profiles.get(&p)).transpose()?;
+            print!("{}", models_table(profile, context));
+            Ok(0)
+        }
         Cmd::Run(args) => run_cmd(args, &profiles),
     }
 }
@@ -179,6 +201,47 @@ fn profiles_table(profiles: &Profiles) -> String {
             human_rate(p.bandwidth.value.0, "B/s"),
             link
         );
+    }
+    s
+}
+
+fn models_table(profile: Option<&edgehil::profile::Profile>, context: u64) -> String {
+    use edgehil::catalog::{fit, Precision, CATALOG};
+    let mut s = format!("{:<20} {:<10} {:>8}", "MODEL", "ARCH", "PARAMS");
+    for p in Precision::ALL {
+        s += &format!(" {:>10}", p.name().to_uppercase());
+    }
+    if let Some(p) = profile {
+        s += &format!("  FIT ON {} ({} usable, context {context})", p.name, human_bytes(p.ram_usable.value.0 as f64));
+    }
+    s.push('\n');
+    for m in CATALOG {
+        s += &format!(
+            "{:<20} {:<10} {:>7.2}B",
+            m.name,
+            format!("{:?}", m.arch).to_lowercase(),
+            m.parameters() as f64 / 1e9
+        );
+        for p in Precision::ALL {
+            s += &format!(" {:>10}", human_bytes(m.weight_bytes(p) as f64));
+        }
+        if let Some(profile) = profile {
+            let fits: Vec<String> = Precision::ALL
+                .iter()
+                .map(|p| {
+                    let f = fit(m, *p, context, profile);
+                    let verdict = if f.fits { "fits" } else { "over" };
+                    format!(
+                        "{} {} {verdict} ({})",
+                        p.name(),
+                        human_bytes(f.peak as f64),
+                        human_bytes(f.headroom as f64)
+                    )
+                })
+                .collect();
+            s += &format!("  {}", fits.join(", "));
+        }
+        s.push('\n');
     }
     s
 }

@@ -135,3 +135,10 @@ fn a_serial_port_that_is_not_there_fails_the_run_clearly() {
     let o = edgehil(&["run", "--target", "usb0"]);
     assert!(text(&o).1.contains("bad target `usb0`"), "{:?}", text(&o));
 }
+
+#[test]
+fn models_list_with_fit_on_a_profile() {
+    let o = edgehil(&["models", "list", "--profile", "jetson-orin-nano", "--context", "1024"]);
+    assert_eq!(o.status.code(), Some(0));
+    insta::assert_snapshot!(text(&o).0);
+}
