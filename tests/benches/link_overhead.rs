@@ -4,7 +4,8 @@
 //! in one run, in alternating rounds so that drift on a shared machine hits
 //! both alike. Target: at most 3% for a model whose run takes 5 ms or more.
 //!
-//! Run: `cargo build --release --bins && cargo bench -p edgehil-tests`.
+//! Run: `cargo bench -p edgehil-tests --profile dev` (engines at opt-level 2,
+//! the agent the tests built), or `--release` after `cargo build --release --bins`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -72,7 +73,7 @@ fn main() {
     let exe = std::env::current_exe().expect("exe");
     let bin_dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
     let agent = bin_dir.join("edgehil-agent");
-    assert!(agent.is_file(), "{} missing: run `cargo build --release --bins` first", agent.display());
+    assert!(agent.is_file(), "{} missing: build the agent with the same profile first", agent.display());
     let dir = bin_dir.join("edgehil-bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
     let model = dir.join("mlp-bench.onnx");
