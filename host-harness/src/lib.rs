@@ -12,6 +12,7 @@ pub mod accuracy;
 pub mod catalog;
 pub mod estimate;
 pub mod inputs;
+pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod run;

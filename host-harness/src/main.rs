@@ -38,6 +38,21 @@ enum Cmd {
         #[command(subcommand)]
         command: ModelsCmd,
     },
+    /// Recommend model, customization (LoRA or RAG) and compression for a board, from the study's guidelines.
+    Plan {
+        #[arg(long)]
+        profile: String,
+        #[arg(long, value_enum)]
+        task: edgehil::plan::Task,
+        #[arg(long, value_enum, default_value = "unknown")]
+        difficulty: edgehil::plan::Difficulty,
+        /// Prompt length in tokens (generation adds the study's 100 new tokens).
+        #[arg(long, default_value_t = 512)]
+        prompt_tokens: u64,
+        /// Also write the plan as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Device profiles.
     Profiles {
         #[command(subcommand)]
@@ -172,6 +187,15 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Models { command: ModelsCmd::List { profile, context } } => {
             let profile = profile.map(|p| profiles.get(&p)).transpose()?;
             print!("{}", models_table(profile, context));
+            Ok(0)
+        }
+        Cmd::Plan { profile, task, difficulty, prompt_tokens, json } => {
+            let p = edgehil::plan::plan(profiles.get(&profile)?, task, difficulty, prompt_tokens)?;
+            print!("{}", p.text());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&p)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(0)
         }
         Cmd::Run(args) => run_cmd(args, &profiles),

@@ -142,3 +142,13 @@ fn models_list_with_fit_on_a_profile() {
     assert_eq!(o.status.code(), Some(0));
     insta::assert_snapshot!(text(&o).0);
 }
+
+#[test]
+fn plan_shows_choice_reasons_and_fit() {
+    let o = edgehil(&["plan", "--profile", "jetson-orin-nano", "--task", "generation", "--difficulty", "medium"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    insta::assert_snapshot!(text(&o).0);
+    let o = edgehil(&["plan", "--profile", "nrf52840-dk", "--task", "classification"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no catalog model fits nrf52840-dk's 200.0 KiB usable RAM"), "{:?}", text(&o));
+}
