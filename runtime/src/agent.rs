@@ -100,7 +100,9 @@ pub fn serve(
     spawn_heartbeat(writer.clone(), busy.clone());
     let mut state =
         State { config, alloc, engine: None, staged: Vec::new(), stats: Stats::default(), data_limit: None };
-    let mut last: Option<(u32, Vec<Vec<u8>>)> = None;
+    // The last request and its answer's frames. A replay needs the same id
+    // *and* the same command: a new host session numbers from 1 again.
+    let mut last: Option<(Request, Vec<Vec<u8>>)> = None;
     let mut decoder = FrameDecoder::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -123,8 +125,8 @@ pub fn serve(
             Err(_) => state.stats.bad_frames += 1,
         });
         for req in requests {
-            if let Some((id, frames)) = &last {
-                if *id == req.id {
+            if let Some((done, frames)) = &last {
+                if *done == req {
                     state.stats.replays += 1;
                     let mut w = writer.lock().expect("writer lock");
                     for f in frames {
@@ -139,10 +141,10 @@ pub fn serve(
             busy.store(true, Ordering::SeqCst);
             let mut answer = Answer { id: req.id, frames: Vec::new(), writer: &writer };
             let shutdown = matches!(req.command, Command::Shutdown);
-            let result = state.handle(req.command, &mut answer);
+            let result = state.handle(req.command.clone(), &mut answer);
             busy.store(false, Ordering::SeqCst);
             result?;
-            last = Some((answer.id, answer.frames));
+            last = Some((req, answer.frames));
             if shutdown {
                 return Ok(());
             }
