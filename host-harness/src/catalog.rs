@@ -132,6 +132,30 @@ pub const CATALOG: &[ModelConfig] = &[
 ];
 
 impl ModelConfig {
+    /// The Hugging Face configuration, for the architectures edgehil exports.
+    pub fn to_hf(&self) -> Option<edgehil_onnx::hf::Config> {
+        use edgehil_onnx::hf;
+        let arch = match self.arch {
+            Gpt2 => hf::Arch::Gpt2,
+            GptNeox => hf::Arch::GptNeox,
+            Llama => hf::Arch::Llama,
+            Opt => hf::Arch::Opt,
+            Phi | Gemma | StableLm => return None,
+        };
+        Some(hf::Config {
+            arch,
+            hidden: self.hidden,
+            layers: self.layers,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            intermediate: self.intermediate,
+            vocab: self.vocab,
+            max_positions: self.max_positions,
+            tied_embeddings: self.tied_embeddings,
+            rotary_pct: if arch == hf::Arch::GptNeox { 0.25 } else { 1.0 },
+        })
+    }
+
     /// Gated (SwiGLU / GeGLU) MLPs have three matrices, the others two.
     fn gated(&self) -> bool {
         matches!(self.arch, Llama | Gemma | StableLm)
@@ -241,6 +265,17 @@ mod tests {
             let ours = model(name).parameters();
             let err = (ours as f64 - published as f64).abs() / published as f64;
             assert!(err < 0.005, "{name}: ours {ours}, published {published} ({:.3}%)", err * 100.0);
+        }
+    }
+
+    #[test]
+    fn catalog_counts_equal_the_tensors_of_the_hf_layout() {
+        // Two independent derivations: our formula and the tensor list export reads.
+        for m in CATALOG {
+            if let Some(hf) = m.to_hf() {
+                let tensors: u64 = hf.tensors().iter().map(|(_, s)| s.iter().product::<u64>()).sum();
+                assert_eq!(tensors, m.parameters(), "{}", m.name);
+            }
         }
     }
 

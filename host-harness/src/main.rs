@@ -70,6 +70,14 @@ enum ModelsCmd {
         #[arg(long, default_value_t = 512)]
         context: u64,
     },
+    /// Write a random-weight Hugging Face folder of a catalog configuration (gpt2, gpt_neox, llama, opt).
+    Synth {
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +204,24 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 std::fs::write(&path, serde_json::to_string_pretty(&p)?)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+            Ok(0)
+        }
+        Cmd::Models { command: ModelsCmd::Synth { name, out, seed } } => {
+            use edgehil::catalog::CATALOG;
+            let Some(model) = CATALOG.iter().find(|m| m.name == name) else {
+                bail!("no catalog model `{name}`; see `edgehil models list`");
+            };
+            let Some(config) = model.to_hf() else {
+                bail!("`{name}` is a {:?} model; synth writes gpt2, gpt_neox, llama and opt", model.arch);
+            };
+            let bytes = edgehil_onnx::hf::write_random(&config, &out, seed)?;
+            println!(
+                "{}: {} parameters, {} of fp32 weights in {}",
+                name,
+                model.parameters(),
+                human_bytes(bytes as f64),
+                out.display()
+            );
             Ok(0)
         }
         Cmd::Run(args) => run_cmd(args, &profiles),

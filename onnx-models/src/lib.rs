@@ -7,6 +7,7 @@
 
 pub mod fixtures;
 pub mod graph;
+pub mod hf;
 pub mod rng;
 
 pub use graph::{Attr, Dim, Elem, GraphBuilder, OnnxError};

@@ -1,0 +1,356 @@
+//! Hugging Face model folders: `config.json` + `model.safetensors`.
+//!
+//! The weights are memory-mapped, never read whole, so a 1 B-parameter
+//! folder costs no RAM until a tensor is touched. [`HfModel::check`] holds
+//! the folder against the tensor names and shapes its architecture needs, so
+//! a truncated file, a missing tensor or a wrong shape is an error naming the
+//! file and the tensor before any export starts. [`write_random`] makes a
+//! folder of any supported configuration with random weights, streamed to
+//! disk, to measure speed and memory at true size.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::SplitMix64;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HfError {
+    /// a file of the folder could not be read or written
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
+    /// config.json is not valid or lacks a field
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    /// an architecture edgehil does not export
+    #[error("{path}: field `model_type`: `{model_type}` is not supported (supported: gpt2, gpt_neox, llama, opt)")]
+    UnknownArchitecture { path: PathBuf, model_type: String },
+    /// the safetensors file is damaged
+    #[error("{path}: not a valid safetensors file: {message}")]
+    Safetensors { path: PathBuf, message: String },
+    /// a tensor the architecture needs is absent
+    #[error("{path}: tensor `{tensor}` is missing ({arch} with {layers} layers needs it)")]
+    MissingTensor { path: PathBuf, tensor: String, arch: &'static str, layers: u64 },
+    /// a tensor has the wrong shape
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    Shape { path: PathBuf, tensor: String, found: Vec<u64>, expected: Vec<u64> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    Gpt2,
+    GptNeox,
+    Llama,
+    Opt,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Gpt2 => "gpt2",
+            Arch::GptNeox => "gpt_neox",
+            Arch::Llama => "llama",
+            Arch::Opt => "opt",
+        }
+    }
+}
+
+/// The configuration fields export needs, under one set of names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub arch: Arch,
+    pub hidden: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub kv_heads: u64,
+    pub intermediate: u64,
+    pub vocab: u64,
+    pub max_positions: u64,
+    pub tied_embeddings: bool,
+    /// Share of each head's dimensions that get rotary embeddings (NeoX).
+    pub rotary_pct: f64,
+}
+
+impl Config {
+    pub fn head_dim(&self) -> u64 {
+        self.hidden / self.heads
+    }
+
+    /// Reads `config.json`, naming the field that is missing or wrong.
+    pub fn read(path: &Path) -> Result<Self, HfError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| HfError::Io { path: path.into(), cause })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| HfError::Config { path: path.into(), message: e.to_string() })?;
+        let field = |names: &[&str]| -> Result<u64, HfError> {
+            names.iter().find_map(|n| json.get(*n).and_then(serde_json::Value::as_u64)).ok_or_else(|| HfError::Config {
+                path: path.into(),
+                message: format!("field `{}` is missing or not a whole number", names[0]),
+            })
+        };
+        let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
+        let arch = match model_type {
+            "gpt2" => Arch::Gpt2,
+            "gpt_neox" => Arch::GptNeox,
+            "llama" => Arch::Llama,
+            "opt" => Arch::Opt,
+            other => return Err(HfError::UnknownArchitecture { path: path.into(), model_type: other.into() }),
+        };
+        let hidden = field(&["hidden_size", "n_embd"])?;
+        let heads = field(&["num_attention_heads", "n_head"])?;
+        let intermediate = match arch {
+            Arch::Gpt2 => json.get("n_inner").and_then(serde_json::Value::as_u64).unwrap_or(4 * hidden),
+            Arch::Opt => field(&["ffn_dim"])?,
+            _ => field(&["intermediate_size"])?,
+        };
+        let config = Config {
+            arch,
+            hidden,
+            layers: field(&["num_hidden_layers", "n_layer"])?,
+            heads,
+            kv_heads: json.get("num_key_value_heads").and_then(serde_json::Value::as_u64).unwrap_or(heads),
+            intermediate,
+            vocab: field(&["vocab_size"])?,
+            max_positions: field(&["max_position_embeddings", "n_positions"])?,
+            tied_embeddings: json
+                .get("tie_word_embeddings")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(arch != Arch::GptNeox),
+            rotary_pct: json.get("rotary_pct").and_then(serde_json::Value::as_f64).unwrap_or(1.0),
+        };
+        if hidden % heads != 0 || heads % config.kv_heads != 0 {
+            return Err(HfError::Config {
+                path: path.into(),
+                message: format!(
+                    "hidden_size {hidden} / num_attention_heads {heads} / num_key_value_heads {} do not divide",
+                    config.kv_heads
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    /// `config.json` as Hugging Face writes it for this architecture.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self.arch {
+            Arch::Gpt2 => json!({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": self.hidden,
+                "n_layer": self.layers, "n_head": self.heads, "n_inner": self.intermediate, "vocab_size": self.vocab,
+                "n_positions": self.max_positions, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}),
+            Arch::GptNeox => json!({"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
+                "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+                "intermediate_size": self.intermediate, "vocab_size": self.vocab, "max_position_embeddings": self.max_positions,
+                "rotary_pct": self.rotary_pct, "rotary_emb_base": 10000, "use_parallel_residual": true,
+                "tie_word_embeddings": self.tied_embeddings, "layer_norm_eps": 1e-5, "hidden_act": "gelu"}),
+            Arch::Llama => json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+                "num_key_value_heads": self.kv_heads, "intermediate_size": self.intermediate, "vocab_size": self.vocab,
+                "max_position_embeddings": self.max_positions, "tie_word_embeddings": self.tied_embeddings,
+                "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu"}),
+            Arch::Opt => json!({"model_type": "opt", "architectures": ["OPTForCausalLM"], "hidden_size": self.hidden,
+                "num_hidden_layers": self.layers, "num_attention_heads": self.heads, "ffn_dim": self.intermediate,
+                "vocab_size": self.vocab, "max_position_embeddings": self.max_positions, "word_embed_proj_dim": self.hidden,
+                "do_layer_norm_before": true, "activation_function": "relu", "tie_word_embeddings": true}),
+        }
+    }
+
+    /// Every tensor the architecture needs, with its shape, in Hugging Face's names.
+    pub fn tensors(&self) -> Vec<(String, Vec<u64>)> {
+        let (h, i, v) = (self.hidden, self.intermediate, self.vocab);
+        let q = self.heads * self.head_dim();
+        let kv = self.kv_heads * self.head_dim();
+        let mut t: Vec<(String, Vec<u64>)> = Vec::new();
+        let mut add = |name: String, shape: &[u64]| t.push((name, shape.to_vec()));
+        let norm = |add: &mut dyn FnMut(String, &[u64]), name: String, bias: bool| {
+            add(format!("{name}.weight"), &[h]);
+            if bias {
+                add(format!("{name}.bias"), &[h]);
+            }
+        };
+        match self.arch {
+            Arch::Gpt2 => {
+                add("wte.weight".into(), &[v, h]);
+                add("wpe.weight".into(), &[self.max_positions, h]);
+                for l in 0..self.layers {
+                    let p = format!("h.{l}");
+                    norm(&mut add, format!("{p}.ln_1"), true);
+                    // Conv1D: weights stored [in, out].
+                    add(format!("{p}.attn.c_attn.weight"), &[h, 3 * h]);
+                    add(format!("{p}.attn.c_attn.bias"), &[3 * h]);
+                    add(format!("{p}.attn.c_proj.weight"), &[h, h]);
+                    add(format!("{p}.attn.c_proj.bias"), &[h]);
+                    norm(&mut add, format!("{p}.ln_2"), true);
+                    add(format!("{p}.mlp.c_fc.weight"), &[h, i]);
+                    add(format!("{p}.mlp.c_fc.bias"), &[i]);
+                    add(format!("{p}.mlp.c_proj.weight"), &[i, h]);
+                    add(format!("{p}.mlp.c_proj.bias"), &[h]);
+                }
+                norm(&mut add, "ln_f".into(), true);
+            }
+            Arch::GptNeox => {
+                add("gpt_neox.embed_in.weight".into(), &[v, h]);
+                for l in 0..self.layers {
+                    let p = format!("gpt_neox.layers.{l}");
+                    norm(&mut add, format!("{p}.input_layernorm"), true);
+                    norm(&mut add, format!("{p}.post_attention_layernorm"), true);
+                    add(format!("{p}.attention.query_key_value.weight"), &[3 * h, h]);
+                    add(format!("{p}.attention.query_key_value.bias"), &[3 * h]);
+                    add(format!("{p}.attention.dense.weight"), &[h, h]);
+                    add(format!("{p}.attention.dense.bias"), &[h]);
+                    add(format!("{p}.mlp.dense_h_to_4h.weight"), &[i, h]);
+                    add(format!("{p}.mlp.dense_h_to_4h.bias"), &[i]);
+                    add(format!("{p}.mlp.dense_4h_to_h.weight"), &[h, i]);
+                    add(format!("{p}.mlp.dense_4h_to_h.bias"), &[h]);
+                }
+                norm(&mut add, "gpt_neox.final_layer_norm".into(), true);
+                if !self.tied_embeddings {
+                    add("embed_out.weight".into(), &[v, h]);
+                }
+            }
+            Arch::Llama => {
+                add("model.embed_tokens.weight".into(), &[v, h]);
+                for l in 0..self.layers {
+                    let p = format!("model.layers.{l}");
+                    norm(&mut add, format!("{p}.input_layernorm"), false);
+                    norm(&mut add, format!("{p}.post_attention_layernorm"), false);
+                    add(format!("{p}.self_attn.q_proj.weight"), &[q, h]);
+                    add(format!("{p}.self_attn.k_proj.weight"), &[kv, h]);
+                    add(format!("{p}.self_attn.v_proj.weight"), &[kv, h]);
+                    add(format!("{p}.self_attn.o_proj.weight"), &[h, q]);
+                    add(format!("{p}.mlp.gate_proj.weight"), &[i, h]);
+                    add(format!("{p}.mlp.up_proj.weight"), &[i, h]);
+                    add(format!("{p}.mlp.down_proj.weight"), &[h, i]);
+                }
+                norm(&mut add, "model.norm".into(), false);
+                if !self.tied_embeddings {
+                    add("lm_head.weight".into(), &[v, h]);
+                }
+            }
+            Arch::Opt => {
+                add("model.decoder.embed_tokens.weight".into(), &[v, h]);
+                // OPT's learned positions are offset by 2.
+                add("model.decoder.embed_positions.weight".into(), &[self.max_positions + 2, h]);
+                for l in 0..self.layers {
+                    let p = format!("model.decoder.layers.{l}");
+                    for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                        add(format!("{p}.self_attn.{proj}.weight"), &[h, h]);
+                        add(format!("{p}.self_attn.{proj}.bias"), &[h]);
+                    }
+                    norm(&mut add, format!("{p}.self_attn_layer_norm"), true);
+                    add(format!("{p}.fc1.weight"), &[i, h]);
+                    add(format!("{p}.fc1.bias"), &[i]);
+                    add(format!("{p}.fc2.weight"), &[h, i]);
+                    add(format!("{p}.fc2.bias"), &[h]);
+                    norm(&mut add, format!("{p}.final_layer_norm"), true);
+                }
+                norm(&mut add, "model.decoder.final_layer_norm".into(), true);
+            }
+        }
+        t
+    }
+}
+
+/// An opened folder: the configuration and the mapped weights.
+pub struct HfModel {
+    pub dir: PathBuf,
+    pub config: Config,
+    weights_path: PathBuf,
+    weights: memmap2::Mmap,
+}
+
+impl HfModel {
+    pub fn open(dir: &Path) -> Result<Self, HfError> {
+        let config = Config::read(&dir.join("config.json"))?;
+        let weights_path = dir.join("model.safetensors");
+        let io = |cause| HfError::Io { path: weights_path.clone(), cause };
+        let file = std::fs::File::open(&weights_path).map_err(io)?;
+        // SAFETY: the map is read-only; a file changed underneath would only give wrong weights.
+        let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let model = Self { dir: dir.into(), config, weights_path, weights };
+        model.tensors()?;
+        Ok(model)
+    }
+
+    /// The parsed safetensors index over the mapped bytes.
+    pub fn tensors(&self) -> Result<safetensors::SafeTensors<'_>, HfError> {
+        safetensors::SafeTensors::deserialize(&self.weights)
+            .map_err(|e| HfError::Safetensors { path: self.weights_path.clone(), message: e.to_string() })
+    }
+
+    /// Checks every tensor the architecture needs is there with its shape.
+    /// Checkpoints saved from the LM-head class carry a `transformer.` prefix (GPT-2).
+    pub fn check(&self) -> Result<(), HfError> {
+        let st = self.tensors()?;
+        let have: BTreeMap<String, Vec<u64>> =
+            st.tensors().into_iter().map(|(n, t)| (n, t.shape().iter().map(|d| *d as u64).collect())).collect();
+        for (name, expected) in self.config.tensors() {
+            let found = have.get(&name).or_else(|| have.get(&format!("transformer.{name}"))).ok_or_else(|| {
+                HfError::MissingTensor {
+                    path: self.weights_path.clone(),
+                    tensor: name.clone(),
+                    arch: self.config.arch.name(),
+                    layers: self.config.layers,
+                }
+            })?;
+            if *found != expected {
+                return Err(HfError::Shape {
+                    path: self.weights_path.clone(),
+                    tensor: name,
+                    found: found.clone(),
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a folder for `config` with weights uniform in ±0.02 (norm weights 1),
+/// streaming the safetensors file so memory stays flat at any size.
+pub fn write_random(config: &Config, dir: &Path, seed: u64) -> Result<u64, HfError> {
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> HfError + '_ {
+        move |cause| HfError::Io { path: path.into(), cause }
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let config_path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("json");
+    std::fs::write(&config_path, text).map_err(io(&config_path))?;
+
+    let tensors = config.tensors();
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, shape) in &tensors {
+        let bytes = shape.iter().product::<u64>() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut header = serde_json::to_vec(&header).expect("json");
+    // The format pads the header with spaces to a multiple of 8.
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let path = dir.join("model.safetensors");
+    let tmp = dir.join("model.safetensors.tmp");
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io(&tmp))?);
+    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io(&tmp))?;
+    out.write_all(&header).map_err(io(&tmp))?;
+    let mut rng = SplitMix64::new(seed);
+    for (name, shape) in &tensors {
+        let n = shape.iter().product::<u64>();
+        let is_norm = shape.len() == 1 && name.ends_with(".weight");
+        for _ in 0..n {
+            let v = if is_norm { 1.0 } else { rng.symmetric() * 0.02 };
+            out.write_all(&v.to_le_bytes()).map_err(io(&tmp))?;
+        }
+    }
+    out.into_inner()
+        .map_err(|e| HfError::Io { path: tmp.clone(), cause: e.into_error() })?
+        .sync_all()
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(offset)
+}
