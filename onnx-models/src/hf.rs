@@ -115,10 +115,11 @@ impl Config {
             intermediate,
             vocab: field(&["vocab_size"])?,
             max_positions: field(&["max_position_embeddings", "n_positions"])?,
+            // Hugging Face's defaults when the field is absent: GPT-2 and OPT tie, Llama and NeoX do not.
             tied_embeddings: json
                 .get("tie_word_embeddings")
                 .and_then(serde_json::Value::as_bool)
-                .unwrap_or(arch != Arch::GptNeox),
+                .unwrap_or(matches!(arch, Arch::Gpt2 | Arch::Opt)),
             rotary_pct: json.get("rotary_pct").and_then(serde_json::Value::as_f64).unwrap_or(1.0),
         };
         if hidden % heads != 0 || heads % config.kv_heads != 0 {

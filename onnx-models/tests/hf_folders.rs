@@ -65,6 +65,10 @@ fn damaged_folders_name_the_file_and_tensor() {
     let e = HfModel::open(&d).unwrap().check().unwrap_err().to_string();
     assert!(e.contains("tensor `model.layers.0.self_attn.k_proj.weight` has shape [16, 32], expected [8, 32]"), "{e}");
 
+    // Llama unties its embeddings unless the config says otherwise.
+    std::fs::write(&config, original.replace("\"tie_word_embeddings\": true,", "")).unwrap();
+    assert!(!Config::read(&config).unwrap().tied_embeddings);
+
     std::fs::write(&config, original.replace("\"llama\"", "\"mamba\"")).unwrap();
     let e = HfModel::open(&d).err().unwrap().to_string();
     assert!(e.contains("config.json: field `model_type`: `mamba` is not supported"), "{e}");
