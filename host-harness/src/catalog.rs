@@ -142,18 +142,17 @@ impl ModelConfig {
             Opt => hf::Arch::Opt,
             Phi | Gemma | StableLm => return None,
         };
-        Some(hf::Config {
+        Some(hf::Config::new(
             arch,
-            hidden: self.hidden,
-            layers: self.layers,
-            heads: self.heads,
-            kv_heads: self.kv_heads,
-            intermediate: self.intermediate,
-            vocab: self.vocab,
-            max_positions: self.max_positions,
-            tied_embeddings: self.tied_embeddings,
-            rotary_pct: if arch == hf::Arch::GptNeox { 0.25 } else { 1.0 },
-        })
+            self.hidden,
+            self.layers,
+            self.heads,
+            self.kv_heads,
+            self.intermediate,
+            self.vocab,
+            self.max_positions,
+            self.tied_embeddings,
+        ))
     }
 
     /// Gated (SwiGLU / GeGLU) MLPs have three matrices, the others two.

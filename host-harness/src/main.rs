@@ -53,6 +53,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
+    Export(ExportArgs),
     /// Device profiles.
     Profiles {
         #[command(subcommand)]
@@ -78,6 +80,27 @@ enum ModelsCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+#[derive(Parser)]
+struct ExportArgs {
+    /// Hugging Face folder: config.json, model.safetensors, tokenizer.json.
+    hf_dir: PathBuf,
+    /// Output folder (replaced if it exists): model.onnx, model.onnx.data, tokenizer.json, edgehil.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Weight precision: none (fp32), int8 (per channel) or int4 (blocks, MatMulNBits).
+    #[arg(long, default_value = "none")]
+    quant: edgehil_onnx::export::Quant,
+    /// Block size of int4.
+    #[arg(long, default_value_t = 32)]
+    block: usize,
+    /// magnitude:FRACTION, heads:N or mlp:FRACTION.
+    #[arg(long)]
+    prune: Option<edgehil_onnx::export::Prune>,
+    /// A PEFT LoRA adapter folder to merge before quantization.
+    #[arg(long)]
+    lora: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -225,7 +248,45 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Run(args) => run_cmd(args, &profiles),
+        Cmd::Export(args) => export_cmd(args),
     }
+}
+
+fn export_cmd(args: ExportArgs) -> Result<u8> {
+    use edgehil_onnx::export::{export, ExportOptions};
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("export");
+    let mut progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let opts = ExportOptions {
+        quant: args.quant,
+        block: args.block,
+        prune: args.prune,
+        lora: args.lora,
+        progress: Some(&mut progress),
+    };
+    let result = export(&args.hf_dir, &args.out, opts);
+    bar.finish_and_clear();
+    let m = result.with_context(|| format!("exporting {}", args.hf_dir.display()))?;
+    println!(
+        "{} ({} parameters) → {}: {} of weights, {:?}{}{}, in {:.1} s",
+        m.architecture.name(),
+        m.parameters_exported,
+        args.out.display(),
+        human_bytes(m.weight_bytes as f64),
+        m.quantization.scheme,
+        m.pruning.as_ref().map(|p| format!(", pruned {} ({})", p.method, p.effect)).unwrap_or_default(),
+        m.lora.as_ref().map(|l| format!(", LoRA r={} merged into {} modules", l.rank, l.modules_merged)).unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(0)
 }
 
 fn profiles_table(profiles: &Profiles) -> String {

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use prost::Message;
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
+    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType, tensor_shape_proto::dimension,
     tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// Opset of every model we write: LayerNormalization is in 17, and both
@@ -26,6 +26,7 @@ pub enum Elem {
     F32,
     I64,
     I8,
+    U8,
 }
 
 impl Elem {
@@ -34,6 +35,15 @@ impl Elem {
             Elem::F32 => DataType::Float as i32,
             Elem::I64 => DataType::Int64 as i32,
             Elem::I8 => DataType::Int8 as i32,
+            Elem::U8 => DataType::Uint8 as i32,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::I64 => 8,
+            Elem::I8 | Elem::U8 => 1,
         }
     }
 }
@@ -51,6 +61,9 @@ pub enum Attr {
     Float(&'static str, f32),
     Ints(&'static str, Vec<i64>),
 }
+
+/// The domain of Microsoft's contrib operators (MatMulNBits).
+pub const MS_DOMAIN: &str = "com.microsoft";
 
 impl Attr {
     fn proto(&self) -> AttributeProto {
@@ -105,11 +118,13 @@ fn value_info(name: &str, elem: Elem, dims: &[Dim]) -> ValueInfoProto {
 pub struct GraphBuilder {
     graph: GraphProto,
     counter: usize,
+    /// Operator domains used beyond the default one.
+    domains: Vec<&'static str>,
 }
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        Self { graph: GraphProto { name: name.into(), ..Default::default() }, counter: 0 }
+        Self { graph: GraphProto { name: name.into(), ..Default::default() }, counter: 0, domains: Vec::new() }
     }
 
     pub fn input(&mut self, name: &str, elem: Elem, dims: &[Dim]) -> String {
@@ -144,6 +159,29 @@ impl GraphBuilder {
         self.initializer(name, Elem::I8, dims, data.iter().map(|v| *v as u8).collect())
     }
 
+    /// An initializer whose bytes are raw little-endian values of `elem`.
+    pub fn raw(&mut self, name: &str, elem: Elem, dims: &[i64], raw: Vec<u8>) -> String {
+        self.initializer(name, elem, dims, raw)
+    }
+
+    /// An initializer stored in an external data file, `length` bytes at `offset`.
+    pub fn external(&mut self, name: &str, elem: Elem, dims: &[i64], location: &str, offset: u64, length: u64) -> String {
+        let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: elem.code(),
+            data_location: Some(DataLocation::External as i32),
+            external_data: vec![
+                entry("location", location.into()),
+                entry("offset", offset.to_string()),
+                entry("length", length.to_string()),
+            ],
+            ..Default::default()
+        });
+        name.into()
+    }
+
     /// Adds a node with one output and returns the output's name.
     pub fn node(&mut self, op: &str, inputs: &[&str], attrs: &[Attr]) -> String {
         self.counter += 1;
@@ -154,9 +192,27 @@ impl GraphBuilder {
 
     /// Adds a node writing the value named `out` (a graph output, say).
     pub fn node_to(&mut self, op: &str, inputs: &[&str], out: &str, attrs: &[Attr]) {
+        self.push(None, op, inputs, out, attrs);
+    }
+
+    /// Adds a node of another operator domain (`com.microsoft`).
+    pub fn node_in(&mut self, domain: &'static str, op: &str, inputs: &[&str], attrs: &[Attr]) -> String {
         self.counter += 1;
+        let out = format!("{}_{}", op.to_ascii_lowercase(), self.counter);
+        self.push(Some(domain), op, inputs, &out, attrs);
+        out
+    }
+
+    fn push(&mut self, domain: Option<&'static str>, op: &str, inputs: &[&str], out: &str, attrs: &[Attr]) {
+        self.counter += 1;
+        if let Some(d) = domain {
+            if !self.domains.contains(&d) {
+                self.domains.push(d);
+            }
+        }
         self.graph.node.push(NodeProto {
             name: format!("{op}_{}", self.counter),
+            domain: domain.unwrap_or_default().into(),
             op_type: op.into(),
             input: inputs.iter().map(|s| (*s).into()).collect(),
             output: vec![out.into()],
@@ -166,11 +222,13 @@ impl GraphBuilder {
     }
 
     pub fn build(self) -> ModelProto {
+        let mut opset_import = vec![OperatorSetIdProto { domain: String::new(), version: OPSET }];
+        opset_import.extend(self.domains.iter().map(|d| OperatorSetIdProto { domain: (*d).into(), version: 1 }));
         ModelProto {
             ir_version: 8,
             producer_name: "edgehil".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import,
             graph: Some(self.graph),
             ..Default::default()
         }

@@ -8,10 +8,12 @@
 //! folder of any supported configuration with random weights, streamed to
 //! disk, to measure speed and memory at true size.
 
-use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use memmap2::UncheckedAdvice;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::SplitMix64;
@@ -26,7 +28,7 @@ pub enum HfError {
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
     /// an architecture edgehil does not export
-    #[error("{path}: field `model_type`: `{model_type}` is not supported (supported: gpt2, gpt_neox, llama, opt)")]
+    #[error("{path}: field `model_type`: `{model_type}` is not supported (supported: gpt2, gpt_neox, llama, opt, bert)")]
     UnknownArchitecture { path: PathBuf, model_type: String },
     /// the safetensors file is damaged
     #[error("{path}: not a valid safetensors file: {message}")]
@@ -46,6 +48,8 @@ pub enum Arch {
     GptNeox,
     Llama,
     Opt,
+    /// An encoder (MiniLM): exported as sentence embeddings, no KV cache.
+    Bert,
 }
 
 impl Arch {
@@ -55,6 +59,36 @@ impl Arch {
             Arch::GptNeox => "gpt_neox",
             Arch::Llama => "llama",
             Arch::Opt => "opt",
+            Arch::Bert => "bert",
+        }
+    }
+
+    pub fn is_decoder(self) -> bool {
+        self != Arch::Bert
+    }
+}
+
+/// The MLP's activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    /// Exact: 0.5·x·(1 + erf(x/√2)).
+    Gelu,
+    /// The tanh approximation GPT-2 uses.
+    GeluNew,
+    Relu,
+    /// x·sigmoid(x), gated (SwiGLU) in Llama.
+    Silu,
+}
+
+impl Act {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Act::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Some(Act::GeluNew),
+            "relu" => Some(Act::Relu),
+            "silu" | "swish" => Some(Act::Silu),
+            _ => None,
         }
     }
 }
@@ -73,9 +107,64 @@ pub struct Config {
     pub tied_embeddings: bool,
     /// Share of each head's dimensions that get rotary embeddings (NeoX).
     pub rotary_pct: f64,
+    pub rope_theta: f64,
+    pub norm_eps: f64,
+    pub act: Act,
+    /// NeoX: attention and MLP read the same input and add to the residual together.
+    pub parallel_residual: bool,
+    /// BERT's token type vocabulary (0 for decoders).
+    pub type_vocab: u64,
 }
 
 impl Config {
+    /// A configuration with Hugging Face's defaults for everything but the sizes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        arch: Arch,
+        hidden: u64,
+        layers: u64,
+        heads: u64,
+        kv_heads: u64,
+        intermediate: u64,
+        vocab: u64,
+        max_positions: u64,
+        tied_embeddings: bool,
+    ) -> Self {
+        Config {
+            arch,
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            intermediate,
+            vocab,
+            max_positions,
+            tied_embeddings,
+            rotary_pct: if arch == Arch::GptNeox { 0.25 } else { 1.0 },
+            rope_theta: 10000.0,
+            norm_eps: match arch {
+                Arch::Bert => 1e-12,
+                _ => 1e-5,
+            },
+            act: match arch {
+                Arch::Gpt2 => Act::GeluNew,
+                Arch::GptNeox | Arch::Bert => Act::Gelu,
+                Arch::Llama => Act::Silu,
+                Arch::Opt => Act::Relu,
+            },
+            parallel_residual: arch == Arch::GptNeox,
+            type_vocab: if arch == Arch::Bert { 2 } else { 0 },
+        }
+    }
+
+    /// Dimensions of each head that get rotary embeddings (0: none, learned positions).
+    pub fn rotary_dims(&self) -> u64 {
+        match self.arch {
+            Arch::Llama | Arch::GptNeox => (self.head_dim() as f64 * self.rotary_pct) as u64,
+            _ => 0,
+        }
+    }
+
     pub fn head_dim(&self) -> u64 {
         self.hidden / self.heads
     }
@@ -97,7 +186,12 @@ impl Config {
             "gpt_neox" => Arch::GptNeox,
             "llama" => Arch::Llama,
             "opt" => Arch::Opt,
+            "bert" => Arch::Bert,
             other => return Err(HfError::UnknownArchitecture { path: path.into(), model_type: other.into() }),
+        };
+        let unsupported = |field: &str, value: &serde_json::Value, why: &str| HfError::Config {
+            path: path.into(),
+            message: format!("field `{field}`: {value} is not supported ({why})"),
         };
         let hidden = field(&["hidden_size", "n_embd"])?;
         let heads = field(&["num_attention_heads", "n_head"])?;
@@ -106,22 +200,68 @@ impl Config {
             Arch::Opt => field(&["ffn_dim"])?,
             _ => field(&["intermediate_size"])?,
         };
-        let config = Config {
+        // Hugging Face's defaults when a field is absent: GPT-2 and OPT tie, Llama and NeoX do not.
+        let tied = json
+            .get("tie_word_embeddings")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(matches!(arch, Arch::Gpt2 | Arch::Opt));
+        let mut config = Config::new(
             arch,
             hidden,
-            layers: field(&["num_hidden_layers", "n_layer"])?,
+            field(&["num_hidden_layers", "n_layer"])?,
             heads,
-            kv_heads: json.get("num_key_value_heads").and_then(serde_json::Value::as_u64).unwrap_or(heads),
+            json.get("num_key_value_heads").and_then(serde_json::Value::as_u64).unwrap_or(heads),
             intermediate,
-            vocab: field(&["vocab_size"])?,
-            max_positions: field(&["max_position_embeddings", "n_positions"])?,
-            // Hugging Face's defaults when the field is absent: GPT-2 and OPT tie, Llama and NeoX do not.
-            tied_embeddings: json
-                .get("tie_word_embeddings")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(matches!(arch, Arch::Gpt2 | Arch::Opt)),
-            rotary_pct: json.get("rotary_pct").and_then(serde_json::Value::as_f64).unwrap_or(1.0),
+            field(&["vocab_size"])?,
+            field(&["max_position_embeddings", "n_positions"])?,
+            tied,
+        );
+        let float = |names: &[&str]| names.iter().find_map(|n| json.get(*n).and_then(serde_json::Value::as_f64));
+        // Newer transformers keep RoPE settings in `rope_parameters`.
+        let rope = json.get("rope_parameters").or_else(|| json.get("rope_scaling")).filter(|v| !v.is_null());
+        if let Some(rope) = rope {
+            let kind = rope.get("rope_type").or_else(|| rope.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+            if kind != "default" {
+                let name = if json.get("rope_parameters").is_some() { "rope_parameters" } else { "rope_scaling" };
+                return Err(unsupported(name, rope, "only plain RoPE is exported"));
+            }
+        }
+        let rope_theta = rope.and_then(|r| r.get("rope_theta")).and_then(serde_json::Value::as_f64);
+        config.rope_theta = rope_theta.or_else(|| float(&["rope_theta", "rotary_emb_base"])).unwrap_or(10000.0);
+        let partial = rope.and_then(|r| r.get("partial_rotary_factor")).and_then(serde_json::Value::as_f64);
+        config.rotary_pct =
+            partial.or_else(|| float(&["rotary_pct", "partial_rotary_factor"])).unwrap_or(config.rotary_pct);
+        config.norm_eps =
+            float(&["layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps"]).unwrap_or(config.norm_eps);
+        config.type_vocab = json.get("type_vocab_size").and_then(serde_json::Value::as_u64).unwrap_or(config.type_vocab);
+        if let Some(p) = json.get("use_parallel_residual").and_then(serde_json::Value::as_bool) {
+            config.parallel_residual = p;
+        }
+        for name in ["hidden_act", "activation_function"] {
+            if let Some(v) = json.get(name) {
+                config.act = v
+                    .as_str()
+                    .and_then(Act::parse)
+                    .ok_or_else(|| unsupported(name, v, "expected gelu, gelu_new, relu or silu"))?;
+            }
+        }
+        // Values that change the computation in ways the builders do not follow.
+        let must = |name: &str, ok: &dyn Fn(&serde_json::Value) -> bool, why: &str| match json.get(name) {
+            Some(v) if !ok(v) => Err(unsupported(name, v, why)),
+            _ => Ok(()),
         };
+        let is_false = |v: &serde_json::Value| v.as_bool() == Some(false) || v.is_null();
+        if arch == Arch::Llama {
+            must("attention_bias", &is_false, "Llama attention without biases only")?;
+            must("mlp_bias", &is_false, "Llama MLP without biases only")?;
+        }
+        if arch == Arch::GptNeox {
+            must("attention_bias", &|v| v.as_bool() != Some(false), "NeoX attention with biases only")?;
+        }
+        must("do_layer_norm_before", &|v| v.as_bool() == Some(true), "OPT with pre-norm layers only")?;
+        must("word_embed_proj_dim", &|v| v.as_u64() == Some(hidden), "must equal hidden_size")?;
+        must("position_embedding_type", &|v| v.as_str() == Some("absolute"), "absolute positions only")?;
+        must("scale_attn_by_inverse_layer_idx", &is_false, "GPT-2 standard attention scaling only")?;
         if hidden % heads != 0 || heads % config.kv_heads != 0 {
             return Err(HfError::Config {
                 path: path.into(),
@@ -137,24 +277,36 @@ impl Config {
     /// `config.json` as Hugging Face writes it for this architecture.
     pub fn to_hf_json(&self) -> serde_json::Value {
         use serde_json::json;
+        let act = match self.act {
+            Act::Gelu => "gelu",
+            Act::GeluNew => "gelu_new",
+            Act::Relu => "relu",
+            Act::Silu => "silu",
+        };
         match self.arch {
             Arch::Gpt2 => json!({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": self.hidden,
                 "n_layer": self.layers, "n_head": self.heads, "n_inner": self.intermediate, "vocab_size": self.vocab,
-                "n_positions": self.max_positions, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}),
+                "n_positions": self.max_positions, "layer_norm_epsilon": self.norm_eps, "activation_function": act}),
             Arch::GptNeox => json!({"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
                 "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
                 "intermediate_size": self.intermediate, "vocab_size": self.vocab, "max_position_embeddings": self.max_positions,
-                "rotary_pct": self.rotary_pct, "rotary_emb_base": 10000, "use_parallel_residual": true,
-                "tie_word_embeddings": self.tied_embeddings, "layer_norm_eps": 1e-5, "hidden_act": "gelu"}),
+                "rotary_pct": self.rotary_pct, "rotary_emb_base": self.rope_theta,
+                "use_parallel_residual": self.parallel_residual, "tie_word_embeddings": self.tied_embeddings,
+                "layer_norm_eps": self.norm_eps, "hidden_act": act}),
             Arch::Llama => json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
                 "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
                 "num_key_value_heads": self.kv_heads, "intermediate_size": self.intermediate, "vocab_size": self.vocab,
                 "max_position_embeddings": self.max_positions, "tie_word_embeddings": self.tied_embeddings,
-                "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu"}),
+                "rms_norm_eps": self.norm_eps, "rope_theta": self.rope_theta, "hidden_act": act}),
             Arch::Opt => json!({"model_type": "opt", "architectures": ["OPTForCausalLM"], "hidden_size": self.hidden,
                 "num_hidden_layers": self.layers, "num_attention_heads": self.heads, "ffn_dim": self.intermediate,
                 "vocab_size": self.vocab, "max_position_embeddings": self.max_positions, "word_embed_proj_dim": self.hidden,
-                "do_layer_norm_before": true, "activation_function": "relu", "tie_word_embeddings": true}),
+                "do_layer_norm_before": true, "activation_function": act, "tie_word_embeddings": true}),
+            Arch::Bert => json!({"model_type": "bert", "architectures": ["BertModel"], "hidden_size": self.hidden,
+                "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+                "intermediate_size": self.intermediate, "vocab_size": self.vocab,
+                "max_position_embeddings": self.max_positions, "type_vocab_size": self.type_vocab,
+                "layer_norm_eps": self.norm_eps, "hidden_act": act}),
         }
     }
 
@@ -249,6 +401,27 @@ impl Config {
                 }
                 norm(&mut add, "model.decoder.final_layer_norm".into(), true);
             }
+            Arch::Bert => {
+                add("embeddings.word_embeddings.weight".into(), &[v, h]);
+                add("embeddings.position_embeddings.weight".into(), &[self.max_positions, h]);
+                add("embeddings.token_type_embeddings.weight".into(), &[self.type_vocab, h]);
+                norm(&mut add, "embeddings.LayerNorm".into(), true);
+                for l in 0..self.layers {
+                    let p = format!("encoder.layer.{l}");
+                    for proj in ["query", "key", "value"] {
+                        add(format!("{p}.attention.self.{proj}.weight"), &[h, h]);
+                        add(format!("{p}.attention.self.{proj}.bias"), &[h]);
+                    }
+                    add(format!("{p}.attention.output.dense.weight"), &[h, h]);
+                    add(format!("{p}.attention.output.dense.bias"), &[h]);
+                    norm(&mut add, format!("{p}.attention.output.LayerNorm"), true);
+                    add(format!("{p}.intermediate.dense.weight"), &[i, h]);
+                    add(format!("{p}.intermediate.dense.bias"), &[i]);
+                    add(format!("{p}.output.dense.weight"), &[h, i]);
+                    add(format!("{p}.output.dense.bias"), &[h]);
+                    norm(&mut add, format!("{p}.output.LayerNorm"), true);
+                }
+            }
         }
         t
     }
@@ -282,30 +455,60 @@ impl HfModel {
     }
 
     /// Checks every tensor the architecture needs is there with its shape.
-    /// Checkpoints saved from the LM-head class carry a `transformer.` prefix (GPT-2).
     pub fn check(&self) -> Result<(), HfError> {
         let st = self.tensors()?;
-        let have: BTreeMap<String, Vec<u64>> =
-            st.tensors().into_iter().map(|(n, t)| (n, t.shape().iter().map(|d| *d as u64).collect())).collect();
         for (name, expected) in self.config.tensors() {
-            let found = have.get(&name).or_else(|| have.get(&format!("transformer.{name}"))).ok_or_else(|| {
-                HfError::MissingTensor {
-                    path: self.weights_path.clone(),
-                    tensor: name.clone(),
-                    arch: self.config.arch.name(),
-                    layers: self.config.layers,
-                }
-            })?;
-            if *found != expected {
-                return Err(HfError::Shape {
-                    path: self.weights_path.clone(),
-                    tensor: name,
-                    found: found.clone(),
-                    expected,
-                });
+            let view = self.find(&st, &name)?;
+            let found: Vec<u64> = view.shape().iter().map(|d| *d as u64).collect();
+            if found != expected {
+                return Err(HfError::Shape { path: self.weights_path.clone(), tensor: name, found, expected });
             }
         }
         Ok(())
+    }
+
+    /// A tensor by its Hugging Face name. Checkpoints saved from a model with
+    /// a head carry a prefix on the base model's names (`transformer.` for
+    /// GPT-2, `bert.` for BERT).
+    fn find<'a>(&self, st: &safetensors::SafeTensors<'a>, name: &str) -> Result<TensorView<'a>, HfError> {
+        ["", "transformer.", "bert."]
+            .iter()
+            .find_map(|prefix| st.tensor(&format!("{prefix}{name}")).ok())
+            .ok_or_else(|| HfError::MissingTensor {
+                path: self.weights_path.clone(),
+                tensor: name.into(),
+                arch: self.config.arch.name(),
+                layers: self.config.layers,
+            })
+    }
+
+    /// A tensor as fp32 values (stored as F32, F16 or BF16). Its pages of the
+    /// map are released afterwards, so reading a whole model through the map
+    /// never holds more than one tensor of it resident.
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, HfError> {
+        let st = self.tensors()?;
+        let view = self.find(&st, name)?;
+        let bytes = view.data();
+        let values = match view.dtype() {
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => {
+                return Err(HfError::Safetensors {
+                    path: self.weights_path.clone(),
+                    message: format!("tensor `{name}` is {other:?}; expected F32, F16 or BF16"),
+                })
+            }
+        };
+        let offset = bytes.as_ptr() as usize - self.weights.as_ptr() as usize;
+        // SAFETY: the map is private and read-only; dropped pages are read back from the file if touched again.
+        // Failing to drop them only costs memory, so the result is ignored.
+        let _ = unsafe { self.weights.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, bytes.len()) };
+        Ok(values)
+    }
+
+    pub fn weights_path(&self) -> &Path {
+        &self.weights_path
     }
 }
 

@@ -5,6 +5,7 @@
 //! fixtures reproducible from a clean checkout with nothing but cargo, and
 //! the same builder is what the Hugging Face export grows from.
 
+pub mod export;
 pub mod fixtures;
 pub mod graph;
 pub mod hf;

@@ -6,18 +6,8 @@ use std::path::PathBuf;
 use edgehil_onnx::hf::{write_random, Arch, Config, HfError, HfModel};
 
 fn tiny(arch: Arch) -> Config {
-    Config {
-        arch,
-        hidden: 32,
-        layers: 2,
-        heads: 4,
-        kv_heads: if arch == Arch::Llama { 2 } else { 4 },
-        intermediate: 64,
-        vocab: 50,
-        max_positions: 16,
-        tied_embeddings: arch != Arch::GptNeox,
-        rotary_pct: if arch == Arch::GptNeox { 0.25 } else { 1.0 },
-    }
+    let kv_heads = if arch == Arch::Llama { 2 } else { 4 };
+    Config::new(arch, 32, 2, 4, kv_heads, 64, 50, 16, arch != Arch::GptNeox)
 }
 
 fn dir(name: &str) -> PathBuf {

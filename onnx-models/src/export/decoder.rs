@@ -1,0 +1,462 @@
+//! Decoder-only language models (GPT-2, GPT-NeoX, Llama, OPT) with a KV cache.
+//!
+//! Every architecture is read into one layer shape (norms, q/k/v/o, MLP) and
+//! built by one graph: fused QKV weights are split at export, so the graph
+//! differs only where the models really differ (norm kind, positions,
+//! residual wiring, activation). The cache is `Concat(past, new, axis=2)`,
+//! the form tract recognises. Masking comes from `attention_mask` and
+//! `position_ids` alone (key positions are the running count of the mask),
+//! so prefill, decoding and left-padded batches are one graph.
+
+use super::emit::{Emitter, Lin};
+use super::prune::{self, Prune, PruneSummary};
+use super::{spec, ExportError, Io, Source};
+use crate::graph::{Attr, Dim, Elem};
+use crate::hf::{Act, Arch, Config};
+
+pub(crate) struct Norm {
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+}
+
+pub(crate) struct Layer {
+    ln1: Norm,
+    ln2: Norm,
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
+    up: Lin,
+    gate: Option<Lin>,
+    down: Lin,
+}
+
+/// Splits a fused projection into parts by rows.
+fn split(lin: Lin, parts: &[Vec<usize>]) -> Vec<Lin> {
+    parts
+        .iter()
+        .map(|rows| Lin {
+            w: lin.w.select_rows(rows),
+            b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()),
+        })
+        .collect()
+}
+
+pub(crate) fn norm(src: &mut Source, name: &str, bias: bool) -> Result<Norm, ExportError> {
+    Ok(Norm {
+        w: src.vector(&format!("{name}.weight"))?,
+        b: if bias { Some(src.vector(&format!("{name}.bias"))?) } else { None },
+    })
+}
+
+fn read_layer(src: &mut Source, l: u64) -> Result<Layer, ExportError> {
+    let c = src.config().clone();
+    let (h, i) = (c.hidden, c.intermediate);
+    let hd = c.head_dim();
+    let (qd, kvd) = (c.heads * hd, c.kv_heads * hd);
+    let range = |from: u64, n: u64| (from as usize..(from + n) as usize).collect::<Vec<_>>();
+    Ok(match c.arch {
+        Arch::Gpt2 => {
+            let p = format!("h.{l}");
+            let qkv = src.linear(&format!("{p}.attn.c_attn"), 3 * h, h, true, true)?;
+            let [q, k, v]: [Lin; 3] =
+                split(qkv, &[range(0, h), range(h, h), range(2 * h, h)]).try_into().expect("three parts");
+            Layer {
+                ln1: norm(src, &format!("{p}.ln_1"), true)?,
+                q,
+                k,
+                v,
+                o: src.linear(&format!("{p}.attn.c_proj"), h, h, true, true)?,
+                ln2: norm(src, &format!("{p}.ln_2"), true)?,
+                up: src.linear(&format!("{p}.mlp.c_fc"), i, h, true, true)?,
+                gate: None,
+                down: src.linear(&format!("{p}.mlp.c_proj"), h, i, true, true)?,
+            }
+        }
+        Arch::GptNeox => {
+            let p = format!("gpt_neox.layers.{l}");
+            // Fused QKV in per-head layout: head n's rows are [q | k | v], hd each.
+            let qkv = src.linear(&format!("{p}.attention.query_key_value"), 3 * h, h, true, false)?;
+            let part = |which: u64| (0..c.heads).flat_map(|n| range(n * 3 * hd + which * hd, hd)).collect::<Vec<_>>();
+            let [q, k, v]: [Lin; 3] = split(qkv, &[part(0), part(1), part(2)]).try_into().expect("three parts");
+            Layer {
+                ln1: norm(src, &format!("{p}.input_layernorm"), true)?,
+                ln2: norm(src, &format!("{p}.post_attention_layernorm"), true)?,
+                q,
+                k,
+                v,
+                o: src.linear(&format!("{p}.attention.dense"), h, h, true, false)?,
+                up: src.linear(&format!("{p}.mlp.dense_h_to_4h"), i, h, true, false)?,
+                gate: None,
+                down: src.linear(&format!("{p}.mlp.dense_4h_to_h"), h, i, true, false)?,
+            }
+        }
+        Arch::Llama => {
+            let p = format!("model.layers.{l}");
+            Layer {
+                ln1: norm(src, &format!("{p}.input_layernorm"), false)?,
+                ln2: norm(src, &format!("{p}.post_attention_layernorm"), false)?,
+                q: src.linear(&format!("{p}.self_attn.q_proj"), qd, h, false, false)?,
+                k: src.linear(&format!("{p}.self_attn.k_proj"), kvd, h, false, false)?,
+                v: src.linear(&format!("{p}.self_attn.v_proj"), kvd, h, false, false)?,
+                o: src.linear(&format!("{p}.self_attn.o_proj"), h, qd, false, false)?,
+                gate: Some(src.linear(&format!("{p}.mlp.gate_proj"), i, h, false, false)?),
+                up: src.linear(&format!("{p}.mlp.up_proj"), i, h, false, false)?,
+                down: src.linear(&format!("{p}.mlp.down_proj"), h, i, false, false)?,
+            }
+        }
+        Arch::Opt => {
+            let p = format!("model.decoder.layers.{l}");
+            let proj = |src: &mut Source, name: &str| src.linear(&format!("{p}.self_attn.{name}"), h, h, true, false);
+            Layer {
+                ln1: norm(src, &format!("{p}.self_attn_layer_norm"), true)?,
+                q: proj(src, "q_proj")?,
+                k: proj(src, "k_proj")?,
+                v: proj(src, "v_proj")?,
+                o: proj(src, "out_proj")?,
+                ln2: norm(src, &format!("{p}.final_layer_norm"), true)?,
+                up: src.linear(&format!("{p}.fc1"), i, h, true, false)?,
+                gate: None,
+                down: src.linear(&format!("{p}.fc2"), h, i, true, false)?,
+            }
+        }
+        Arch::Bert => unreachable!("encoders are built by export::bert"),
+    })
+}
+
+/// Names of the tensors outside the layers: (token embeddings, final norm, untied LM head).
+fn outer_names(c: &Config) -> (&'static str, &'static str, Option<&'static str>) {
+    let (embed, final_norm, head) = match c.arch {
+        Arch::Gpt2 => ("wte.weight", "ln_f", None),
+        Arch::GptNeox => ("gpt_neox.embed_in.weight", "gpt_neox.final_layer_norm", Some("embed_out.weight")),
+        Arch::Llama => ("model.embed_tokens.weight", "model.norm", Some("lm_head.weight")),
+        Arch::Opt => ("model.decoder.embed_tokens.weight", "model.decoder.final_layer_norm", None),
+        Arch::Bert => unreachable!("encoders are built by export::bert"),
+    };
+    (embed, final_norm, if c.tied_embeddings { None } else { head })
+}
+
+impl Emitter {
+    pub(crate) fn shape_op(&mut self, op: &str, x: &str, values: &[i64]) -> String {
+        let v = self.ints(values);
+        self.op(op, &[x, &v])
+    }
+
+    pub(crate) fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.g.node("Transpose", &[x], &[Attr::Ints("perm", perm.to_vec())])
+    }
+
+    pub(crate) fn slice(&mut self, x: &str, start: i64, end: i64, axis: i64) -> String {
+        let (s, e, a) = (self.ints(&[start]), self.ints(&[end]), self.ints(&[axis]));
+        self.op("Slice", &[x, &s, &e, &a])
+    }
+
+    pub(crate) fn norm(&mut self, x: &str, name: &str, n: &Norm, eps: f64) -> Result<String, ExportError> {
+        let d = n.w.len() as i64;
+        let w = self.f32s(&format!("{name}.weight"), &[d], &n.w)?;
+        match &n.b {
+            Some(b) => {
+                let b = self.f32s(&format!("{name}.bias"), &[d], b)?;
+                let attrs = [Attr::Int("axis", -1), Attr::Float("epsilon", eps as f32)];
+                Ok(self.g.node("LayerNormalization", &[x, &w, &b], &attrs))
+            }
+            None => {
+                // RMSNorm: x / sqrt(mean(x²) + eps) · w
+                let sq = self.op("Mul", &[x, x]);
+                let mean =
+                    self.g.node("ReduceMean", &[&sq], &[Attr::Ints("axes", vec![-1]), Attr::Int("keepdims", 1)]);
+                let eps = self.scalar(eps as f32);
+                let var = self.op("Add", &[&mean, &eps]);
+                let rms = self.op("Sqrt", &[&var]);
+                let y = self.op("Div", &[x, &rms]);
+                Ok(self.op("Mul", &[&y, &w]))
+            }
+        }
+    }
+
+    pub(crate) fn activation(&mut self, x: &str, act: Act) -> String {
+        match act {
+            Act::Relu => self.op("Relu", &[x]),
+            Act::Silu => {
+                let s = self.op("Sigmoid", &[x]);
+                self.op("Mul", &[x, &s])
+            }
+            // 0.5·x·(1 + erf(x/√2)); Gelu itself is only in opset 20.
+            Act::Gelu => {
+                let c = self.scalar(std::f32::consts::FRAC_1_SQRT_2);
+                let t = self.op("Mul", &[x, &c]);
+                let t = self.op("Erf", &[&t]);
+                self.half_x_one_plus(x, &t)
+            }
+            // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+            Act::GeluNew => {
+                let x3 = self.op("Mul", &[x, x]);
+                let x3 = self.op("Mul", &[&x3, x]);
+                let k = self.scalar(0.044715);
+                let t = self.op("Mul", &[&x3, &k]);
+                let t = self.op("Add", &[x, &t]);
+                let c = self.scalar((2.0 / std::f32::consts::PI).sqrt());
+                let t = self.op("Mul", &[&t, &c]);
+                let t = self.op("Tanh", &[&t]);
+                self.half_x_one_plus(x, &t)
+            }
+        }
+    }
+
+    fn half_x_one_plus(&mut self, x: &str, t: &str) -> String {
+        let one = self.scalar(1.0);
+        let half = self.scalar(0.5);
+        let t = self.op("Add", &[t, &one]);
+        let t = self.op("Mul", &[x, &t]);
+        self.op("Mul", &[&t, &half])
+    }
+
+    /// `[batch, seq, heads·hd]` → `[batch, heads, seq, hd]`.
+    pub(crate) fn heads(&mut self, x: &str, heads: u64, hd: u64) -> String {
+        let x = self.shape_op("Reshape", x, &[0, 0, heads as i64, hd as i64]);
+        self.transpose(&x, &[0, 2, 1, 3])
+    }
+
+    /// Scaled dot-product attention of `q [b, heads, t, hd]` over `k`, `v`
+    /// `[b, kv_heads, s, hd]`, with an additive `bias [b, 1, 1, t, s]`.
+    /// Query heads are grouped over their shared key/value head by a 5-D
+    /// reshape and broadcasting, so the cache is never repeated in memory.
+    /// Returns `[b, t, heads·hd]`.
+    pub(crate) fn attention(&mut self, q: &str, k: &str, v: &str, bias: &str, heads: u64, kv: u64, hd: u64) -> String {
+        let scale = self.scalar(1.0 / (hd as f32).sqrt());
+        let q = self.op("Mul", &[q, &scale]);
+        let q = self.shape_op("Reshape", &q, &[0, kv as i64, (heads / kv) as i64, -1, hd as i64]);
+        let k = self.shape_op("Unsqueeze", k, &[2]);
+        let v = self.shape_op("Unsqueeze", v, &[2]);
+        let kt = self.transpose(&k, &[0, 1, 2, 4, 3]);
+        let scores = self.op("MatMul", &[&q, &kt]);
+        let scores = self.op("Add", &[&scores, bias]);
+        let probs = self.g.node("Softmax", &[&scores], &[Attr::Int("axis", -1)]);
+        let ctx = self.op("MatMul", &[&probs, &v]);
+        let ctx = self.shape_op("Reshape", &ctx, &[0, heads as i64, -1, hd as i64]);
+        let ctx = self.transpose(&ctx, &[0, 2, 1, 3]);
+        self.shape_op("Reshape", &ctx, &[0, 0, (heads * hd) as i64])
+    }
+
+    /// The additive attention bias: -1e9 where `blocked`, else 0.
+    pub(crate) fn mask_bias(&mut self, blocked: &str) -> String {
+        let neg = self.scalar(-1e9);
+        let zero = self.scalar(0.0);
+        self.op("Where", &[blocked, &neg, &zero])
+    }
+}
+
+/// Rotary tables `[max_positions, rot]` as Hugging Face computes them in
+/// fp32: cos, and sin with the first half negated, so that
+/// `x·cos + swap_halves(x)·sin` is `x·cos + rotate_half(x)·sin`.
+fn rope_tables(c: &Config) -> (Vec<f32>, Vec<f32>) {
+    let rot = c.rotary_dims() as usize;
+    let half = rot / 2;
+    let inv: Vec<f32> =
+        (0..half).map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / rot as f32)).collect();
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in 0..c.max_positions {
+        for j in 0..rot {
+            let angle = p as f32 * inv[j % half];
+            cos.push(angle.cos());
+            sin.push(if j < half { -angle.sin() } else { angle.sin() });
+        }
+    }
+    (cos, sin)
+}
+
+struct Rope {
+    cos: String,
+    sin: String,
+    rot: i64,
+    hd: i64,
+}
+
+impl Rope {
+    /// Rotates the first `rot` dimensions of `x [b, heads, t, hd]`.
+    fn apply(&self, em: &mut Emitter, x: &str) -> String {
+        let r = if self.rot < self.hd { em.slice(x, 0, self.rot, 3) } else { x.to_string() };
+        let x1 = em.slice(&r, 0, self.rot / 2, 3);
+        let x2 = em.slice(&r, self.rot / 2, self.rot, 3);
+        let swapped = em.g.node("Concat", &[&x2, &x1], &[Attr::Int("axis", 3)]);
+        let a = em.op("Mul", &[&r, &self.cos]);
+        let b = em.op("Mul", &[&swapped, &self.sin]);
+        let out = em.op("Add", &[&a, &b]);
+        if self.rot < self.hd {
+            let pass = em.slice(x, self.rot, self.hd, 3);
+            em.g.node("Concat", &[&out, &pass], &[Attr::Int("axis", 3)])
+        } else {
+            out
+        }
+    }
+}
+
+pub(crate) fn build(
+    src: &mut Source,
+    em: &mut Emitter,
+    pruning: Option<&Prune>,
+) -> Result<(Io, Vec<u64>, Option<PruneSummary>), ExportError> {
+    let c = src.config().clone();
+    let hd = c.head_dim();
+    let (b, t, p) = (Dim::Named("batch".into()), Dim::Named("sequence".into()), Dim::Named("past_sequence".into()));
+    let total = Dim::Named("past_sequence + sequence".into());
+    let ids = em.g.input("input_ids", Elem::I64, &[b.clone(), t.clone()]);
+    let mask = em.g.input("attention_mask", Elem::I64, &[b.clone(), total.clone()]);
+    let pos = em.g.input("position_ids", Elem::I64, &[b.clone(), t.clone()]);
+    em.g.output("logits", Elem::F32, &[b.clone(), t.clone(), Dim::Fixed(c.vocab as i64)]);
+    let mut inputs = vec![
+        spec("input_ids", "int64", &["batch", "sequence"]),
+        spec("attention_mask", "int64", &["batch", "past_sequence + sequence"]),
+        spec("position_ids", "int64", &["batch", "sequence"]),
+    ];
+    let mut outputs = vec![spec("logits", "float32", &["batch", "sequence", &c.vocab.to_string()])];
+
+    let (embed_name, final_norm, head_name) = outer_names(&c);
+    let table = src.mat(embed_name, c.vocab, c.hidden)?;
+    let mut x = em.embedding(&ids, "embed_tokens", &table, true)?;
+    drop(table);
+    if matches!(c.arch, Arch::Gpt2 | Arch::Opt) {
+        let (name, skip) =
+            if c.arch == Arch::Gpt2 { ("wpe.weight", 0) } else { ("model.decoder.embed_positions.weight", 2) };
+        let rows = c.max_positions + skip;
+        let mut table = src.mat(name, rows, c.hidden)?;
+        // OPT's learned positions start at row 2.
+        table.data.drain(..(skip * c.hidden) as usize);
+        table.rows = c.max_positions as usize;
+        let positions = em.embedding(&pos, "embed_positions", &table, false)?;
+        x = em.op("Add", &[&x, &positions]);
+    }
+
+    // Key positions are the running count of the mask: a key is visible to a
+    // query when it is not padding and not after it.
+    let axis = em.int(1);
+    let kpos = em.op("CumSum", &[&mask, &axis]);
+    let one = em.int(1);
+    let kpos = em.op("Sub", &[&kpos, &one]);
+    let kpos = em.shape_op("Unsqueeze", &kpos, &[1, 2, 3]);
+    let qpos = em.shape_op("Unsqueeze", &pos, &[1, 2, 4]);
+    let future = em.op("Greater", &[&kpos, &qpos]);
+    let mask5 = em.shape_op("Unsqueeze", &mask, &[1, 2, 3]);
+    let zero = em.int(0);
+    let pad = em.op("Equal", &[&mask5, &zero]);
+    let blocked = em.op("Or", &[&future, &pad]);
+    let bias = em.mask_bias(&blocked);
+
+    let rope = if c.rotary_dims() > 0 {
+        let (cos, sin) = rope_tables(&c);
+        let dims = [c.max_positions as i64, c.rotary_dims() as i64];
+        let cos = em.f32s("rope_cos", &dims, &cos)?;
+        let sin = em.f32s("rope_sin", &dims, &sin)?;
+        let mut gather = |table: &str| {
+            let g = em.g.node("Gather", &[table, &pos], &[Attr::Int("axis", 0)]);
+            em.shape_op("Unsqueeze", &g, &[1])
+        };
+        let (cos, sin) = (gather(&cos), gather(&sin));
+        Some(Rope { cos, sin, rot: c.rotary_dims() as i64, hd: hd as i64 })
+    } else {
+        None
+    };
+
+    let mut kv_heads = Vec::new();
+    let mut removed = 0u64;
+    for l in 0..c.layers {
+        let mut layer = read_layer(src, l)?;
+        let (mut heads, mut kv) = (c.heads, c.kv_heads);
+        match pruning {
+            Some(Prune::Magnitude(f)) => {
+                for lin in [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o, &mut layer.up, &mut layer.down]
+                    .into_iter()
+                    .chain(layer.gate.as_mut())
+                {
+                    prune::magnitude(&mut lin.w, *f);
+                }
+            }
+            Some(Prune::Heads(n)) => {
+                let (kept, r) = prune::heads(
+                    &mut layer.q,
+                    &mut layer.k,
+                    &mut layer.v,
+                    &mut layer.o,
+                    heads as usize,
+                    *n as usize,
+                );
+                (heads, kv) = (kept as u64, kept as u64);
+                removed += r;
+            }
+            Some(Prune::Mlp(f)) => {
+                let mut ins: Vec<&mut Lin> = vec![&mut layer.up];
+                ins.extend(layer.gate.as_mut());
+                removed += prune::mlp(&mut ins, &mut layer.down, *f);
+            }
+            None => {}
+        }
+        kv_heads.push(kv);
+        let name = |part: &str| format!("layers.{l}.{part}");
+        let past_dims = [b.clone(), Dim::Fixed(kv as i64), p.clone(), Dim::Fixed(hd as i64)];
+        let present_dims = [b.clone(), Dim::Fixed(kv as i64), total.clone(), Dim::Fixed(hd as i64)];
+        let kv_shape = ["batch".to_string(), kv.to_string(), "past_sequence".into(), hd.to_string()];
+        let kv_shape: Vec<&str> = kv_shape.iter().map(String::as_str).collect();
+
+        let h1 = em.norm(&x, &name("ln1"), &layer.ln1, c.norm_eps)?;
+        let q = em.linear(&h1, &name("q"), &layer.q)?;
+        let k = em.linear(&h1, &name("k"), &layer.k)?;
+        let v = em.linear(&h1, &name("v"), &layer.v)?;
+        let mut q = em.heads(&q, heads, hd);
+        let mut k = em.heads(&k, kv, hd);
+        let v = em.heads(&v, kv, hd);
+        if let Some(rope) = &rope {
+            q = rope.apply(em, &q);
+            k = rope.apply(em, &k);
+        }
+        let mut present = Vec::new();
+        for (kind, new) in [("key", &k), ("value", &v)] {
+            let past = em.g.input(&format!("past_key_values.{l}.{kind}"), Elem::F32, &past_dims);
+            inputs.push(spec(&past, "float32", &kv_shape));
+            let out = format!("present.{l}.{kind}");
+            em.g.node_to("Concat", &[&past, new], &out, &[Attr::Int("axis", 2)]);
+            em.g.output(&out, Elem::F32, &present_dims);
+            let mut shape = kv_shape.clone();
+            shape[2] = "past_sequence + sequence";
+            outputs.push(spec(&out, "float32", &shape));
+            present.push(out);
+        }
+        let ctx = em.attention(&q, &present[0], &present[1], &bias, heads, kv, hd);
+        let attn = em.linear(&ctx, &name("o"), &layer.o)?;
+
+        let mlp = |em: &mut Emitter, input: &str, layer: &Layer| -> Result<String, ExportError> {
+            let up = em.linear(input, &name("up"), &layer.up)?;
+            let hidden = match &layer.gate {
+                Some(gate) => {
+                    let g = em.linear(input, &name("gate"), gate)?;
+                    let g = em.activation(&g, c.act);
+                    em.op("Mul", &[&g, &up])
+                }
+                None => em.activation(&up, c.act),
+            };
+            em.linear(&hidden, &name("down"), &layer.down)
+        };
+        if c.parallel_residual {
+            let h2 = em.norm(&x, &name("ln2"), &layer.ln2, c.norm_eps)?;
+            let m = mlp(em, &h2, &layer)?;
+            let sum = em.op("Add", &[&attn, &m]);
+            x = em.op("Add", &[&x, &sum]);
+        } else {
+            x = em.op("Add", &[&x, &attn]);
+            let h2 = em.norm(&x, &name("ln2"), &layer.ln2, c.norm_eps)?;
+            let m = mlp(em, &h2, &layer)?;
+            x = em.op("Add", &[&x, &m]);
+        }
+    }
+
+    let fin = norm(src, final_norm, c.arch != Arch::Llama)?;
+    let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
+    let head = Lin { w: src.mat(head_name.unwrap_or(embed_name), c.vocab, c.hidden)?, b: None };
+    let logits = em.linear(&x, "lm_head", &head)?;
+    if head_name.is_none() {
+        // A tied head is the embedding table again: count its parameters once.
+        em.written.parameters -= c.vocab * c.hidden;
+    }
+    em.g.node_to("Identity", &[&logits], "logits", &[]);
+    let summary = pruning.map(|p| p.summary(removed));
+    Ok(((inputs, outputs), kv_heads, summary))
+}

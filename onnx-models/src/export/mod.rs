@@ -1,0 +1,351 @@
+//! Hugging Face folder → edgehil model folder: `model.onnx` (standard ops,
+//! opset 17), `model.onnx.data` (weights, page-aligned), `tokenizer.json` and
+//! the manifest `edgehil.json`.
+//!
+//! The export never holds the whole model: tensors are read one at a time
+//! through the memory map (their pages released after use), converted, and
+//! appended to the data file. Everything is written into a temporary folder
+//! beside the destination and renamed at the end, so a failed export leaves
+//! nothing half-written.
+
+mod bert;
+mod decoder;
+pub mod emit;
+pub mod lora;
+mod prune;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::graph::{write_model, OnnxError};
+use crate::hf::{Arch, Config, HfError, HfModel};
+use emit::{Emitter, Lin, Mat};
+pub use prune::Prune;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// the Hugging Face folder is not usable
+    #[error(transparent)]
+    Hf(#[from] HfError),
+    /// a file could not be read or written
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
+    /// the LoRA adapter is not usable
+    #[error("{path}: {message}")]
+    Adapter { path: PathBuf, message: String },
+    /// the combination of model and options cannot be exported for both engines
+    #[error("cannot export: {0}")]
+    Unsupported(String),
+    /// an option's value is malformed
+    #[error("{0}")]
+    Option(String),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+impl ExportError {
+    pub(crate) fn io(path: &Path, cause: std::io::Error) -> Self {
+        ExportError::Io { path: path.into(), cause }
+    }
+}
+
+/// Weight precision of the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quant {
+    /// fp32 weights.
+    None,
+    /// Per-output-channel symmetric int8: `DequantizeLinear(axis=1) → MatMul`.
+    Int8,
+    /// Symmetric 4-bit blocks: `com.microsoft::MatMulNBits`.
+    Int4,
+}
+
+impl FromStr for Quant {
+    type Err = ExportError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" | "fp32" => Ok(Quant::None),
+            "int8" => Ok(Quant::Int8),
+            "int4" => Ok(Quant::Int4),
+            other => Err(ExportError::Option(format!("--quant `{other}`: expected none, int8 or int4"))),
+        }
+    }
+}
+
+pub struct ExportOptions<'a> {
+    pub quant: Quant,
+    /// Block size of int4.
+    pub block: usize,
+    pub prune: Option<Prune>,
+    pub lora: Option<PathBuf>,
+    /// Called with (bytes of source weights read, total) as the export goes.
+    pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+}
+
+impl Default for ExportOptions<'_> {
+    fn default() -> Self {
+        Self { quant: Quant::None, block: 32, prune: None, lora: None, progress: None }
+    }
+}
+
+/// A tensor of the model's interface, as the manifest lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IoSpec {
+    pub name: String,
+    pub dtype: &'static str,
+    pub shape: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceFile {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantSummary {
+    pub scheme: Quant,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<usize>,
+    /// What each engine makes of it.
+    pub engines: String,
+}
+
+/// `edgehil.json`: what the folder holds and where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub producer: String,
+    pub architecture: Arch,
+    pub config: Config,
+    /// Parameters of the source model.
+    pub parameters: u64,
+    /// Parameters written (smaller after structured pruning).
+    pub parameters_exported: u64,
+    /// Bytes of weights in model.onnx and model.onnx.data.
+    pub weight_bytes: u64,
+    pub quantization: QuantSummary,
+    pub pruning: Option<prune::PruneSummary>,
+    pub lora: Option<lora::LoraSummary>,
+    pub inputs: Vec<IoSpec>,
+    pub outputs: Vec<IoSpec>,
+    /// Key/value heads of each layer's cache (decoders), after pruning.
+    pub kv_heads: Vec<u64>,
+    pub head_dim: u64,
+    pub tokenizer: Option<String>,
+    pub sources: Vec<SourceFile>,
+}
+
+pub const MANIFEST: &str = "edgehil.json";
+
+/// Reads the weights the builders ask for: LoRA merged, progress counted.
+pub(crate) struct Source<'a, 'p> {
+    pub model: &'a HfModel,
+    adapter: Option<lora::Adapter>,
+    done: u64,
+    total: u64,
+    progress: Option<&'a mut (dyn FnMut(u64, u64) + 'p)>,
+}
+
+impl Source<'_, '_> {
+    pub fn config(&self) -> &Config {
+        &self.model.config
+    }
+
+    pub fn vector(&mut self, name: &str) -> Result<Vec<f32>, ExportError> {
+        let v = self.model.read_f32(name)?;
+        self.done += v.len() as u64 * 4;
+        if let Some(p) = self.progress.as_mut() {
+            p(self.done, self.total);
+        }
+        Ok(v)
+    }
+
+    /// A matrix stored `[rows, cols]` (embeddings, `Linear` weights).
+    pub fn mat(&mut self, name: &str, rows: u64, cols: u64) -> Result<Mat, ExportError> {
+        Ok(Mat::new(rows as usize, cols as usize, self.vector(name)?))
+    }
+
+    /// A linear layer `{module}.weight` (+ `.bias`), `[out, in]` with the adapter merged.
+    /// GPT-2's `Conv1D` stores its weight `[in, out]`: `conv1d` turns it.
+    pub fn linear(&mut self, module: &str, out: u64, inp: u64, bias: bool, conv1d: bool) -> Result<Lin, ExportError> {
+        let name = format!("{module}.weight");
+        let mut w =
+            if conv1d { self.mat(&name, inp, out)?.transposed() } else { self.mat(&name, out, inp)? };
+        if let Some(a) = self.adapter.as_mut() {
+            a.merge(&name, &mut w)?;
+        }
+        let b = if bias { Some(self.vector(&format!("{module}.bias"))?) } else { None };
+        Ok(Lin { w, b })
+    }
+}
+
+fn sha256(path: &Path) -> Result<SourceFile, ExportError> {
+    let mut file = std::fs::File::open(path).map_err(|e| ExportError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| ExportError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(SourceFile { file: path.display().to_string(), bytes, sha256 })
+}
+
+/// Checks the option combination before anything is read or written.
+fn check_options(config: &Config, opts: &ExportOptions) -> Result<(), ExportError> {
+    if opts.quant == Quant::Int4 {
+        // tract keeps MatMulNBits as Q4_0 only for block 32; other blocks it expands to fp32.
+        if opts.block != 32 {
+            return Err(ExportError::Unsupported(format!(
+                "int4 with --block {}: tract runs MatMulNBits as 4-bit only with block 32 (it would expand the weights to fp32)",
+                opts.block
+            )));
+        }
+        let dims = [("hidden_size", config.hidden), ("intermediate_size", config.intermediate)];
+        if let Some((field, k)) = dims.iter().find(|(_, k)| k % opts.block as u64 != 0) {
+            return Err(ExportError::Unsupported(format!(
+                "int4 with block {}: `{field}` = {k} is not a multiple of {}, so its MatMulNBits layers cannot be blocked",
+                opts.block, opts.block
+            )));
+        }
+    }
+    if let Some(p) = &opts.prune {
+        p.check(config)?;
+    }
+    Ok(())
+}
+
+/// Exports `hf_dir` into `out` (replaced if it exists). Returns the manifest.
+pub fn export(hf_dir: &Path, out: &Path, mut opts: ExportOptions) -> Result<Manifest, ExportError> {
+    let model = HfModel::open(hf_dir)?;
+    model.check()?;
+    let config = model.config.clone();
+    check_options(&config, &opts)?;
+    let adapter = opts.lora.as_deref().map(lora::Adapter::open).transpose()?;
+    if let Some(a) = &adapter {
+        if config.arch == Arch::Bert {
+            return Err(ExportError::Unsupported("LoRA adapters are merged into decoders only".into()));
+        }
+        a.check_modules(&config.tensors())?;
+    }
+
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| ExportError::io(parent, e))?;
+    let file_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
+    let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| ExportError::io(&tmp, e))?;
+    let result = write_folder(&model, adapter, &tmp, &mut opts).and_then(|manifest| {
+        replace_dir(&tmp, out)?;
+        Ok(manifest)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn replace_dir(tmp: &Path, out: &Path) -> Result<(), ExportError> {
+    if out.exists() {
+        let old = out.with_extension(format!("old-{}", std::process::id()));
+        std::fs::rename(out, &old).map_err(|e| ExportError::io(out, e))?;
+        std::fs::rename(tmp, out).map_err(|e| ExportError::io(out, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    } else {
+        std::fs::rename(tmp, out).map_err(|e| ExportError::io(out, e))
+    }
+}
+
+fn write_folder(
+    model: &HfModel,
+    adapter: Option<lora::Adapter>,
+    dir: &Path,
+    opts: &mut ExportOptions,
+) -> Result<Manifest, ExportError> {
+    let config = model.config.clone();
+    let total = config.tensors().iter().map(|(_, s)| s.iter().product::<u64>() * 4).sum();
+    let mut source = Source { model, adapter, done: 0, total, progress: opts.progress.as_deref_mut() };
+    let mut em = Emitter::new(&format!("edgehil-{}", config.arch.name()), dir, opts.quant, opts.block)?;
+    let (io, kv_heads, pruning) = if config.arch.is_decoder() {
+        decoder::build(&mut source, &mut em, opts.prune.as_ref())?
+    } else {
+        bert::build(&mut source, &mut em, opts.prune.as_ref())?
+    };
+    let lora = source.adapter.as_ref().map(lora::Adapter::summary).transpose()?;
+    let (proto, written) = em.finish()?;
+    write_model(&proto, &dir.join("model.onnx"))?;
+
+    let mut sources = vec![sha256(&model.dir.join("config.json"))?, sha256(model.weights_path())?];
+    let tokenizer_src = model.dir.join("tokenizer.json");
+    let tokenizer = if tokenizer_src.exists() {
+        for extra in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+            let from = model.dir.join(extra);
+            if from.exists() {
+                std::fs::copy(&from, dir.join(extra)).map_err(|e| ExportError::io(&from, e))?;
+            }
+        }
+        sources.push(sha256(&tokenizer_src)?);
+        Some("tokenizer.json".to_string())
+    } else {
+        None
+    };
+    if let Some(a) = opts.lora.as_deref() {
+        sources.push(sha256(&a.join("adapter_config.json"))?);
+        sources.push(sha256(&a.join("adapter_model.safetensors"))?);
+    }
+    let parameters = config.tensors().iter().map(|(_, s)| s.iter().product::<u64>()).sum();
+    let manifest = Manifest {
+        format: 1,
+        producer: format!("edgehil {}", env!("CARGO_PKG_VERSION")),
+        architecture: config.arch,
+        head_dim: config.head_dim(),
+        config,
+        parameters,
+        parameters_exported: written.parameters,
+        weight_bytes: written.weight_bytes,
+        quantization: QuantSummary {
+            scheme: opts.quant,
+            block: (opts.quant == Quant::Int4).then_some(opts.block),
+            engines: match opts.quant {
+                Quant::None => "tract and ONNX Runtime: fp32".into(),
+                Quant::Int8 => "tract and ONNX Runtime Level1: dequantize then fp32 MatMul; ONNX Runtime Level2+ fuses it and quantizes activations too".into(),
+                Quant::Int4 => "ONNX Runtime: MatMulNBits; tract: Q4_0 block-quantized matmul".into(),
+            },
+        },
+        pruning: pruning.map(|mut p| {
+            p.zeros = written.zeros;
+            p
+        }),
+        lora,
+        inputs: io.0,
+        outputs: io.1,
+        kv_heads,
+        tokenizer,
+        sources,
+    };
+    let path = dir.join(MANIFEST);
+    let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    std::fs::write(&path, text).map_err(|e| ExportError::io(&path, e))?;
+    Ok(manifest)
+}
+
+/// The interface of a built graph: (inputs, outputs).
+pub(crate) type Io = (Vec<IoSpec>, Vec<IoSpec>);
+
+pub(crate) fn spec(name: &str, dtype: &'static str, shape: &[&str]) -> IoSpec {
+    IoSpec { name: name.into(), dtype, shape: shape.iter().map(|s| (*s).to_string()).collect() }
+}
