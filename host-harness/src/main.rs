@@ -283,7 +283,10 @@ fn export_cmd(args: ExportArgs) -> Result<u8> {
         human_bytes(m.weight_bytes as f64),
         m.quantization.scheme,
         m.pruning.as_ref().map(|p| format!(", pruned {} ({})", p.method, p.effect)).unwrap_or_default(),
-        m.lora.as_ref().map(|l| format!(", LoRA r={} merged into {} modules", l.rank, l.modules_merged)).unwrap_or_default(),
+        m.lora
+            .as_ref()
+            .map(|l| format!(", LoRA r={} merged into {} modules", l.rank, l.modules_merged))
+            .unwrap_or_default(),
         started.elapsed().as_secs_f64()
     );
     Ok(0)

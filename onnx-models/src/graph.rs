@@ -60,6 +60,7 @@ pub enum Attr {
     Int(&'static str, i64),
     Float(&'static str, f32),
     Ints(&'static str, Vec<i64>),
+    Str(&'static str, &'static str),
 }
 
 /// The domain of Microsoft's contrib operators (MatMulNBits).
@@ -83,6 +84,11 @@ impl Attr {
                 a.name = (*name).into();
                 a.ints = v.clone();
                 a.r#type = AttributeType::Ints as i32;
+            }
+            Attr::Str(name, v) => {
+                a.name = (*name).into();
+                a.s = v.as_bytes().to_vec();
+                a.r#type = AttributeType::String as i32;
             }
         }
         a
@@ -165,7 +171,15 @@ impl GraphBuilder {
     }
 
     /// An initializer stored in an external data file, `length` bytes at `offset`.
-    pub fn external(&mut self, name: &str, elem: Elem, dims: &[i64], location: &str, offset: u64, length: u64) -> String {
+    pub fn external(
+        &mut self,
+        name: &str,
+        elem: Elem,
+        dims: &[i64],
+        location: &str,
+        offset: u64,
+        length: u64,
+    ) -> String {
         let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
         self.graph.initializer.push(TensorProto {
             name: name.into(),

@@ -28,7 +28,9 @@ pub enum HfError {
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
     /// an architecture edgehil does not export
-    #[error("{path}: field `model_type`: `{model_type}` is not supported (supported: gpt2, gpt_neox, llama, opt, bert)")]
+    #[error(
+        "{path}: field `model_type`: `{model_type}` is not supported (supported: gpt2, gpt_neox, llama, opt, bert)"
+    )]
     UnknownArchitecture { path: PathBuf, model_type: String },
     /// the safetensors file is damaged
     #[error("{path}: not a valid safetensors file: {message}")]
@@ -231,9 +233,9 @@ impl Config {
         let partial = rope.and_then(|r| r.get("partial_rotary_factor")).and_then(serde_json::Value::as_f64);
         config.rotary_pct =
             partial.or_else(|| float(&["rotary_pct", "partial_rotary_factor"])).unwrap_or(config.rotary_pct);
-        config.norm_eps =
-            float(&["layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps"]).unwrap_or(config.norm_eps);
-        config.type_vocab = json.get("type_vocab_size").and_then(serde_json::Value::as_u64).unwrap_or(config.type_vocab);
+        config.norm_eps = float(&["layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps"]).unwrap_or(config.norm_eps);
+        config.type_vocab =
+            json.get("type_vocab_size").and_then(serde_json::Value::as_u64).unwrap_or(config.type_vocab);
         if let Some(p) = json.get("use_parallel_residual").and_then(serde_json::Value::as_bool) {
             config.parallel_residual = p;
         }
@@ -471,15 +473,14 @@ impl HfModel {
     /// a head carry a prefix on the base model's names (`transformer.` for
     /// GPT-2, `bert.` for BERT).
     fn find<'a>(&self, st: &safetensors::SafeTensors<'a>, name: &str) -> Result<TensorView<'a>, HfError> {
-        ["", "transformer.", "bert."]
-            .iter()
-            .find_map(|prefix| st.tensor(&format!("{prefix}{name}")).ok())
-            .ok_or_else(|| HfError::MissingTensor {
+        ["", "transformer.", "bert."].iter().find_map(|prefix| st.tensor(&format!("{prefix}{name}")).ok()).ok_or_else(
+            || HfError::MissingTensor {
                 path: self.weights_path.clone(),
                 tensor: name.into(),
                 arch: self.config.arch.name(),
                 layers: self.config.layers,
-            })
+            },
+        )
     }
 
     /// A tensor as fp32 values (stored as F32, F16 or BF16). Its pages of the

@@ -35,10 +35,7 @@ pub(crate) struct Layer {
 fn split(lin: Lin, parts: &[Vec<usize>]) -> Vec<Lin> {
     parts
         .iter()
-        .map(|rows| Lin {
-            w: lin.w.select_rows(rows),
-            b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()),
-        })
+        .map(|rows| Lin { w: lin.w.select_rows(rows), b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()) })
         .collect()
 }
 
@@ -163,8 +160,7 @@ impl Emitter {
             None => {
                 // RMSNorm: x / sqrt(mean(x²) + eps) · w
                 let sq = self.op("Mul", &[x, x]);
-                let mean =
-                    self.g.node("ReduceMean", &[&sq], &[Attr::Ints("axes", vec![-1]), Attr::Int("keepdims", 1)]);
+                let mean = self.g.node("ReduceMean", &[&sq], &[Attr::Ints("axes", vec![-1]), Attr::Int("keepdims", 1)]);
                 let eps = self.scalar(eps as f32);
                 let var = self.op("Add", &[&mean, &eps]);
                 let rms = self.op("Sqrt", &[&var]);
@@ -227,14 +223,13 @@ impl Emitter {
         let q = self.op("Mul", &[q, &scale]);
         let q = self.shape_op("Reshape", &q, &[0, kv as i64, (heads / kv) as i64, -1, hd as i64]);
         let k = self.shape_op("Unsqueeze", k, &[2]);
-        let v = self.shape_op("Unsqueeze", v, &[2]);
         let kt = self.transpose(&k, &[0, 1, 2, 4, 3]);
         let scores = self.op("MatMul", &[&q, &kt]);
         let scores = self.op("Add", &[&scores, bias]);
         let probs = self.g.node("Softmax", &[&scores], &[Attr::Int("axis", -1)]);
-        let ctx = self.op("MatMul", &[&probs, &v]);
-        let ctx = self.shape_op("Reshape", &ctx, &[0, heads as i64, -1, hd as i64]);
-        let ctx = self.transpose(&ctx, &[0, 2, 1, 3]);
+        // The context comes out token-major from one Einsum: tract 0.23 mis-computes a
+        // 4-bit MatMulNBits fed by Transpose → Reshape when the sequence is symbolic.
+        let ctx = self.g.node("Einsum", &[&probs, v], &[Attr::Str("equation", "bkgts,bksd->btkgd")]);
         self.shape_op("Reshape", &ctx, &[0, 0, (heads * hd) as i64])
     }
 
@@ -252,8 +247,7 @@ impl Emitter {
 fn rope_tables(c: &Config) -> (Vec<f32>, Vec<f32>) {
     let rot = c.rotary_dims() as usize;
     let half = rot / 2;
-    let inv: Vec<f32> =
-        (0..half).map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / rot as f32)).collect();
+    let inv: Vec<f32> = (0..half).map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / rot as f32)).collect();
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for p in 0..c.max_positions {
         for j in 0..rot {
@@ -372,14 +366,8 @@ pub(crate) fn build(
                 }
             }
             Some(Prune::Heads(n)) => {
-                let (kept, r) = prune::heads(
-                    &mut layer.q,
-                    &mut layer.k,
-                    &mut layer.v,
-                    &mut layer.o,
-                    heads as usize,
-                    *n as usize,
-                );
+                let (kept, r) =
+                    prune::heads(&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o, heads as usize, *n as usize);
                 (heads, kv) = (kept as u64, kept as u64);
                 removed += r;
             }

@@ -218,7 +218,8 @@ impl Emitter {
             .map(|row| row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0)
             .map(|s| if s == 0.0 { 1.0 } else { s })
             .collect();
-        let raw = table.data.iter().enumerate().map(|(i, v)| (v / scales[i / table.cols]).round() as i8 as u8).collect();
+        let raw =
+            table.data.iter().enumerate().map(|(i, v)| (v / scales[i / table.cols]).round() as i8 as u8).collect();
         let q = self.tensor(&format!("{name}_q"), Elem::I8, &dims, raw)?;
         let s = self.f32s(&format!("{name}_scale"), &[table.rows as i64], &scales)?;
         let rows = self.g.node("Gather", &[&q, ids], &[Attr::Int("axis", 0)]);

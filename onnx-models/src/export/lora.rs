@@ -36,7 +36,8 @@ impl Adapter {
         let text = std::fs::read_to_string(&config_path).map_err(|e| ExportError::io(&config_path, e))?;
         let bad = |message: String| ExportError::Adapter { path: config_path.clone(), message };
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let rank = json.get("r").and_then(serde_json::Value::as_u64).ok_or_else(|| bad("field `r` is missing".into()))?;
+        let rank =
+            json.get("r").and_then(serde_json::Value::as_u64).ok_or_else(|| bad("field `r` is missing".into()))?;
         let alpha = json
             .get("lora_alpha")
             .and_then(serde_json::Value::as_f64)
@@ -65,7 +66,10 @@ impl Adapter {
             };
             let shape = view.shape();
             if view.dtype() != safetensors::Dtype::F32 || shape.len() != 2 {
-                return Err(bad_weights(format!("tensor `{name}`: expected a 2-D F32 matrix, found {:?} {shape:?}", view.dtype())));
+                return Err(bad_weights(format!(
+                    "tensor `{name}`: expected a 2-D F32 matrix, found {:?} {shape:?}",
+                    view.dtype()
+                )));
             }
             let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             let m = Mat::new(shape[0], shape[1], data);
@@ -118,7 +122,8 @@ impl Adapter {
     /// Merges the adapter's update into `w` ([out, in]) if it targets `tensor`.
     pub fn merge(&mut self, tensor: &str, w: &mut Mat) -> Result<(), ExportError> {
         let module = tensor.strip_suffix(".weight").unwrap_or(tensor);
-        let key = [module.to_string(), format!("transformer.{module}")].into_iter().find(|k| self.modules.contains_key(k));
+        let key =
+            [module.to_string(), format!("transformer.{module}")].into_iter().find(|k| self.modules.contains_key(k));
         let Some(key) = key else { return Ok(()) };
         let (a, b) = &self.modules[&key];
         if a.cols != w.cols || b.rows != w.rows {

@@ -177,8 +177,7 @@ impl Source<'_, '_> {
     /// GPT-2's `Conv1D` stores its weight `[in, out]`: `conv1d` turns it.
     pub fn linear(&mut self, module: &str, out: u64, inp: u64, bias: bool, conv1d: bool) -> Result<Lin, ExportError> {
         let name = format!("{module}.weight");
-        let mut w =
-            if conv1d { self.mat(&name, inp, out)?.transposed() } else { self.mat(&name, out, inp)? };
+        let mut w = if conv1d { self.mat(&name, inp, out)?.transposed() } else { self.mat(&name, out, inp)? };
         if let Some(a) = self.adapter.as_mut() {
             a.merge(&name, &mut w)?;
         }

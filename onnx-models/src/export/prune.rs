@@ -160,7 +160,9 @@ pub fn mlp(ins: &mut [&mut Lin], out: &mut Lin, fraction: f64) -> u64 {
     let keep = channels - (channels as f64 * fraction) as usize;
     let out_norms = col_norms(&out.w);
     let in_norms: Vec<f32> = (0..channels)
-        .map(|c| ins.iter().map(|l| l.w.data[c * l.w.cols..(c + 1) * l.w.cols].iter().map(|v| v * v).sum::<f32>()).sum())
+        .map(|c| {
+            ins.iter().map(|l| l.w.data[c * l.w.cols..(c + 1) * l.w.cols].iter().map(|v| v * v).sum::<f32>()).sum()
+        })
         .collect();
     let scores: Vec<f32> = (0..channels).map(|c| (out_norms[c] * in_norms[c]).sqrt()).collect();
     let kept = strongest(&scores, keep);
