@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: installs what the tests need (the ONNX Runtime wheel), checks
+# Every test: installs what the tests need (the ONNX Runtime wheel, and MiniLM
+# for the export tests), checks
 # the no_std runtime core builds, builds the binaries the end-to-end tests
 # drive, then runs the whole workspace suite.
 set -euo pipefail

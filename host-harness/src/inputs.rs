@@ -22,21 +22,65 @@ pub enum InputError {
     Dynamic { input: String, shape: String },
 }
 
-/// Seeded inputs: f32 uniform in [-1, 1), i64 uniform in [0, 100).
-pub fn seeded(infos: &[TensorInfo], seed: u64) -> Result<Vec<Tensor>, InputError> {
-    let mut rng = SplitMix64::new(seed);
+/// How to make inputs from a seed.
+#[derive(Debug, Clone, Copy)]
+pub struct Seeded {
+    pub seed: u64,
+    /// Tokens in a prompt, for language models' `sequence` dimension.
+    pub sequence: u64,
+    /// Token ids are drawn below this.
+    pub vocab: u64,
+}
+
+impl Seeded {
+    pub fn new(seed: u64) -> Self {
+        Self { seed, sequence: 128, vocab: 100 }
+    }
+
+    /// The vocabulary from the manifest of an exported model folder, if the model is in one.
+    pub fn for_model(seed: u64, model: &Path, sequence: u64) -> Self {
+        let manifest = model.parent().map(|d| d.join(edgehil_onnx::export::MANIFEST));
+        let vocab = manifest
+            .and_then(|m| std::fs::read_to_string(m).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|j| j["config"]["vocab"].as_u64());
+        Self { seed, sequence, vocab: vocab.unwrap_or(100) }
+    }
+}
+
+/// Seeded inputs: f32 uniform in [-1, 1), i64 uniform in [0, vocab). The
+/// inputs of an exported language model (`input_ids`, `attention_mask`,
+/// `position_ids`, `token_type_ids`, `past_key_values.*`) get a prompt of
+/// `sequence` tokens on an empty cache, batch 1: a prefill.
+pub fn seeded(infos: &[TensorInfo], how: &Seeded) -> Result<Vec<Tensor>, InputError> {
+    let mut rng = SplitMix64::new(how.seed);
+    let t = how.sequence;
     infos
         .iter()
         .map(|info| {
-            let shape: Vec<u64> =
-                info.shape.iter().map(|d| d.ok_or(())).collect::<Result<_, _>>().map_err(|()| InputError::Dynamic {
-                    input: info.name.clone(),
-                    shape: format!("{:?}", info.shape),
-                })?;
+            let dynamic = || InputError::Dynamic { input: info.name.clone(), shape: format!("{:?}", info.shape) };
+            let past = info.name.starts_with("past_key_values.");
+            let known =
+                past || ["input_ids", "attention_mask", "position_ids", "token_type_ids"].contains(&info.name.as_str());
+            let shape: Vec<u64> = info
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(axis, d)| match (d, known) {
+                    (Some(d), _) => Ok(*d),
+                    (None, true) if axis == 0 => Ok(1),
+                    (None, true) if past => Ok(0),
+                    (None, true) => Ok(t),
+                    (None, false) => Err(dynamic()),
+                })
+                .collect::<Result<_, _>>()?;
             let n = shape.iter().product::<u64>() as usize;
-            let values = match info.dtype {
-                DType::F32 => Values::F32(rng.fill(n, 1.0)),
-                DType::I64 => Values::I64((0..n).map(|_| (rng.next_u64() % 100) as i64).collect()),
+            let values = match (info.dtype, info.name.as_str()) {
+                (DType::I64, "attention_mask") => Values::I64(vec![1; n]),
+                (DType::I64, "position_ids") => Values::I64((0..n as i64).collect()),
+                (DType::I64, "token_type_ids") => Values::I64(vec![0; n]),
+                (DType::F32, _) => Values::F32(rng.fill(n, 1.0)),
+                (DType::I64, _) => Values::I64((0..n).map(|_| (rng.next_u64() % how.vocab) as i64).collect()),
             };
             Ok(Tensor { name: info.name.clone(), shape, values })
         })

@@ -113,7 +113,7 @@ enum ProfilesCmd {
 
 #[derive(Parser)]
 struct RunArgs {
-    /// ONNX model to run (default: onnx-models/fixtures/block.onnx).
+    /// ONNX model, or a folder written by `edgehil export` (default: onnx-models/fixtures/block.onnx).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Device profile; repeat to run on several boards in turn.
@@ -139,6 +139,9 @@ struct RunArgs {
     inputs: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Prompt tokens in the seeded inputs of a language model (a prefill on an empty cache).
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: u64,
     /// Model whose host outputs are the reference (e.g. the fp32 model of an int8 one); default: --model.
     #[arg(long)]
     reference: Option<PathBuf>,
@@ -361,7 +364,10 @@ fn models_table(profile: Option<&edgehil::profile::Profile>, context: u64) -> St
 }
 
 fn run_cmd(args: RunArgs, profiles: &Profiles) -> Result<u8> {
-    let model = args.model.unwrap_or_else(|| edgehil_onnx::fixtures::dir().join("block.onnx"));
+    let mut model = args.model.unwrap_or_else(|| edgehil_onnx::fixtures::dir().join("block.onnx"));
+    if model.is_dir() {
+        model = model.join("model.onnx");
+    }
     if !model.is_file() {
         bail!("model {} does not exist", model.display());
     }
@@ -385,6 +391,7 @@ fn run_cmd(args: RunArgs, profiles: &Profiles) -> Result<u8> {
         warmup: args.warmup,
         inputs: args.inputs,
         seed: args.seed,
+        sequence: args.prompt_tokens,
         outputs: args.outputs,
         cap: args.cap,
         agent,

@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub warmup: u32,
     pub inputs: Option<PathBuf>,
     pub seed: u64,
+    /// Prompt tokens of a language model's seeded inputs.
+    pub sequence: u64,
     pub outputs: OutputMode,
     /// Overrides the profile's usable RAM as the cap.
     pub cap: Option<u64>,
@@ -102,7 +104,7 @@ pub fn find_ort_library(given: Option<&Path>) -> Result<PathBuf, RunError> {
 pub fn host_run(
     path: &Path,
     inputs: Option<&[Tensor]>,
-    seed: u64,
+    seeded: inputs::Seeded,
     inputs_file: Option<&Path>,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>), RunError> {
     let reference_err = |cause| RunError::Reference { path: path.into(), cause };
@@ -113,7 +115,7 @@ pub fn host_run(
     let inputs = match (inputs, inputs_file) {
         (Some(i), _) => i.to_vec(),
         (None, Some(file)) => inputs::from_file(file, &engine.info().inputs)?,
-        (None, None) => inputs::seeded(&engine.info().inputs, seed)?,
+        (None, None) => inputs::seeded(&engine.info().inputs, &seeded)?,
     };
     engine.set_inputs(&inputs).map_err(reference_err)?;
     engine.run().map_err(reference_err)?;
@@ -171,7 +173,12 @@ fn board_run(
 
 pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> {
     let reference_path = opts.reference.clone().unwrap_or_else(|| opts.model.clone());
-    let (inputs, reference) = host_run(&reference_path, None, opts.seed, opts.inputs.as_deref())?;
+    let (inputs, reference) = host_run(
+        &reference_path,
+        None,
+        inputs::Seeded::for_model(opts.seed, &opts.model, opts.sequence),
+        opts.inputs.as_deref(),
+    )?;
     let cost = estimate::graph_cost(&opts.model, &inputs)?;
     let predicted = estimate::predict(&cost, profile, opts.engine, opts.opt_level);
     let cap = opts.cap.unwrap_or(profile.ram_usable.value.0);

@@ -27,7 +27,7 @@ fn median_ms(samples_ns: &[u64]) -> f64 {
 fn bench(engine: EngineKind, model: &std::path::Path, agent: &std::path::Path, ort_library: Option<PathBuf>) {
     let opts = LoadOptions { engine, opt_level: OptLevel::Basic, threads: 1, ort_library: ort_library.clone() };
     let mut local = engine::load(model, &opts).expect("in-process load");
-    let inputs = edgehil::inputs::seeded(&local.info().inputs, 1).expect("inputs");
+    let inputs = edgehil::inputs::seeded(&local.info().inputs, &edgehil::inputs::Seeded::new(1)).expect("inputs");
     local.set_inputs(&inputs).expect("inputs");
 
     let board = EmulatedBoard::spawn(&EmulatorConfig {

@@ -152,3 +152,115 @@ fn plan_shows_choice_reasons_and_fit() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("no catalog model fits nrf52840-dk's 200.0 KiB usable RAM"), "{:?}", text(&o));
 }
+
+fn reference(name: &str) -> std::path::PathBuf {
+    edgehil_onnx::fixtures::dir().parent().unwrap().join("reference").join(name)
+}
+
+/// A copy of a reference model folder, with `edit` applied to its files.
+fn damaged(name: &str, edit: impl Fn(&std::path::Path)) -> std::path::PathBuf {
+    let dir = scratch_dir("bad-export").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(reference("llama-gqa").join(f), dir.join(f)).unwrap();
+    }
+    edit(&dir);
+    dir
+}
+
+fn edit_config(dir: &std::path::Path, from: &str, to: &str) {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from} not in config.json");
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn export_of_bad_input_names_the_file_and_tensor_and_writes_nothing() {
+    let truncated = damaged("truncated", |d| {
+        let p = d.join("model.safetensors");
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    let missing = damaged("missing", |d| edit_config(d, "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"));
+    let shape = damaged("shape", |d| edit_config(d, "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4"));
+    let arch = damaged("arch", |d| edit_config(d, "\"model_type\": \"llama\"", "\"model_type\": \"mamba\""));
+    let rope = damaged("rope", |d| edit_config(d, "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\""));
+    let adapter = reference("llama-gqa-lora");
+    let cases: Vec<(std::path::PathBuf, Vec<&str>, Vec<String>)> = vec![
+        (
+            truncated.clone(),
+            vec![],
+            vec![truncated.join("model.safetensors").display().to_string(), "not a valid safetensors file".into()],
+        ),
+        (missing.clone(), vec![], vec!["tensor `model.layers.2.input_layernorm.weight` is missing".into()]),
+        (
+            shape.clone(),
+            vec![],
+            vec!["tensor `model.layers.0.self_attn.k_proj.weight` has shape [32, 64], expected [64, 64]".into()],
+        ),
+        (
+            arch.clone(),
+            vec![],
+            vec![arch.join("config.json").display().to_string(), "field `model_type`: `mamba` is not supported".into()],
+        ),
+        (rope.clone(), vec![], vec!["field `rope_parameters`".into(), "only plain RoPE is exported".into()]),
+        (
+            reference("gpt2"),
+            vec!["--lora", adapter.to_str().unwrap()],
+            vec![
+                adapter.join("adapter_model.safetensors").display().to_string(),
+                "module `model.layers.0.mlp.down_proj` does not exist in the base model".into(),
+            ],
+        ),
+        (
+            reference("gpt2"),
+            vec!["--quant", "int4", "--block", "64"],
+            vec!["tract runs MatMulNBits as 4-bit only with block 32".into()],
+        ),
+    ];
+    for (i, (input, extra, expected)) in cases.iter().enumerate() {
+        let parent = scratch_dir("bad-export-out").join(i.to_string());
+        std::fs::create_dir_all(&parent).unwrap();
+        let out = parent.join("model");
+        let mut args = vec!["export", input.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = edgehil(&args);
+        let (stdout, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}\n{stdout}\n{err}");
+        for e in expected {
+            assert!(err.contains(e.as_str()), "{args:?}: no `{e}` in\n{err}");
+        }
+        assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "{args:?} left files in {}", parent.display());
+    }
+}
+
+#[test]
+fn export_writes_the_folder_and_its_manifest() {
+    let out = scratch_dir("export-cli").join("llama-int4-lora");
+    let lora = reference("llama-gqa-lora");
+    let o = edgehil(&[
+        "export",
+        reference("llama-gqa").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quant",
+        "int4",
+        "--lora",
+        lora.to_str().unwrap(),
+    ]);
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{err}");
+    assert!(stdout.contains("LoRA r=4 merged into 14 modules"), "{stdout}");
+    let mut files: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    files.sort();
+    assert_eq!(files, ["edgehil.json", "model.onnx", "model.onnx.data", "tokenizer.json"]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("edgehil.json")).unwrap()).unwrap();
+    insta::assert_json_snapshot!("export_manifest", manifest, {
+        ".producer" => "[version]",
+        ".sources[].file" => "[path]",
+        ".lora.adapter" => "[path]",
+    });
+}

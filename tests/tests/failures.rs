@@ -81,7 +81,7 @@ fn loaded_session(resend_after: Duration) -> (Session, u32) {
     s.hello().unwrap();
     let model = fixture("block.onnx");
     let loaded = s.load(&model.display().to_string(), EngineKind::Tract, OptLevel::All, 1).unwrap();
-    let inputs = edgehil::inputs::seeded(&loaded.inputs, 1).unwrap();
+    let inputs = edgehil::inputs::seeded(&loaded.inputs, &edgehil::inputs::Seeded::new(1)).unwrap();
     s.set_inputs(&inputs).unwrap();
     (s, pid)
 }

@@ -150,6 +150,7 @@ impl Emitter {
 
     pub(crate) fn norm(&mut self, x: &str, name: &str, n: &Norm, eps: f64) -> Result<String, ExportError> {
         let d = n.w.len() as i64;
+        self.written.parameters += (n.w.len() + n.b.as_ref().map_or(0, Vec::len)) as u64;
         let w = self.f32s(&format!("{name}.weight"), &[d], &n.w)?;
         match &n.b {
             Some(b) => {

@@ -50,6 +50,7 @@ pub fn options(model: &str, engine: EngineKind) -> RunOptions {
         warmup: 1,
         inputs: None,
         seed: 1,
+        sequence: 16,
         outputs: OutputMode::Full,
         cap: None,
         agent: binary("edgehil-agent"),
