@@ -1,9 +1,10 @@
-//! ONNX models made by edgehil: a graph builder over tract's protobuf types
-//! and the fixture models the test suite and the default run use.
+//! ONNX models made by edgehil: Hugging Face folders exported to ONNX
+//! ([`export`]), the graph builder over tract's protobuf types they are built
+//! with, and the fixture models the test suite and the default run use.
 //!
-//! Building the protobuf directly (rather than through Python) keeps the
-//! fixtures reproducible from a clean checkout with nothing but cargo, and
-//! the same builder is what the Hugging Face export grows from.
+//! Building the protobuf directly (rather than through Python) keeps export
+//! and the fixtures reproducible from a clean checkout with nothing but cargo;
+//! Python is only needed to regenerate the reference outputs in `reference/`.
 
 pub mod export;
 pub mod fixtures;
