@@ -34,6 +34,21 @@ pub fn ram() -> (u64, u64) {
     (kib_field(&meminfo, "MemTotal"), kib_field(&meminfo, "MemAvailable"))
 }
 
+/// Makes glibc give large freed blocks back to the system at once.
+///
+/// glibc raises its mmap threshold to the size of each large block freed, so
+/// after the first model table is freed, later ones come from the heap, and
+/// freeing them leaves holes the resident set keeps: loading TinyLlama int4
+/// in tract then stays at 1.35 GB instead of 0.66 GB. A fixed threshold
+/// stops that. Elsewhere this does nothing.
+pub fn return_large_frees() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Limits the process's private writable memory to what it has now plus
 /// `extra` bytes. This is what holds ONNX Runtime, whose allocations go
 /// through malloc and never reach the capped Rust allocator.

@@ -42,6 +42,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    edgehil_runtime::sys::return_large_frees();
     let args = Args::parse();
     ALLOC.set_refusal_hook(agent::report_refusal);
     ALLOC.set_cap(usize::try_from(args.cap).unwrap_or(usize::MAX));
