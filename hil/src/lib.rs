@@ -13,4 +13,4 @@ mod session;
 pub use emulated::{EmulatedBoard, EmulatorConfig};
 pub use error::HilError;
 pub use link::{Link, SerialLink, Target};
-pub use session::{Faults, InferResult, OutputData, Session, Timeouts};
+pub use session::{Faults, InferResult, LinkStats, OutputData, Session, Timeouts};

@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use edgehil_runtime::wire::{
-    encode_frame, AgentError, AgentStats, BoardInfo, Command, Digest, EngineKind, Event, FrameDecoder, InferReport,
-    LoadReport, OptLevel, OutputMode, OutputPart, Request, Tensor, ToHost, Values, PROTOCOL_VERSION,
+    encode_frame, AgentError, AgentStats, BoardInfo, Command, Digest, EngineKind, Event, FrameDecoder, GenParams,
+    GenReport, InferReport, LoadReport, OptLevel, OutputMode, OutputPart, Request, Tensor, ToHost, Values,
+    PROMPT_CHUNK, PROTOCOL_VERSION,
 };
 
 use crate::{HilError, Link};
@@ -167,6 +168,40 @@ impl Session {
         match terminal {
             Event::InferDone(report) => Ok(InferResult { latencies_ns, outputs, report }),
             other => unexpected("infer", Ok(other)),
+        }
+    }
+
+    /// Stages a prompt's token ids on the board.
+    pub fn set_prompt(&mut self, ids: &[u32]) -> Result<(), HilError> {
+        // An empty prompt still clears what an earlier one staged.
+        let chunks = ids.chunks(PROMPT_CHUNK).map(<[u32]>::to_vec);
+        for (i, chunk) in chunks.chain(ids.is_empty().then(Vec::new)).enumerate() {
+            let command = Command::SetPrompt { offset: (i * PROMPT_CHUNK) as u32, ids: chunk };
+            match self.request("set-prompt", command, |_| {})? {
+                Event::Done => {}
+                other => return unexpected("set-prompt", Ok(other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Generates from the staged prompt; `on_token(index, id, nanos)` sees
+    /// each token as the board sends it.
+    pub fn generate(
+        &mut self,
+        params: GenParams,
+        mut on_token: impl FnMut(u32, u32, u64),
+    ) -> Result<(Vec<u32>, GenReport), HilError> {
+        let mut tokens = Vec::new();
+        let terminal = self.request("generate", Command::Generate(params), |event| {
+            if let Event::Token { index, id, nanos } = event {
+                on_token(*index, *id, *nanos);
+                tokens.push(*id);
+            }
+        })?;
+        match terminal {
+            Event::GenerateDone(report) => Ok((tokens, report)),
+            other => unexpected("generate", Ok(other)),
         }
     }
 

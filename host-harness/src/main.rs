@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use edgehil::generate::{GenerateOptions, Streamer, TextTokenizer};
 use edgehil::profile::Profiles;
 use edgehil::report::Status;
 use edgehil::run::{self, RunOptions};
 use edgehil::units::{human_bytes, human_rate, Bytes};
 use edgehil_hil::{Faults, Target, Timeouts};
-use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
+use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
 
 /// Exit codes: 0 all fit and ran; 1 host error; 2 usage; 3 a model did not fit; 4 a board failed.
 const EXIT_DOES_NOT_FIT: u8 = 3;
@@ -53,6 +54,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Generate text with an exported language model on a board: streamed tokens, speed, RAM, agreement with the host.
+    Generate(GenerateArgs),
     /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
     Export(ExportArgs),
     /// Device profiles.
@@ -111,11 +114,9 @@ enum ProfilesCmd {
     Show { name: String },
 }
 
-#[derive(Parser)]
-struct RunArgs {
-    /// ONNX model, or a folder written by `edgehil export` (default: onnx-models/fixtures/block.onnx).
-    #[arg(long)]
-    model: Option<PathBuf>,
+/// Where and how a model runs: shared by `run` and `generate`.
+#[derive(clap::Args)]
+struct BoardArgs {
     /// Device profile; repeat to run on several boards in turn.
     #[arg(long = "profile", default_values_t = ["jetson-orin-nano".to_string()])]
     profiles: Vec<String>,
@@ -128,6 +129,96 @@ struct RunArgs {
     /// Graph optimisation level for ort: disabled, basic, extended, all.
     #[arg(long, default_value = "all", value_parser = parse_opt_level)]
     opt_level: OptLevel,
+    /// RAM cap instead of the profile's usable RAM, e.g. "64 MiB".
+    #[arg(long, value_parser = parse_bytes)]
+    cap: Option<u64>,
+    /// Seconds of silence from the board before a request is sent again (three sends at most).
+    #[arg(long, default_value_t = 1.5)]
+    resend_after: f64,
+    /// Longest one request may take, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+}
+
+impl BoardArgs {
+    fn options(self) -> Result<(Vec<String>, run::BoardOptions)> {
+        let target: Target = self.target.parse()?;
+        let ort_library = match self.engine {
+            EngineKind::Ort => Some(run::find_ort_library(self.ort_library.as_deref())?),
+            EngineKind::Tract => self.ort_library,
+        };
+        let agent = match (&target, self.agent) {
+            (_, Some(a)) => a,
+            (Target::Emulated, None) => run::find_agent()?,
+            (Target::Serial { .. }, None) => PathBuf::new(),
+        };
+        let board = run::BoardOptions {
+            target,
+            engine: self.engine,
+            opt_level: self.opt_level,
+            cap: self.cap,
+            agent,
+            ort_library,
+            timeouts: Timeouts {
+                resend_after: Duration::from_secs_f64(self.resend_after),
+                request: Duration::from_secs_f64(self.timeout),
+                ..Timeouts::default()
+            },
+            faults: Faults::default(),
+            agent_args: Vec::new(),
+        };
+        Ok((self.profiles, board))
+    }
+}
+
+#[derive(Parser)]
+struct GenerateArgs {
+    /// A folder written by `edgehil export` (model.onnx, tokenizer.json, edgehil.json).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    /// The fp32 export of the same model: report teacher-forced top-1 agreement with it.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    #[arg(long, default_value_t = GenParams::STUDY.max_new)]
+    max_new: u32,
+    /// 0 picks the most likely token (greedy).
+    #[arg(long, default_value_t = GenParams::STUDY.temperature)]
+    temperature: f32,
+    #[arg(long, default_value_t = GenParams::STUDY.top_p)]
+    top_p: f32,
+    /// 0 keeps every token.
+    #[arg(long, default_value_t = GenParams::STUDY.top_k)]
+    top_k: u32,
+    #[arg(long, default_value_t = GenParams::STUDY.seed)]
+    seed: u64,
+    /// Keep going past the end-of-sequence token (fixed-length timing).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Repetitions for the speed figures (mean ± sd).
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// Write the reports as a JSON array here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    board: BoardArgs,
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// ONNX model, or a folder written by `edgehil export` (default: onnx-models/fixtures/block.onnx).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    board: BoardArgs,
     /// Timed runs.
     #[arg(long, default_value_t = 20)]
     runs: u32,
@@ -148,24 +239,9 @@ struct RunArgs {
     /// What the board sends back: full, topk:K, digest.
     #[arg(long, default_value = "full", value_parser = parse_outputs)]
     outputs: OutputMode,
-    /// RAM cap instead of the profile's usable RAM, e.g. "64 MiB".
-    #[arg(long, value_parser = parse_bytes)]
-    cap: Option<u64>,
     /// Write the reports as a JSON array here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Seconds of silence from the board before a request is sent again (three sends at most).
-    #[arg(long, default_value_t = 1.5)]
-    resend_after: f64,
-    /// Longest one request may take, in seconds.
-    #[arg(long, default_value_t = 600.0)]
-    timeout: f64,
-    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT).
-    #[arg(long)]
-    agent: Option<PathBuf>,
-    /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).
-    #[arg(long)]
-    ort_library: Option<PathBuf>,
 }
 
 fn parse_engine(s: &str) -> Result<EngineKind, String> {
@@ -251,6 +327,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Run(args) => run_cmd(args, &profiles),
+        Cmd::Generate(args) => generate_cmd(args, &profiles),
         Cmd::Export(args) => export_cmd(args),
     }
 }
@@ -371,54 +448,68 @@ fn run_cmd(args: RunArgs, profiles: &Profiles) -> Result<u8> {
     if !model.is_file() {
         bail!("model {} does not exist", model.display());
     }
-    let target: Target = args.target.parse()?;
-    let ort_library = match args.engine {
-        EngineKind::Ort => Some(run::find_ort_library(args.ort_library.as_deref())?),
-        EngineKind::Tract => args.ort_library,
-    };
-    let agent = match (&target, args.agent) {
-        (_, Some(a)) => a,
-        (Target::Emulated, None) => run::find_agent()?,
-        (Target::Serial { .. }, None) => PathBuf::new(),
-    };
+    let (names, board) = args.board.options()?;
     let opts = RunOptions {
         model,
         reference: args.reference,
-        target,
-        engine: args.engine,
-        opt_level: args.opt_level,
+        board,
         runs: args.runs,
         warmup: args.warmup,
         inputs: args.inputs,
         seed: args.seed,
         sequence: args.prompt_tokens,
         outputs: args.outputs,
-        cap: args.cap,
-        agent,
-        ort_library,
-        timeouts: Timeouts {
-            resend_after: Duration::from_secs_f64(args.resend_after),
-            request: Duration::from_secs_f64(args.timeout),
-            ..Timeouts::default()
-        },
-        faults: Faults::default(),
-        agent_args: Vec::new(),
     };
     let mut reports = Vec::new();
-    for name in &args.profiles {
-        let profile = profiles.get(name)?;
-        let report = run::run(&opts, profile)?;
+    for name in &names {
+        let report = run::run(&opts, profiles.get(name)?)?;
         println!("{}", report.table());
-        reports.push(report);
+        reports.push((report.status, report));
     }
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&reports).context("encoding the reports")?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    finish(reports, args.json.as_deref())
+}
+
+fn generate_cmd(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
+    let (names, board) = args.board.options()?;
+    let opts = GenerateOptions {
+        model: args.model,
+        reference: args.reference,
+        prompt: args.prompt,
+        params: GenParams {
+            max_new: args.max_new,
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+            eos: None,
+        },
+        stop_at_eos: !args.ignore_eos,
+        reps: args.reps,
+        board,
+    };
+    let tokenizer = TextTokenizer::load(&opts.model)?;
+    let mut reports = Vec::new();
+    for name in &names {
+        let profile = profiles.get(name)?;
+        println!("{}: {}", profile.name, opts.prompt);
+        let mut streamer = Streamer::new(&tokenizer, std::io::stdout());
+        let report = edgehil::generate::generate(&opts, profile, |id| streamer.push(id))?;
+        println!("\n\n{}", report.table());
+        reports.push((report.status, report));
     }
-    let worst = reports.iter().map(|r| r.status).fold(0, |code, s| match s {
+    finish(reports, args.json.as_deref())
+}
+
+/// Writes the reports as JSON if asked; the exit code of the worst status.
+fn finish<R: serde::Serialize>(reports: Vec<(Status, R)>, json: Option<&std::path::Path>) -> Result<u8> {
+    if let Some(path) = json {
+        let all: Vec<&R> = reports.iter().map(|(_, r)| r).collect();
+        let text = serde_json::to_string_pretty(&all).context("encoding the reports")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(reports.iter().map(|(s, _)| *s).fold(0, |code, s| match s {
         Status::Ok => code,
         Status::DoesNotFit => code.max(EXIT_DOES_NOT_FIT),
         Status::Failed => code.max(EXIT_BOARD_FAILED),
-    });
-    Ok(worst)
+    }))
 }

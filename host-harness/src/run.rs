@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use edgehil_hil::{
-    EmulatedBoard, EmulatorConfig, Faults, HilError, InferResult, Link, SerialLink, Session, Target, Timeouts,
+    EmulatedBoard, EmulatorConfig, Faults, HilError, InferResult, Link, LinkStats, SerialLink, Session, Target,
+    Timeouts,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
@@ -31,20 +32,13 @@ pub enum RunError {
     Setup(String),
 }
 
+/// Which board, which engine, and how to reach it: what `run` and
+/// `generate` share.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub model: PathBuf,
-    pub reference: Option<PathBuf>,
+pub struct BoardOptions {
     pub target: Target,
     pub engine: EngineKind,
     pub opt_level: OptLevel,
-    pub runs: u32,
-    pub warmup: u32,
-    pub inputs: Option<PathBuf>,
-    pub seed: u64,
-    /// Prompt tokens of a language model's seeded inputs.
-    pub sequence: u64,
-    pub outputs: OutputMode,
     /// Overrides the profile's usable RAM as the cap.
     pub cap: Option<u64>,
     pub agent: PathBuf,
@@ -53,6 +47,48 @@ pub struct RunOptions {
     pub faults: Faults,
     /// Further agent arguments (emulated board only).
     pub agent_args: Vec<String>,
+}
+
+impl BoardOptions {
+    /// The cap on `profile`: the override, or its usable RAM.
+    pub fn cap_on(&self, profile: &Profile) -> u64 {
+        self.cap.unwrap_or(profile.ram_usable.value.0)
+    }
+
+    /// Opens the link, says hello and loads `model`; what the board said is kept in `got`.
+    pub(crate) fn connect(
+        &self,
+        profile: &Profile,
+        model: &Path,
+        got: &mut BoardRun,
+    ) -> Result<Session, (HilError, Option<LinkStats>)> {
+        let link = open_link(self, profile, self.cap_on(profile)).map_err(|e| (e, None))?;
+        let mut session = Session::new(link, self.timeouts).with_faults(self.faults.clone());
+        let mut start = || -> Result<(), HilError> {
+            got.info = Some(session.hello()?);
+            let threads = got.info.as_ref().map_or(1, |i| i.cores).min(profile.cores.value as u16);
+            got.load = Some(session.load(&model.display().to_string(), self.engine, self.opt_level, threads)?);
+            Ok(())
+        };
+        match start() {
+            Ok(()) => Ok(session),
+            Err(e) => Err((e, Some(session.stats))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub model: PathBuf,
+    pub reference: Option<PathBuf>,
+    pub board: BoardOptions,
+    pub runs: u32,
+    pub warmup: u32,
+    pub inputs: Option<PathBuf>,
+    pub seed: u64,
+    /// Prompt tokens of a language model's seeded inputs.
+    pub sequence: u64,
+    pub outputs: OutputMode,
 }
 
 /// The `edgehil-agent` binary: $EDGEHIL_AGENT, or beside this executable
@@ -123,7 +159,7 @@ pub fn host_run(
     Ok((inputs, outputs))
 }
 
-fn open_link(opts: &RunOptions, profile: &Profile, cap: u64) -> Result<Box<dyn Link>, HilError> {
+fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64) -> Result<Box<dyn Link>, HilError> {
     match &opts.target {
         Target::Emulated => {
             let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -148,60 +184,77 @@ fn open_link(opts: &RunOptions, profile: &Profile, cap: u64) -> Result<Box<dyn L
 
 /// What the board gave before it stopped, if it stopped.
 #[derive(Default)]
-struct BoardRun {
-    info: Option<edgehil_runtime::wire::BoardInfo>,
-    load: Option<LoadReport>,
-    infer: Option<InferResult>,
-    agent_bad_frames: Option<u32>,
+pub(crate) struct BoardRun {
+    pub info: Option<edgehil_runtime::wire::BoardInfo>,
+    pub load: Option<LoadReport>,
+    pub infer: Option<InferResult>,
+    pub agent_bad_frames: Option<u32>,
 }
 
-fn board_run(
-    session: &mut Session,
-    opts: &RunOptions,
+impl BoardRun {
+    pub fn board_summary(&self) -> Option<BoardSummary> {
+        self.info.as_ref().map(|i| BoardSummary {
+            agent_version: i.agent_version.clone(),
+            arch: i.arch.clone(),
+            threads: self.load.as_ref().map_or(0, |l| l.threads),
+            engines: i.engines.iter().map(|e| e.name().to_string()).collect(),
+        })
+    }
+
+    pub fn load_summary(&self) -> Option<LoadSummary> {
+        self.load.as_ref().map(|l| LoadSummary { load_ms: l.load_nanos as f64 / 1e6, weight_bytes: l.weight_bytes })
+    }
+
+    pub fn link_summary(&self, stats: Option<LinkStats>) -> LinkSummary {
+        stats.map_or_else(LinkSummary::default, |s| LinkSummary {
+            frames_sent: s.frames_sent,
+            frames_received: s.frames_received,
+            bad_frames_host: s.bad_frames,
+            bad_frames_agent: self.agent_bad_frames,
+            resends: s.resends,
+        })
+    }
+}
+
+/// Runs `work` on a connected board, then reads its counters and shuts it
+/// down; gives the outcome and the link's figures.
+pub(crate) fn on_board(
+    board: &BoardOptions,
     profile: &Profile,
-    inputs: &[Tensor],
+    model: &Path,
     got: &mut BoardRun,
-) -> Result<(), HilError> {
-    got.info = Some(session.hello()?);
-    let threads = got.info.as_ref().map_or(1, |i| i.cores).min(profile.cores.value as u16);
-    got.load = Some(session.load(&opts.model.display().to_string(), opts.engine, opts.opt_level, threads)?);
-    session.set_inputs(inputs)?;
-    got.infer = Some(session.infer(opts.runs, opts.warmup, opts.outputs, |_, _| {})?);
-    got.agent_bad_frames = Some(session.stats()?.bad_frames);
-    session.shutdown()
+    work: impl FnOnce(&mut Session, &mut BoardRun) -> Result<(), HilError>,
+) -> (Result<(), HilError>, Option<LinkStats>) {
+    let mut session = match board.connect(profile, model, got) {
+        Ok(s) => s,
+        Err((e, stats)) => return (Err(e), stats),
+    };
+    let outcome = work(&mut session, got).and_then(|()| {
+        got.agent_bad_frames = Some(session.stats()?.bad_frames);
+        session.shutdown()
+    });
+    (outcome, Some(session.stats))
 }
 
-pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> {
-    let reference_path = opts.reference.clone().unwrap_or_else(|| opts.model.clone());
-    let (inputs, reference) = host_run(
-        &reference_path,
-        None,
-        inputs::Seeded::for_model(opts.seed, &opts.model, opts.sequence),
-        opts.inputs.as_deref(),
-    )?;
-    let cost = estimate::graph_cost(&opts.model, &inputs)?;
-    let predicted = estimate::predict(&cost, profile, opts.engine, opts.opt_level);
-    let cap = opts.cap.unwrap_or(profile.ram_usable.value.0);
-
-    let mut got = BoardRun::default();
-    let mut link_stats = None;
-    let outcome = open_link(opts, profile, cap).and_then(|link| {
-        let mut session = Session::new(link, opts.timeouts).with_faults(opts.faults.clone());
-        let r = board_run(&mut session, opts, profile, &inputs, &mut got);
-        link_stats = Some(session.stats);
-        r
-    });
-
-    let limit = match opts.engine {
+/// The status of a board's attempt and its memory verdict against `cap`.
+/// `peaks` are (heap, resident set); tract is held by the heap cap,
+/// ONNX Runtime by the process data limit.
+pub(crate) fn verdict(
+    engine: EngineKind,
+    cap: u64,
+    outcome: &Result<(), HilError>,
+    peaks: (Option<u64>, Option<u64>),
+) -> (Status, Option<String>, Memory) {
+    let limit = match engine {
         EngineKind::Tract => "heap cap",
         EngineKind::Ort => "process data limit",
     };
     let mut memory = Memory {
         cap_bytes: cap,
         limit,
-        peak_heap: None,
-        peak_rss: None,
-        measured_by: match opts.engine {
+        peak_heap: peaks.0,
+        peak_rss: peaks.1,
+        measured_by: match engine {
             EngineKind::Tract => "peak heap",
             EngineKind::Ort => "peak RSS",
         },
@@ -210,11 +263,13 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         headroom_pct: None,
         needed_at_least: None,
     };
-    let (status, error) = match &outcome {
+    let (status, error) = match outcome {
         Ok(()) => (Status::Ok, None),
-        Err(HilError::Agent {
-            error: AgentError::OutOfMemory { requested, in_use, cap: limit_bytes, limit }, ..
-        }) => {
+        Err(
+            e @ HilError::Agent {
+                error: AgentError::OutOfMemory { requested, in_use, cap: limit_bytes, limit }, ..
+            },
+        ) => {
             memory.needed_at_least = Some(requested + in_use);
             memory.limit = match limit {
                 MemLimit::Heap => "heap cap",
@@ -223,26 +278,18 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
             if *limit_bytes != 0 {
                 memory.cap_bytes = *limit_bytes;
             }
-            (Status::DoesNotFit, Some(outcome.as_ref().unwrap_err().to_string()))
+            (Status::DoesNotFit, Some(e.to_string()))
         }
-        Err(HilError::AgentExited { status, .. })
+        Err(e @ HilError::AgentExited { status, .. })
             if status == &format!("exit code {}", edgehil_runtime::agent::EXIT_OUT_OF_MEMORY) =>
         {
-            (Status::DoesNotFit, Some(outcome.as_ref().unwrap_err().to_string()))
+            (Status::DoesNotFit, Some(e.to_string()))
         }
         Err(e) => (Status::Failed, Some(e.to_string())),
     };
-
-    let (peak_heap, peak_rss) = match (&got.infer, &got.load) {
-        (Some(i), Some(l)) => (Some(i.report.peak_heap.max(l.peak_heap)), Some(i.report.peak_rss.max(l.peak_rss))),
-        (None, Some(l)) => (Some(l.peak_heap), Some(l.peak_rss)),
-        _ => (None, None),
-    };
-    memory.peak_heap = peak_heap;
-    memory.peak_rss = peak_rss;
-    let measured = match opts.engine {
-        EngineKind::Tract => peak_heap,
-        EngineKind::Ort => peak_rss,
+    let measured = match engine {
+        EngineKind::Tract => peaks.0,
+        EngineKind::Ort => peaks.1,
     };
     if let (Some(m), Status::Ok) = (measured, status) {
         let headroom = cap as i64 - m as i64;
@@ -250,6 +297,34 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         memory.headroom_bytes = Some(headroom);
         memory.headroom_pct = Some(100.0 * headroom as f64 / cap.max(1) as f64);
     }
+    (status, error, memory)
+}
+
+pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> {
+    let board = &opts.board;
+    let reference_path = opts.reference.clone().unwrap_or_else(|| opts.model.clone());
+    let (inputs, reference) = host_run(
+        &reference_path,
+        None,
+        inputs::Seeded::for_model(opts.seed, &opts.model, opts.sequence),
+        opts.inputs.as_deref(),
+    )?;
+    let cost = estimate::graph_cost(&opts.model, &inputs)?;
+    let predicted = estimate::predict(&cost, profile, board.engine, board.opt_level);
+    let cap = board.cap_on(profile);
+
+    let mut got = BoardRun::default();
+    let (outcome, link_stats) = on_board(board, profile, &opts.model, &mut got, |session, got| {
+        session.set_inputs(&inputs)?;
+        got.infer = Some(session.infer(opts.runs, opts.warmup, opts.outputs, |_, _| {})?);
+        Ok(())
+    });
+    let peaks = match (&got.infer, &got.load) {
+        (Some(i), Some(l)) => (Some(i.report.peak_heap.max(l.peak_heap)), Some(i.report.peak_rss.max(l.peak_rss))),
+        (None, Some(l)) => (Some(l.peak_heap), Some(l.peak_rss)),
+        _ => (None, None),
+    };
+    let (status, error, memory) = verdict(board.engine, cap, &outcome, peaks);
 
     let latency_ms = got.infer.as_ref().and_then(|i| {
         let us: Vec<f64> = i.latencies_ns.iter().map(|n| *n as f64 / 1e3).collect();
@@ -267,37 +342,22 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         .infer
         .as_ref()
         .map_or_else(Vec::new, |i| i.outputs.iter().zip(&reference).map(|(b, r)| accuracy::compare(b, r)).collect());
-    let link = link_stats.map_or_else(LinkSummary::default, |s| LinkSummary {
-        frames_sent: s.frames_sent,
-        frames_received: s.frames_received,
-        bad_frames_host: s.bad_frames,
-        bad_frames_agent: got.agent_bad_frames,
-        resends: s.resends,
-    });
     Ok(RunReport {
         model: opts.model.display().to_string(),
         reference: reference_path.display().to_string(),
         profile: profile.name.clone(),
-        target: opts.target.to_string(),
-        engine: opts.engine.name().into(),
-        opt_level: got.load.as_ref().map_or(opts.opt_level, |l| l.opt_level).name().into(),
+        target: board.target.to_string(),
+        engine: board.engine.name().into(),
+        opt_level: got.load.as_ref().map_or(board.opt_level, |l| l.opt_level).name().into(),
         status,
         error,
-        board: got.info.map(|i| BoardSummary {
-            agent_version: i.agent_version,
-            arch: i.arch,
-            threads: got.load.as_ref().map_or(0, |l| l.threads),
-            engines: i.engines.into_iter().map(|e| e.name().to_string()).collect(),
-        }),
-        load: got
-            .load
-            .as_ref()
-            .map(|l| LoadSummary { load_ms: l.load_nanos as f64 / 1e6, weight_bytes: l.weight_bytes }),
+        board: got.board_summary(),
+        load: got.load_summary(),
         latency_ms,
         cost: Some(cost),
         predicted: Some(predicted),
         memory,
         accuracy,
-        link,
+        link: got.link_summary(link_stats),
     })
 }

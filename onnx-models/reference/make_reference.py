@@ -14,7 +14,8 @@ Everything is written under ``onnx-models/reference/``:
   ``generation_config.json``, ``model.safetensors``, fp32), plus a
   ``tokenizer.json`` (byte-level BPE with exactly 512 tokens, trained here on
   the text in ``CORPUS``) and ``reference.safetensors`` with the model's
-  logits for a fixed prompt and for a left-padded batch of two.
+  logits for a fixed prompt and for a left-padded batch of two, and the
+  prompt's greedy continuation by 16 tokens (``greedy_ids``).
 * ``llama-gqa-lora/``: a PEFT LoRA adapter (r 4, alpha 8, every projection)
   for ``llama-gqa`` with random A and B, and the logits of the adapted model.
 * ``minilm/``: ``sentences.json`` (10 sentences) and ``reference.safetensors``
@@ -98,6 +99,7 @@ PAD_ID = 0  # "<|pad|>"
 EOS_ID = 1  # "<|endoftext|>"
 SEQ = 8
 PAD_LEFT = 3  # padding positions at the start of the second batch row
+GREEDY_NEW = 16  # tokens of the greedy continuation of the prompt
 
 VERSIONS = {
     "python": sys.version.split()[0],
@@ -331,6 +333,16 @@ def logits_of(model, **kw):
         return model(**kw, use_cache=False).logits.float().contiguous()
 
 
+def greedy_continuation(model, input_ids):
+    """The prompt and GREEDY_NEW tokens, each the argmax of a full forward
+    pass over everything so far (no cache, no end-of-sequence stop)."""
+    ids = input_ids
+    for _ in range(GREEDY_NEW):
+        nxt = logits_of(model, input_ids=ids)[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids.contiguous()
+
+
 def build_causal_lms(tok, ids):
     input_ids, batch, mask, position_ids, ids2 = ids
     results = {}
@@ -365,6 +377,8 @@ def build_causal_lms(tok, ids):
         assert reload_diff == 0.0, (name, reload_diff)
         assert row0_diff < 1e-4 and row1_diff < 1e-4, (name, row0_diff, row1_diff)
         top1 = logits[0].argmax(-1).tolist()
+        greedy = greedy_continuation(model, input_ids)
+
 
         save_file(
             {
@@ -374,6 +388,7 @@ def build_causal_lms(tok, ids):
                 "attention_mask_batch": mask.contiguous(),
                 "position_ids_batch": position_ids.contiguous(),
                 "logits_batch": logits_batch,
+                "greedy_ids": greedy,
             },
             str(d / "reference.safetensors"),
             metadata={k: str(v) for k, v in VERSIONS.items()},

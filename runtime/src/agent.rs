@@ -17,9 +17,11 @@ use std::vec::Vec;
 
 use crate::cap::{CappedAlloc, Refusal};
 use crate::engine::{self, Engine, EngineError, LoadOptions};
+use crate::generate::{self, GenerateError};
 use crate::wire::{
     encode_frame, encode_frame_into, AgentError, AgentStats, BoardInfo, Command, Digest, Event, FrameDecoder,
-    InferReport, LoadReport, MemLimit, OutputMode, OutputPart, Request, Tensor, ToHost, Values, MAX_PAYLOAD,
+    GenParams, GenReport, InferReport, LoadReport, MemLimit, OutputMode, OutputPart, Request, Tensor, ToHost, Values,
+    MAX_PAYLOAD,
 };
 
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -98,8 +100,15 @@ pub fn serve(
     let writer = Arc::new(Mutex::new(Writer { out: writer }));
     let busy = Arc::new(AtomicBool::new(false));
     spawn_heartbeat(writer.clone(), busy.clone());
-    let mut state =
-        State { config, alloc, engine: None, staged: Vec::new(), stats: Stats::default(), data_limit: None };
+    let mut state = State {
+        config,
+        alloc,
+        engine: None,
+        staged: Vec::new(),
+        prompt: Vec::new(),
+        stats: Stats::default(),
+        data_limit: None,
+    };
     // The last request and its answer's frames. A replay needs the same id
     // *and* the same command: a new host session numbers from 1 again.
     let mut last: Option<(Request, Vec<Vec<u8>>)> = None;
@@ -201,6 +210,7 @@ struct State {
     alloc: &'static CappedAlloc<std::alloc::System>,
     engine: Option<Box<dyn Engine>>,
     staged: Vec<Option<Tensor>>,
+    prompt: Vec<u32>,
     stats: Stats,
     data_limit: Option<u64>,
 }
@@ -228,6 +238,24 @@ impl State {
             }
             Command::Infer { runs, warmup, outputs } => match self.infer(runs, warmup, outputs, answer)? {
                 Ok(report) => Event::InferDone(report),
+                Err(e) => Event::Error(e),
+            },
+            Command::SetPrompt { offset, ids } => {
+                if offset == 0 {
+                    self.prompt.clear();
+                }
+                if offset as usize == self.prompt.len() {
+                    self.prompt.extend(ids);
+                    Event::Done
+                } else {
+                    Event::Error(AgentError::BadRequest(std::format!(
+                        "prompt chunk at offset {offset} does not follow the {} ids staged",
+                        self.prompt.len()
+                    )))
+                }
+            }
+            Command::Generate(params) => match self.generate(&params, answer)? {
+                Ok(report) => Event::GenerateDone(report),
                 Err(e) => Event::Error(e),
             },
             Command::Stats => Event::Stats(AgentStats {
@@ -376,6 +404,27 @@ impl State {
             }
         }
         Ok(Ok(InferReport { runs, peak_heap: self.alloc.peak() as u64, peak_rss: crate::sys::peak_rss() }))
+    }
+}
+
+impl State {
+    /// Generates from the staged prompt, sending each token as it is picked.
+    fn generate(&mut self, params: &GenParams, answer: &mut Answer) -> io::Result<Result<GenReport, AgentError>> {
+        let Some(engine) = self.engine.as_mut() else {
+            return Ok(Err(AgentError::BadRequest("no model loaded".to_string())));
+        };
+        self.alloc.reset_peak();
+        let result = generate::generate(engine.as_mut(), &self.prompt, params, |index, id, nanos| {
+            answer.emit(Event::Token { index, id, nanos })
+        });
+        match result {
+            Ok(Ok((_, report))) => {
+                Ok(Ok(GenReport { peak_heap: self.alloc.peak() as u64, peak_rss: crate::sys::peak_rss(), ..report }))
+            }
+            Ok(Err(link)) => Err(link),
+            Err(GenerateError::Engine(e)) => Ok(Err(self.engine_error(e))),
+            Err(e) => Ok(Err(AgentError::BadRequest(e.to_string()))),
+        }
     }
 }
 

@@ -21,4 +21,6 @@ pub mod agent;
 #[cfg(feature = "std")]
 pub mod engine;
 #[cfg(feature = "std")]
+pub mod generate;
+#[cfg(feature = "std")]
 pub mod sys;

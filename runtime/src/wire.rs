@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on any change to the messages below; checked by `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest encoded frame, delimiter included.
 pub const MAX_FRAME: usize = 8192;
@@ -60,9 +60,67 @@ pub enum Command {
         warmup: u32,
         outputs: OutputMode,
     },
+    /// Prompt token ids from `offset` on; a prompt longer than one frame
+    /// travels as several.
+    SetPrompt {
+        offset: u32,
+        ids: Vec<u32>,
+    },
+    /// Generate from the staged prompt with the loaded language model.
+    Generate(GenParams),
     Stats,
     Unload,
     Shutdown,
+}
+
+/// Prompt ids per `SetPrompt` frame: a u32 takes up to 5 bytes as a varint.
+pub const PROMPT_CHUNK: usize = 1024;
+
+/// How to pick each new token. The order is Hugging Face's: temperature,
+/// then top-k, then top-p (nucleus), then a draw; temperature 0 is greedy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct GenParams {
+    pub max_new: u32,
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub seed: u64,
+    /// Stop after this token (the tokenizer's end of sequence), if given.
+    pub eos: Option<u32>,
+}
+
+impl GenParams {
+    /// The study's settings: temperature 0.1, top-p 0.9, top-k 10, 100 new tokens.
+    pub const STUDY: GenParams =
+        GenParams { max_new: 100, temperature: 0.1, top_k: 10, top_p: 0.9, seed: 0, eos: None };
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum StopReason {
+    MaxNew,
+    Eos,
+}
+
+/// The end of a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct GenReport {
+    pub prompt_tokens: u32,
+    pub generated: u32,
+    /// The prompt's forward pass.
+    pub prefill_nanos: u64,
+    /// Prompt in to first token out (prefill and the first pick).
+    pub first_token_nanos: u64,
+    /// Every step after the first token.
+    pub decode_nanos: u64,
+    /// The KV cache at the last step.
+    pub kv_bytes: u64,
+    pub peak_heap: u64,
+    pub peak_rss: u64,
+    pub stop: StopReason,
 }
 
 /// Agent → host.
@@ -89,6 +147,13 @@ pub enum Event {
     },
     Output(OutputPart),
     InferDone(InferReport),
+    /// One generated token, `nanos` after the prompt went in.
+    Token {
+        index: u32,
+        id: u32,
+        nanos: u64,
+    },
+    GenerateDone(GenReport),
     Stats(AgentStats),
     Done,
     Error(AgentError),
@@ -97,7 +162,7 @@ pub enum Event {
 impl Event {
     /// True for the last event of an answer.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Event::Run { .. } | Event::Output(_))
+        !matches!(self, Event::Run { .. } | Event::Output(_) | Event::Token { .. })
     }
 }
 

@@ -12,7 +12,7 @@ const FIXTURES: [&str; 4] = ["mlp.onnx", "mlp-int8.onnx", "block.onnx", "block-i
 fn assert_matches_reference(engine: EngineKind, opt_level: OptLevel, tolerance: f64) {
     for model in FIXTURES {
         let mut opts = options(model, engine);
-        opts.opt_level = opt_level;
+        opts.board.opt_level = opt_level;
         let r = run_on(&opts, "jetson-orin-nano");
         assert_eq!(r.status, Status::Ok, "{model} on {engine:?}: {:?}", r.error);
         assert_eq!(r.latency_ms.as_ref().map(|l| l.runs), Some(5));
@@ -39,7 +39,7 @@ fn onnx_runtime_basic_matches_the_tract_reference() {
 #[test]
 fn onnx_runtime_all_is_reported_and_close() {
     let mut opts = options("block-int8.onnx", EngineKind::Ort);
-    opts.opt_level = OptLevel::All;
+    opts.board.opt_level = OptLevel::All;
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Ok, "{:?}", r.error);
     assert_eq!(r.opt_level, "all");

@@ -6,46 +6,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::{export_to, reference_dir, Reference};
 use edgehil::accuracy::{compare_full, Accuracy};
-use edgehil_onnx::export::{export, ExportOptions, Manifest, Prune, Quant};
+use edgehil_onnx::export::{export, ExportOptions, Prune, Quant};
 use edgehil_runtime::engine::{self, Engine, LoadOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, Tensor, Values};
 
 const MODELS: [&str; 5] = ["gpt2", "neox", "llama-gqa", "llama-tied", "opt"];
-
-fn reference_dir(name: &str) -> PathBuf {
-    edgehil_onnx::fixtures::dir().parent().unwrap().join("reference").join(name)
-}
-
-/// The tensors of a reference.safetensors file.
-struct Reference(Vec<u8>);
-
-impl Reference {
-    fn open(dir: &Path) -> Self {
-        Reference(std::fs::read(dir.join("reference.safetensors")).unwrap())
-    }
-
-    fn get(&self, name: &str) -> (Vec<u64>, Vec<u8>) {
-        let st = safetensors::SafeTensors::deserialize(&self.0).unwrap();
-        let t = st.tensor(name).unwrap();
-        (t.shape().iter().map(|d| *d as u64).collect(), t.data().to_vec())
-    }
-
-    fn i64s(&self, name: &str) -> (Vec<u64>, Vec<i64>) {
-        let (shape, raw) = self.get(name);
-        (shape, raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
-    }
-
-    fn f32s(&self, name: &str) -> Vec<f32> {
-        self.get(name).1.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    }
-}
-
-fn export_to(model: &str, variant: &str, opts: ExportOptions) -> (PathBuf, Manifest) {
-    let out = common::scratch_dir("export").join(format!("{model}-{variant}"));
-    let manifest = export(&reference_dir(model), &out, opts).unwrap_or_else(|e| panic!("{model} {variant}: {e}"));
-    (out, manifest)
-}
 
 fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {
     let opts = LoadOptions {

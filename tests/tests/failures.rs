@@ -10,7 +10,7 @@ use common::*;
 use edgehil::report::Status;
 use edgehil_hil::{EmulatedBoard, EmulatorConfig, Faults, HilError, Session, Timeouts};
 use edgehil_onnx::fixtures::Precision;
-use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
+use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode, PROTOCOL_VERSION};
 
 #[test]
 fn a_cap_below_the_model_gives_does_not_fit_with_the_figures() {
@@ -34,7 +34,7 @@ fn onnx_runtime_is_held_by_the_process_data_limit() {
     edgehil_onnx::graph::write_model(&model, &path).unwrap();
     let mut opts = options("mlp.onnx", EngineKind::Ort);
     opts.model = path;
-    opts.cap = Some(4 * 1024 * 1024);
+    opts.board.cap = Some(4 * 1024 * 1024);
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::DoesNotFit, "{:?} {}", r.error, r.table());
     assert_eq!(r.memory.limit, "process data limit", "{}", r.table());
@@ -45,8 +45,8 @@ fn onnx_runtime_is_held_by_the_process_data_limit() {
 fn corrupted_frames_both_ways_are_retried_and_the_result_is_still_right() {
     let mut opts = options("block.onnx", EngineKind::Tract);
     // Frame 2 sent is the load request; frame 4 received is inside the infer answer.
-    opts.faults = Faults { corrupt_sent: vec![2], corrupt_received: vec![4] };
-    opts.timeouts.resend_after = Duration::from_millis(500);
+    opts.board.faults = Faults { corrupt_sent: vec![2], corrupt_received: vec![4] };
+    opts.board.timeouts.resend_after = Duration::from_millis(500);
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Ok, "{:?}", r.error);
     assert!(r.accuracy[0].max_abs.unwrap() <= 1e-5, "{:?}", r.accuracy);
@@ -59,11 +59,11 @@ fn corrupted_frames_both_ways_are_retried_and_the_result_is_still_right() {
 #[test]
 fn a_version_mismatch_names_both_versions() {
     let mut opts = options("mlp.onnx", EngineKind::Tract);
-    opts.agent_args = vec!["--protocol-version".into(), "99".into()];
+    opts.board.agent_args = vec!["--protocol-version".into(), "99".into()];
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Failed);
     let e = r.error.unwrap();
-    assert!(e.contains("agent speaks version 99") && e.contains("host speaks version 1"), "{e}");
+    assert!(e.contains("agent speaks version 99") && e.contains(&format!("host speaks version {PROTOCOL_VERSION}")), "{e}");
 }
 
 fn loaded_session(resend_after: Duration) -> (Session, u32) {

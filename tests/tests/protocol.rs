@@ -54,7 +54,7 @@ where
 #[test]
 fn every_request_round_trips() {
     let seen = round_trip::<Request>(3000, 256);
-    for name in ["Hello", "Load", "SetInput", "Infer", "Stats", "Unload", "Shutdown"] {
+    for name in ["Hello", "Load", "SetInput", "Infer", "SetPrompt", "Generate", "Stats", "Unload", "Shutdown"] {
         assert!(seen.iter().any(|s| s.ends_with(name)), "no {name} among {seen:?}");
     }
 }
@@ -62,7 +62,19 @@ fn every_request_round_trips() {
 #[test]
 fn every_event_round_trips() {
     let seen = round_trip::<ToHost>(6000, 256);
-    for name in ["HelloAck", "Loaded", "Run", "Output", "InferDone", "Stats", "Done", "Error", "Heartbeat"] {
+    for name in [
+        "HelloAck",
+        "Loaded",
+        "Run",
+        "Output",
+        "InferDone",
+        "Token",
+        "GenerateDone",
+        "Stats",
+        "Done",
+        "Error",
+        "Heartbeat",
+    ] {
         assert!(seen.iter().any(|s| s.ends_with(name)), "no {name} among {seen:?}");
     }
 }
@@ -102,6 +114,8 @@ fn message_bytes() {
         Command::Load { path: "m.onnx".into(), engine: EngineKind::Tract, opt_level: OptLevel::All, threads: 4 },
         Command::SetInput { index: 0, chunk: tensor.clone() },
         Command::Infer { runs: 10, warmup: 2, outputs: OutputMode::TopK(5) },
+        Command::SetPrompt { offset: 0, ids: vec![1, 300, 70_000] },
+        Command::Generate(GenParams { seed: 7, eos: Some(2), ..GenParams::STUDY }),
         Command::Stats,
         Command::Unload,
         Command::Shutdown,
@@ -166,6 +180,22 @@ fn message_bytes() {
             id: 4,
             seq: 4,
             event: Event::InferDone(InferReport { runs: 10, peak_heap: 1000, peak_rss: 2000 }),
+        },
+        ToHost::Event { id: 10, seq: 0, event: Event::Token { index: 0, id: 300, nanos: 2_000_000 } },
+        ToHost::Event {
+            id: 10,
+            seq: 1,
+            event: Event::GenerateDone(GenReport {
+                prompt_tokens: 3,
+                generated: 1,
+                prefill_nanos: 1_900_000,
+                first_token_nanos: 2_000_000,
+                decode_nanos: 0,
+                kv_bytes: 4096,
+                peak_heap: 1 << 20,
+                peak_rss: 8 << 20,
+                stop: StopReason::Eos,
+            }),
         },
         ToHost::Event {
             id: 5,

@@ -2,13 +2,14 @@
 //! ONNX Runtime library are, and a run on the emulated board.
 #![allow(dead_code)] // each test file uses its own part of this module
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgehil::profile::{Profile, Profiles};
 use edgehil::report::RunReport;
-use edgehil::run::{self, RunOptions};
+use edgehil::run::{self, BoardOptions, RunOptions};
 use edgehil_hil::{Faults, Target, Timeouts};
+use edgehil_onnx::export::{export, ExportOptions, Manifest};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
 /// target/debug (or the profile folder the tests were built in).
@@ -39,19 +40,12 @@ pub fn profile(name: &str) -> Profile {
     Profiles::builtin().unwrap().get(name).unwrap().clone()
 }
 
-pub fn options(model: &str, engine: EngineKind) -> RunOptions {
-    RunOptions {
-        model: fixture(model),
-        reference: None,
+/// The emulated board with `engine`.
+pub fn board(engine: EngineKind) -> BoardOptions {
+    BoardOptions {
         target: Target::Emulated,
         engine,
         opt_level: OptLevel::Basic,
-        runs: 5,
-        warmup: 1,
-        inputs: None,
-        seed: 1,
-        sequence: 16,
-        outputs: OutputMode::Full,
         cap: None,
         agent: binary("edgehil-agent"),
         ort_library: (engine == EngineKind::Ort).then(ort_library),
@@ -65,6 +59,20 @@ pub fn options(model: &str, engine: EngineKind) -> RunOptions {
     }
 }
 
+pub fn options(model: &str, engine: EngineKind) -> RunOptions {
+    RunOptions {
+        model: fixture(model),
+        reference: None,
+        board: board(engine),
+        runs: 5,
+        warmup: 1,
+        inputs: None,
+        seed: 1,
+        sequence: 16,
+        outputs: OutputMode::Full,
+    }
+}
+
 pub fn run_on(opts: &RunOptions, profile_name: &str) -> RunReport {
     run::run(opts, &profile(profile_name)).expect("host side of the run")
 }
@@ -74,4 +82,39 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = bin_dir().join("edgehil-test-scratch").join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A tiny Hugging Face model made by onnx-models/reference/make_reference.py.
+pub fn reference_dir(name: &str) -> PathBuf {
+    edgehil_onnx::fixtures::dir().parent().unwrap().join("reference").join(name)
+}
+
+/// The tensors of a reference.safetensors file (onnx-models/reference).
+pub struct Reference(Vec<u8>);
+
+impl Reference {
+    pub fn open(dir: &Path) -> Self {
+        Reference(std::fs::read(dir.join("reference.safetensors")).unwrap())
+    }
+
+    pub fn get(&self, name: &str) -> (Vec<u64>, Vec<u8>) {
+        let st = safetensors::SafeTensors::deserialize(&self.0).unwrap();
+        let t = st.tensor(name).unwrap();
+        (t.shape().iter().map(|d| *d as u64).collect(), t.data().to_vec())
+    }
+
+    pub fn i64s(&self, name: &str) -> (Vec<u64>, Vec<i64>) {
+        let (shape, raw) = self.get(name);
+        (shape, raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+    }
+
+    pub fn f32s(&self, name: &str) -> Vec<f32> {
+        self.get(name).1.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+}
+
+pub fn export_to(model: &str, variant: &str, opts: ExportOptions) -> (PathBuf, Manifest) {
+    let out = scratch_dir("export").join(format!("{model}-{variant}"));
+    let manifest = export(&reference_dir(model), &out, opts).unwrap_or_else(|e| panic!("{model} {variant}: {e}"));
+    (out, manifest)
 }

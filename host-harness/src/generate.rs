@@ -1,0 +1,425 @@
+//! `edgehil generate`: a language model writing on a board, timed as
+//! llama-bench times it (prompt and generation tok/s, mean ± sd over
+//! repetitions) and checked against the same generation on the host.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use edgehil_hil::HilError;
+use edgehil_runtime::engine::{self, EngineError, LoadOptions};
+use edgehil_runtime::generate::{self, GenerateError};
+use edgehil_runtime::wire::{GenParams, GenReport};
+use serde::Serialize;
+
+use crate::profile::Profile;
+use crate::report::{BoardSummary, LinkSummary, LoadSummary, Memory, Status};
+use crate::run::{on_board, verdict, BoardOptions, BoardRun};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenerateHostError {
+    /// the model folder lacks a file generation needs
+    #[error("{path}: {reason}")]
+    Folder { path: PathBuf, reason: String },
+    /// tokenizer.json could not be read or used
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    /// the prompt and the new tokens do not fit the model's context
+    #[error(
+        "prompt of {prompt} tokens + {max_new} new tokens = {} exceeds the context of {model} ({context} positions)",
+        prompt + max_new
+    )]
+    ContextTooLong { model: PathBuf, prompt: u64, max_new: u64, context: u64 },
+    /// the host's own generation failed
+    #[error("host reference with {path}: {cause}")]
+    Reference { path: PathBuf, cause: GenerateError },
+}
+
+/// A model folder's tokenizer (`tokenizer.json`, Hugging Face `tokenizers`)
+/// and its end-of-sequence token.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    pub eos: Option<u32>,
+}
+
+impl TextTokenizer {
+    pub fn load(dir: &Path) -> Result<Self, GenerateHostError> {
+        let path = dir.join("tokenizer.json");
+        let err = |reason: String| GenerateHostError::Tokenizer { path: path.clone(), reason };
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        // tokenizer_config.json names the end token, as a string or {"content": ..}.
+        let eos = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|c| {
+                let e = &c["eos_token"];
+                e.as_str().or_else(|| e["content"].as_str()).map(str::to_string)
+            })
+            .and_then(|name| inner.token_to_id(&name));
+        Ok(Self { inner, path, eos })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, GenerateHostError> {
+        let enc = self.inner.encode(text, true).map_err(|e| self.error(e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, GenerateHostError> {
+        self.inner.decode(ids, true).map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: tokenizers::Error) -> GenerateHostError {
+        GenerateHostError::Tokenizer { path: self.path.clone(), reason: e.to_string() }
+    }
+}
+
+/// Prints text as tokens arrive. Byte-level tokens can split a character,
+/// so each step decodes everything so far and prints what is new.
+pub struct Streamer<'t, W: Write> {
+    tokenizer: &'t TextTokenizer,
+    ids: Vec<u32>,
+    printed: usize,
+    out: W,
+}
+
+impl<'t, W: Write> Streamer<'t, W> {
+    pub fn new(tokenizer: &'t TextTokenizer, out: W) -> Self {
+        Self { tokenizer, ids: Vec::new(), printed: 0, out }
+    }
+
+    pub fn push(&mut self, id: u32) {
+        self.ids.push(id);
+        let Ok(text) = self.tokenizer.decode(&self.ids) else { return };
+        // Hold back a trailing replacement character: the rest of it may come next.
+        let ready = text.trim_end_matches('\u{fffd}');
+        if ready.len() > self.printed && ready.is_char_boundary(self.printed) {
+            let _ = write!(self.out, "{}", &ready[self.printed..]);
+            let _ = self.out.flush();
+            self.printed = ready.len();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// A folder written by `edgehil export`.
+    pub model: PathBuf,
+    /// The fp32 export of the same model, for teacher-forced agreement.
+    pub reference: Option<PathBuf>,
+    pub prompt: String,
+    pub params: GenParams,
+    /// Stop at the tokenizer's end-of-sequence token.
+    pub stop_at_eos: bool,
+    pub reps: u32,
+    pub board: BoardOptions,
+}
+
+/// Mean and sample standard deviation.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MeanSd {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+impl MeanSd {
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let n = values.len() as f64;
+        if values.is_empty() {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n;
+        let var =
+            if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        Some(Self { mean, sd: var.sqrt() })
+    }
+}
+
+/// llama-bench's figures over the repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Speed {
+    pub reps: u32,
+    pub time_to_first_token_ms: MeanSd,
+    /// Prompt tokens / prefill time (llama-bench pp).
+    pub prompt_tok_s: MeanSd,
+    /// Tokens after the first / their time (llama-bench tg); none if only one token came.
+    pub generation_tok_s: Option<MeanSd>,
+}
+
+impl Speed {
+    pub fn of(reports: &[GenReport]) -> Option<Self> {
+        let ms = |n: u64| n as f64 / 1e6;
+        let ttft: Vec<f64> = reports.iter().map(|r| ms(r.first_token_nanos)).collect();
+        let pp: Vec<f64> =
+            reports.iter().map(|r| f64::from(r.prompt_tokens) / (r.prefill_nanos as f64 / 1e9)).collect();
+        let tg: Vec<f64> = reports
+            .iter()
+            .filter(|r| r.generated > 1 && r.decode_nanos > 0)
+            .map(|r| f64::from(r.generated - 1) / (r.decode_nanos as f64 / 1e9))
+            .collect();
+        Some(Self {
+            reps: reports.len() as u32,
+            time_to_first_token_ms: MeanSd::of(&ttft)?,
+            prompt_tok_s: MeanSd::of(&pp)?,
+            generation_tok_s: MeanSd::of(&tg),
+        })
+    }
+}
+
+/// How the board's tokens compare with the host's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agreement {
+    /// The engine the host reference ran.
+    pub host_engine: String,
+    /// Every repetition gave the host's tokens.
+    pub same_tokens: bool,
+    /// The first index where the first repetition differs from the host.
+    pub first_difference: Option<u32>,
+    /// With a reference model: the share of generated positions where this
+    /// model's top-1, fed the board's tokens, equals the reference's.
+    pub teacher_forced_top1: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateReport {
+    pub model: String,
+    pub reference: Option<String>,
+    pub profile: String,
+    pub target: String,
+    pub engine: String,
+    pub status: Status,
+    pub error: Option<String>,
+    pub params: GenParams,
+    pub prompt: String,
+    pub prompt_tokens: u32,
+    /// The first repetition's tokens and their text.
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub board: Option<BoardSummary>,
+    pub load: Option<LoadSummary>,
+    pub speed: Option<Speed>,
+    /// The KV cache at the last token; the peaks below include it.
+    pub kv_cache_bytes: Option<u64>,
+    pub memory: Memory,
+    pub agreement: Option<Agreement>,
+    pub link: LinkSummary,
+}
+
+fn host_engine(board: &BoardOptions, path: &Path) -> Result<Box<dyn engine::Engine>, EngineError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = LoadOptions {
+        engine: board.engine,
+        opt_level: board.opt_level,
+        threads,
+        ort_library: board.ort_library.clone(),
+    };
+    engine::load(path, &opts)
+}
+
+/// Top-1 at each generated position of `ids` (after `prompt` tokens).
+fn teacher_forced_top1(
+    board: &BoardOptions,
+    model: &Path,
+    ids: &[u32],
+    prompt: usize,
+) -> Result<Vec<u32>, GenerateHostError> {
+    let reference_err = |cause: GenerateError| GenerateHostError::Reference { path: model.into(), cause };
+    let mut engine = host_engine(board, model).map_err(|e| reference_err(e.into()))?;
+    let (logits, vocab) = generate::logits_of(engine.as_mut(), ids).map_err(reference_err)?;
+    Ok(logits
+        .chunks(vocab)
+        .skip(prompt - 1)
+        .take(ids.len() - prompt)
+        .map(|row| generate::pick(row, &GenParams { temperature: 0.0, ..GenParams::STUDY }, &mut generate::Rng::new(0)))
+        .collect())
+}
+
+fn model_context(dir: &Path) -> Result<u64, GenerateHostError> {
+    let path = dir.join(edgehil_onnx::export::MANIFEST);
+    let manifest: serde_json::Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| GenerateHostError::Folder {
+        path: path.clone(),
+        reason: "missing or not JSON; generate takes a folder written by `edgehil export`".into(),
+    })?;
+    manifest["config"]["max_positions"]
+        .as_u64()
+        .ok_or(GenerateHostError::Folder { path, reason: "no config.max_positions".into() })
+}
+
+/// Generates on the board `reps` times and on the host once; `on_token`
+/// sees the first repetition's tokens as the board sends them.
+pub fn generate(
+    opts: &GenerateOptions,
+    profile: &Profile,
+    mut on_token: impl FnMut(u32),
+) -> Result<GenerateReport, GenerateHostError> {
+    let board = &opts.board;
+    let tokenizer = TextTokenizer::load(&opts.model)?;
+    let prompt = tokenizer.encode(&opts.prompt)?;
+    let context = model_context(&opts.model)?;
+    if prompt.len() as u64 + u64::from(opts.params.max_new) > context {
+        return Err(GenerateHostError::ContextTooLong {
+            model: opts.model.clone(),
+            prompt: prompt.len() as u64,
+            max_new: opts.params.max_new.into(),
+            context,
+        });
+    }
+    let params = GenParams { eos: if opts.stop_at_eos { tokenizer.eos } else { None }, ..opts.params };
+    let onnx = opts.model.join("model.onnx");
+
+    // The host reference: the same loop and engine, in this process, uncapped.
+    let reference_err = |cause: GenerateError| GenerateHostError::Reference { path: onnx.clone(), cause };
+    let mut host = host_engine(board, &onnx).map_err(|e| reference_err(e.into()))?;
+    let host_tokens = generate::generate(host.as_mut(), &prompt, &params, |_, _, _| Ok::<(), ()>(()))
+        .map_err(reference_err)?
+        .map(|(tokens, _)| tokens)
+        .unwrap_or_default();
+    drop(host);
+
+    let mut got = BoardRun::default();
+    let mut runs: Vec<(Vec<u32>, GenReport)> = Vec::new();
+    let (outcome, link_stats) = on_board(board, profile, &onnx, &mut got, |session, _| {
+        session.set_prompt(&prompt)?;
+        for rep in 0..opts.reps.max(1) {
+            let run = session.generate(params, |_, id, _| {
+                if rep == 0 {
+                    on_token(id)
+                }
+            })?;
+            runs.push(run);
+        }
+        Ok::<(), HilError>(())
+    });
+    let reports: Vec<GenReport> = runs.iter().map(|(_, r)| *r).collect();
+    let peak = |f: fn(&GenReport) -> u64, load: Option<u64>| reports.iter().map(f).chain(load).max();
+    let peaks = (
+        peak(|r| r.peak_heap, got.load.as_ref().map(|l| l.peak_heap)),
+        peak(|r| r.peak_rss, got.load.as_ref().map(|l| l.peak_rss)),
+    );
+    let (status, error, memory) = verdict(board.engine, board.cap_on(profile), &outcome, peaks);
+
+    let first = runs.first().map(|(t, _)| t.clone()).unwrap_or_default();
+    let agreement = match (&opts.reference, runs.is_empty()) {
+        (_, true) => None,
+        (reference, false) => {
+            let teacher_forced_top1 = match reference {
+                Some(r) if !first.is_empty() => {
+                    let ids: Vec<u32> = prompt.iter().chain(&first).copied().collect();
+                    let ours = teacher_forced_top1(board, &onnx, &ids, prompt.len())?;
+                    let theirs = teacher_forced_top1(board, &r.join("model.onnx"), &ids, prompt.len())?;
+                    let same = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+                    Some(same as f64 / ours.len() as f64)
+                }
+                _ => None,
+            };
+            Some(Agreement {
+                host_engine: board.engine.name().into(),
+                same_tokens: runs.iter().all(|(t, _)| *t == host_tokens),
+                first_difference: first
+                    .iter()
+                    .zip(&host_tokens)
+                    .position(|(a, b)| a != b)
+                    .or((first.len() != host_tokens.len()).then_some(first.len().min(host_tokens.len())))
+                    .map(|i| i as u32),
+                teacher_forced_top1,
+            })
+        }
+    };
+    Ok(GenerateReport {
+        model: opts.model.display().to_string(),
+        reference: opts.reference.as_ref().map(|r| r.display().to_string()),
+        profile: profile.name.clone(),
+        target: board.target.to_string(),
+        engine: board.engine.name().into(),
+        status,
+        error,
+        params,
+        prompt: opts.prompt.clone(),
+        prompt_tokens: prompt.len() as u32,
+        text: tokenizer.decode(&first)?,
+        tokens: first,
+        board: got.board_summary(),
+        load: got.load_summary(),
+        speed: Speed::of(&reports),
+        kv_cache_bytes: reports.last().map(|r| r.kv_bytes),
+        memory,
+        agreement,
+        link: got.link_summary(link_stats),
+    })
+}
+
+impl GenerateReport {
+    /// The report for people.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let p = &self.params;
+        let _ = writeln!(
+            s,
+            "generate {} on {} ({}, {}): {}",
+            self.model,
+            self.profile,
+            self.target,
+            self.engine,
+            serde_json::to_value(self.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        );
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "  error       {e}");
+        }
+        let _ = writeln!(s, "  prompt      {} tokens: {:?}", self.prompt_tokens, self.prompt);
+        let _ = writeln!(
+            s,
+            "  generated   {} tokens (temperature {}, top-k {}, top-p {}, seed {}, max {}): {:?}",
+            self.tokens.len(),
+            p.temperature,
+            p.top_k,
+            p.top_p,
+            p.seed,
+            p.max_new,
+            self.text
+        );
+        if let Some(sp) = &self.speed {
+            let tg = sp.generation_tok_s.map_or("-".to_string(), |t| format!("{:.1} ± {:.1}", t.mean, t.sd));
+            let _ = writeln!(
+                s,
+                "  speed       first token {:.1} ± {:.1} ms, prompt {:.1} ± {:.1} tok/s, generation {tg} tok/s ({} reps)",
+                sp.time_to_first_token_ms.mean,
+                sp.time_to_first_token_ms.sd,
+                sp.prompt_tok_s.mean,
+                sp.prompt_tok_s.sd,
+                sp.reps
+            );
+        }
+        let m = &self.memory;
+        let bytes = |b: Option<u64>| b.map_or("-".to_string(), |b| crate::units::human_bytes(b as f64));
+        let _ = writeln!(
+            s,
+            "  memory      peak heap {}, peak RSS {}, KV cache {} (in the peaks); {} {}: {}",
+            bytes(m.peak_heap),
+            bytes(m.peak_rss),
+            bytes(self.kv_cache_bytes),
+            m.limit,
+            crate::units::human_bytes(m.cap_bytes as f64),
+            match (m.fits, m.headroom_pct) {
+                (true, Some(h)) => format!("fits, {h:.0}% headroom"),
+                _ => "does not fit".to_string(),
+            }
+        );
+        if let Some(a) = &self.agreement {
+            let same = if a.same_tokens {
+                format!("same tokens as the host ({})", a.host_engine)
+            } else {
+                format!("differs from the host ({}) at token {:?}", a.host_engine, a.first_difference)
+            };
+            let tf = a
+                .teacher_forced_top1
+                .map(|t| format!("; teacher-forced top-1 vs the reference: {:.1}%", 100.0 * t))
+                .unwrap_or_default();
+            let _ = writeln!(s, "  agreement   {same}{tf}");
+        }
+        s
+    }
+}
