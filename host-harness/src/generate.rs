@@ -234,18 +234,29 @@ fn teacher_forced_top1(
         .collect())
 }
 
-fn model_context(dir: &Path) -> Result<u64, GenerateHostError> {
+/// What generation needs from a model folder's manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelFacts {
+    pub vocab: u64,
+    /// Positions the model can attend to.
+    pub context: u64,
+}
+
+pub fn model_manifest(dir: &Path) -> Result<ModelFacts, GenerateHostError> {
     let path = dir.join(edgehil_onnx::export::MANIFEST);
     let manifest: serde_json::Value = std::fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(|| GenerateHostError::Folder {
         path: path.clone(),
-        reason: "missing or not JSON; generate takes a folder written by `edgehil export`".into(),
+        reason: "missing or not JSON; this takes a folder written by `edgehil export`".into(),
     })?;
-    manifest["config"]["max_positions"]
-        .as_u64()
-        .ok_or(GenerateHostError::Folder { path, reason: "no config.max_positions".into() })
+    let field = |name: &str| {
+        manifest["config"][name]
+            .as_u64()
+            .ok_or_else(|| GenerateHostError::Folder { path: path.clone(), reason: format!("no config.{name}") })
+    };
+    Ok(ModelFacts { vocab: field("vocab")?, context: field("max_positions")? })
 }
 
 /// Generates on the board `reps` times and on the host once; `on_token`
@@ -258,7 +269,7 @@ pub fn generate(
     let board = &opts.board;
     let tokenizer = TextTokenizer::load(&opts.model)?;
     let prompt = tokenizer.encode(&opts.prompt)?;
-    let context = model_context(&opts.model)?;
+    let context = model_manifest(&opts.model)?.context;
     if prompt.len() as u64 + u64::from(opts.params.max_new) > context {
         return Err(GenerateHostError::ContextTooLong {
             model: opts.model.clone(),
@@ -364,7 +375,7 @@ impl GenerateReport {
             self.profile,
             self.target,
             self.engine,
-            serde_json::to_value(self.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            self.status.name()
         );
         if let Some(e) = &self.error {
             let _ = writeln!(s, "  error       {e}");

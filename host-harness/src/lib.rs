@@ -17,4 +17,5 @@ pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod run;
+pub mod sweep;
 pub mod units;

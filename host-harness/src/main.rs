@@ -56,6 +56,8 @@ enum Cmd {
     },
     /// Generate text with an exported language model on a board: streamed tokens, speed, RAM, agreement with the host.
     Generate(GenerateArgs),
+    /// llama-bench's speed table (ppN prompt, tgN generation tok/s) per model, profile and engine.
+    Sweep(SweepArgs),
     /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
     Export(ExportArgs),
     /// Device profiles.
@@ -114,7 +116,7 @@ enum ProfilesCmd {
     Show { name: String },
 }
 
-/// Where and how a model runs: shared by `run` and `generate`.
+/// Where and how a model runs: shared by `run`, `generate` and `sweep`.
 #[derive(clap::Args)]
 struct BoardArgs {
     /// Device profile; repeat to run on several boards in turn.
@@ -123,9 +125,9 @@ struct BoardArgs {
     /// emu, or serial:PORT[@BAUD].
     #[arg(long, default_value = "emu")]
     target: String,
-    /// tract or ort.
-    #[arg(long, default_value = "tract", value_parser = parse_engine)]
-    engine: EngineKind,
+    /// tract or ort; several, comma-separated, run one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "tract", value_parser = parse_engine)]
+    engine: Vec<EngineKind>,
     /// Graph optimisation level for ort: disabled, basic, extended, all.
     #[arg(long, default_value = "all", value_parser = parse_opt_level)]
     opt_level: OptLevel,
@@ -147,33 +149,38 @@ struct BoardArgs {
 }
 
 impl BoardArgs {
-    fn options(self) -> Result<(Vec<String>, run::BoardOptions)> {
+    /// The profiles, and the board options for each engine.
+    fn options(self) -> Result<(Vec<String>, Vec<run::BoardOptions>)> {
         let target: Target = self.target.parse()?;
-        let ort_library = match self.engine {
-            EngineKind::Ort => Some(run::find_ort_library(self.ort_library.as_deref())?),
-            EngineKind::Tract => self.ort_library,
+        let ort_library = match self.engine.contains(&EngineKind::Ort) {
+            true => Some(run::find_ort_library(self.ort_library.as_deref())?),
+            false => self.ort_library,
         };
         let agent = match (&target, self.agent) {
             (_, Some(a)) => a,
             (Target::Emulated, None) => run::find_agent()?,
             (Target::Serial { .. }, None) => PathBuf::new(),
         };
-        let board = run::BoardOptions {
-            target,
-            engine: self.engine,
-            opt_level: self.opt_level,
-            cap: self.cap,
-            agent,
-            ort_library,
-            timeouts: Timeouts {
-                resend_after: Duration::from_secs_f64(self.resend_after),
-                request: Duration::from_secs_f64(self.timeout),
-                ..Timeouts::default()
-            },
-            faults: Faults::default(),
-            agent_args: Vec::new(),
-        };
-        Ok((self.profiles, board))
+        let boards = self
+            .engine
+            .iter()
+            .map(|&engine| run::BoardOptions {
+                target: target.clone(),
+                engine,
+                opt_level: self.opt_level,
+                cap: self.cap,
+                agent: agent.clone(),
+                ort_library: ort_library.clone(),
+                timeouts: Timeouts {
+                    resend_after: Duration::from_secs_f64(self.resend_after),
+                    request: Duration::from_secs_f64(self.timeout),
+                    ..Timeouts::default()
+                },
+                faults: Faults::default(),
+                agent_args: Vec::new(),
+            })
+            .collect();
+        Ok((self.profiles, boards))
     }
 }
 
@@ -208,6 +215,25 @@ struct GenerateArgs {
     /// Write the reports as a JSON array here.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    board: BoardArgs,
+}
+
+#[derive(Parser)]
+struct SweepArgs {
+    /// Folders written by `edgehil export`; repeat for several.
+    #[arg(long = "model", required = true)]
+    models: Vec<PathBuf>,
+    /// Tests, comma-separated: ppN (prefill of N tokens), tgN (N generated tokens).
+    #[arg(long, value_delimiter = ',', default_value = "pp128,pp512,tg128")]
+    tests: Vec<edgehil::sweep::Test>,
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    #[arg(long, value_enum, default_value = "md")]
+    format: edgehil::sweep::Format,
+    /// Write the table here as well as to the terminal.
+    #[arg(long)]
+    out: Option<PathBuf>,
     #[command(flatten)]
     board: BoardArgs,
 }
@@ -328,6 +354,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Cmd::Run(args) => run_cmd(args, &profiles),
         Cmd::Generate(args) => generate_cmd(args, &profiles),
+        Cmd::Sweep(args) => sweep_cmd(args, &profiles),
         Cmd::Export(args) => export_cmd(args),
     }
 }
@@ -448,56 +475,90 @@ fn run_cmd(args: RunArgs, profiles: &Profiles) -> Result<u8> {
     if !model.is_file() {
         bail!("model {} does not exist", model.display());
     }
-    let (names, board) = args.board.options()?;
-    let opts = RunOptions {
-        model,
-        reference: args.reference,
-        board,
-        runs: args.runs,
-        warmup: args.warmup,
-        inputs: args.inputs,
-        seed: args.seed,
-        sequence: args.prompt_tokens,
-        outputs: args.outputs,
-    };
+    let (names, boards) = args.board.options()?;
     let mut reports = Vec::new();
-    for name in &names {
-        let report = run::run(&opts, profiles.get(name)?)?;
-        println!("{}", report.table());
-        reports.push((report.status, report));
+    for board in boards {
+        let opts = RunOptions {
+            model: model.clone(),
+            reference: args.reference.clone(),
+            board,
+            runs: args.runs,
+            warmup: args.warmup,
+            inputs: args.inputs.clone(),
+            seed: args.seed,
+            sequence: args.prompt_tokens,
+            outputs: args.outputs,
+        };
+        for name in &names {
+            let report = run::run(&opts, profiles.get(name)?)?;
+            println!("{}", report.table());
+            reports.push((report.status, report));
+        }
     }
     finish(reports, args.json.as_deref())
 }
 
 fn generate_cmd(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
-    let (names, board) = args.board.options()?;
-    let opts = GenerateOptions {
-        model: args.model,
-        reference: args.reference,
-        prompt: args.prompt,
-        params: GenParams {
-            max_new: args.max_new,
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-            eos: None,
-        },
-        stop_at_eos: !args.ignore_eos,
-        reps: args.reps,
-        board,
-    };
-    let tokenizer = TextTokenizer::load(&opts.model)?;
+    let (names, boards) = args.board.options()?;
+    let tokenizer = TextTokenizer::load(&args.model)?;
     let mut reports = Vec::new();
-    for name in &names {
-        let profile = profiles.get(name)?;
-        println!("{}: {}", profile.name, opts.prompt);
-        let mut streamer = Streamer::new(&tokenizer, std::io::stdout());
-        let report = edgehil::generate::generate(&opts, profile, |id| streamer.push(id))?;
-        println!("\n\n{}", report.table());
-        reports.push((report.status, report));
+    for board in boards {
+        let opts = GenerateOptions {
+            model: args.model.clone(),
+            reference: args.reference.clone(),
+            prompt: args.prompt.clone(),
+            params: GenParams {
+                max_new: args.max_new,
+                temperature: args.temperature,
+                top_k: args.top_k,
+                top_p: args.top_p,
+                seed: args.seed,
+                eos: None,
+            },
+            stop_at_eos: !args.ignore_eos,
+            reps: args.reps,
+            board,
+        };
+        for name in &names {
+            let profile = profiles.get(name)?;
+            println!("{} ({}): {}", profile.name, opts.board.engine.name(), opts.prompt);
+            let mut streamer = Streamer::new(&tokenizer, std::io::stdout());
+            let report = edgehil::generate::generate(&opts, profile, |id| streamer.push(id))?;
+            println!("\n\n{}", report.table());
+            reports.push((report.status, report));
+        }
     }
     finish(reports, args.json.as_deref())
+}
+
+fn sweep_cmd(args: SweepArgs, profiles: &Profiles) -> Result<u8> {
+    use edgehil::sweep::{render, sweep};
+    let (names, boards) = args.board.options()?;
+    let mut rows = Vec::new();
+    for board in &boards {
+        for name in &names {
+            let profile = profiles.get(name)?;
+            for model in &args.models {
+                eprintln!("{} on {} with {}…", model.display(), profile.name, board.engine.name());
+                rows.extend(sweep(model, profile, board, &args.tests, args.reps)?);
+            }
+        }
+    }
+    let table = render(&rows, args.format);
+    print!("{table}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(rows.iter().map(|r| r.status).fold(0, worse))
+}
+
+/// The exit code of a status folded into the worst so far.
+fn worse(code: u8, status: Status) -> u8 {
+    match status {
+        Status::Ok | Status::Skipped => code,
+        Status::DoesNotFit => code.max(EXIT_DOES_NOT_FIT),
+        Status::Failed => code.max(EXIT_BOARD_FAILED),
+    }
 }
 
 /// Writes the reports as JSON if asked; the exit code of the worst status.
@@ -507,9 +568,5 @@ fn finish<R: serde::Serialize>(reports: Vec<(Status, R)>, json: Option<&std::pat
         let text = serde_json::to_string_pretty(&all).context("encoding the reports")?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(reports.iter().map(|(s, _)| *s).fold(0, |code, s| match s {
-        Status::Ok => code,
-        Status::DoesNotFit => code.max(EXIT_DOES_NOT_FIT),
-        Status::Failed => code.max(EXIT_BOARD_FAILED),
-    }))
+    Ok(reports.iter().map(|(s, _)| *s).fold(0, worse))
 }

@@ -17,6 +17,19 @@ pub enum Status {
     DoesNotFit,
     /// The board failed otherwise: crash, hang, version, engine error.
     Failed,
+    /// Not run: the case cannot apply (e.g. longer than the model's context).
+    Skipped,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::DoesNotFit => "does_not_fit",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,7 +128,7 @@ impl RunReport {
                 ),
                 None => format!("does not fit: cap {} ({})", human_bytes(m.cap_bytes as f64), m.limit),
             },
-            Status::Failed => "failed".to_string(),
+            Status::Failed | Status::Skipped => self.status.name().to_string(),
         };
         let _ = writeln!(s, "  status     {verdict}");
         if let Some(e) = &self.error {

@@ -63,7 +63,10 @@ fn a_version_mismatch_names_both_versions() {
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Failed);
     let e = r.error.unwrap();
-    assert!(e.contains("agent speaks version 99") && e.contains(&format!("host speaks version {PROTOCOL_VERSION}")), "{e}");
+    assert!(
+        e.contains("agent speaks version 99") && e.contains(&format!("host speaks version {PROTOCOL_VERSION}")),
+        "{e}"
+    );
 }
 
 fn loaded_session(resend_after: Duration) -> (Session, u32) {

@@ -119,3 +119,48 @@ fn a_context_longer_than_the_model_is_refused_with_the_figures() {
     let msg = err.to_string();
     assert!(msg.contains("100 new tokens") && msg.contains("64 positions") && msg.contains("gpt2-context"), "{msg}");
 }
+
+#[test]
+fn sweep_gives_a_row_per_test_and_engine_in_each_format() {
+    use edgehil::sweep::{render, sweep, Format, Test};
+    let (dir, _) = export_to("llama-gqa", "sweep", ExportOptions::default());
+    let tests: Vec<Test> = ["pp8", "tg4", "pp512"].iter().map(|t| t.parse().unwrap()).collect();
+    let mut rows = Vec::new();
+    for engine in EngineKind::ALL {
+        rows.extend(sweep(&dir, &profile("jetson-orin-nano"), &board(engine), &tests, 2).unwrap());
+    }
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        if r.test == "pp512" {
+            assert_eq!(r.status, Status::Skipped);
+            assert_eq!(r.error.as_deref(), Some("needs 513 positions, the model has 64"));
+        } else {
+            assert_eq!(r.status, Status::Ok, "{r:?}");
+            assert!(r.tok_s.unwrap().mean > 0.0 && r.peak_heap.unwrap() > 0, "{r:?}");
+        }
+    }
+    let csv = render(&rows, Format::Csv);
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    // Commas inside quoted fields (the skip reason has one) do not separate.
+    let fields = |line: &str| 1 + line.split('"').step_by(2).map(|outside| outside.matches(',').count()).sum::<usize>();
+    assert!(csv.lines().all(|l| fields(l) == 12), "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&render(&rows, Format::Json)).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 6);
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d+\.\d+ ± \d+\.\d+", "[t/s]");
+    settings.add_filter(r"\d+(\.\d+)? (B|KiB|MiB|GiB)", "[bytes]");
+    // Threads are the profile's cores or this machine's, whichever is fewer.
+    settings.add_filter(r"\| \d+ \| (pp|tg)", "| [threads] | $1");
+    settings.bind(|| insta::assert_snapshot!(render(&rows, Format::Md)));
+}
+
+#[test]
+fn sweep_tests_parse_and_bad_ones_say_what_is_expected() {
+    use edgehil::sweep::Test;
+    assert_eq!("pp512".parse::<Test>(), Ok(Test::Pp(512)));
+    assert_eq!("tg128".parse::<Test>(), Ok(Test::Tg(128)));
+    for bad in ["pp0", "tg", "x128", "pp-1"] {
+        let e = bad.parse::<Test>().unwrap_err();
+        assert!(e.contains(bad) && e.contains("ppN or tgN"), "{e}");
+    }
+}
