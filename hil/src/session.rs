@@ -205,6 +205,37 @@ impl Session {
         }
     }
 
+    /// Loads a sentence-embedding model beside the language model; the
+    /// board's index starts empty.
+    pub fn load_embedder(&mut self, path: &str, engine: EngineKind, threads: u16) -> Result<(), HilError> {
+        let command = Command::LoadEmbedder { path: path.into(), engine, threads };
+        self.indexed("load-embedder", command).map(drop)
+    }
+
+    /// Embeds one item on the board and adds it to the index; gives (items, index bytes, peak heap).
+    pub fn index_add(&mut self, ids: &[u32]) -> Result<(u32, u64, u64), HilError> {
+        self.indexed("index-add", Command::IndexAdd { ids: ids.to_vec() })
+    }
+
+    pub fn index_clear(&mut self) -> Result<(), HilError> {
+        self.indexed("index-clear", Command::IndexClear).map(drop)
+    }
+
+    fn indexed(&mut self, what: &'static str, command: Command) -> Result<(u32, u64, u64), HilError> {
+        match self.request(what, command, |_| {})? {
+            Event::Indexed { items, bytes, peak_heap } => Ok((items, bytes, peak_heap)),
+            other => unexpected(what, Ok(other)),
+        }
+    }
+
+    /// The `k` indexed items nearest the query, best first, with their scores.
+    pub fn retrieve(&mut self, ids: &[u32], k: u16) -> Result<Vec<(u32, f32)>, HilError> {
+        match self.request("retrieve", Command::Retrieve { ids: ids.to_vec(), k }, |_| {})? {
+            Event::Retrieved { items, scores } => Ok(items.into_iter().zip(scores).collect()),
+            other => unexpected("retrieve", Ok(other)),
+        }
+    }
+
     pub fn stats(&mut self) -> Result<AgentStats, HilError> {
         match self.request("stats", Command::Stats, |_| {})? {
             Event::Stats(s) => Ok(s),

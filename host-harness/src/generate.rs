@@ -60,6 +60,14 @@ impl TextTokenizer {
         Ok(Self { inner, path, eos })
     }
 
+    /// Cuts every encoding to `max` tokens, special tokens kept (what
+    /// sentence-transformers' max_seq_length does).
+    pub fn truncate(&mut self, max: usize) {
+        let params = tokenizers::TruncationParams { max_length: max, ..Default::default() };
+        // Only a stride of at least max_length is refused; the default is 0.
+        let _ = self.inner.with_truncation(Some(params));
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, GenerateHostError> {
         let enc = self.inner.encode(text, true).map_err(|e| self.error(e))?;
         Ok(enc.get_ids().to_vec())

@@ -11,6 +11,7 @@
 pub mod accuracy;
 pub mod catalog;
 pub mod estimate;
+pub mod eval;
 pub mod generate;
 pub mod inputs;
 pub mod plan;

@@ -56,6 +56,8 @@ enum Cmd {
     },
     /// Generate text with an exported language model on a board: streamed tokens, speed, RAM, agreement with the host.
     Generate(GenerateArgs),
+    /// Task accuracy on LaMP-format data (zero-shot, RAG with MiniLM on the board, or a LoRA-merged export).
+    Eval(EvalArgs),
     /// llama-bench's speed table (ppN prompt, tgN generation tok/s) per model, profile and engine.
     Sweep(SweepArgs),
     /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
@@ -220,6 +222,39 @@ struct GenerateArgs {
 }
 
 #[derive(Parser)]
+struct EvalArgs {
+    /// A LaMP-format task folder: questions.json, outputs.json [, task.json] (e.g. eval/lamp-sample/classification).
+    #[arg(long)]
+    task: PathBuf,
+    #[arg(long, value_enum, default_value = "zero-shot")]
+    method: edgehil::eval::Method,
+    /// The language model: a folder written by `edgehil export` (LoRA-merged for --method lora).
+    #[arg(long)]
+    model: PathBuf,
+    /// MiniLM exported with `edgehil export`, for --method rag.
+    #[arg(long)]
+    embedder: Option<PathBuf>,
+    #[arg(long, default_value_t = GenParams::STUDY.max_new)]
+    max_new: u32,
+    #[arg(long, default_value_t = GenParams::STUDY.temperature)]
+    temperature: f32,
+    #[arg(long, default_value_t = GenParams::STUDY.top_p)]
+    top_p: f32,
+    #[arg(long, default_value_t = GenParams::STUDY.top_k)]
+    top_k: u32,
+    #[arg(long, default_value_t = GenParams::STUDY.seed)]
+    seed: u64,
+    /// Append each item's result here (JSON lines) as it completes.
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// Write the reports as a JSON array here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    board: BoardArgs,
+}
+
+#[derive(Parser)]
 struct SweepArgs {
     /// Folders written by `edgehil export`; repeat for several.
     #[arg(long = "model", required = true)]
@@ -355,6 +390,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Run(args) => run_cmd(args, &profiles),
         Cmd::Generate(args) => generate_cmd(args, &profiles),
         Cmd::Sweep(args) => sweep_cmd(args, &profiles),
+        Cmd::Eval(args) => eval_cmd(args, &profiles),
         Cmd::Export(args) => export_cmd(args),
     }
 }
@@ -525,6 +561,36 @@ fn generate_cmd(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
             let mut streamer = Streamer::new(&tokenizer, std::io::stdout());
             let report = edgehil::generate::generate(&opts, profile, |id| streamer.push(id))?;
             println!("\n\n{}", report.table());
+            reports.push((report.status, report));
+        }
+    }
+    finish(reports, args.json.as_deref())
+}
+
+fn eval_cmd(args: EvalArgs, profiles: &Profiles) -> Result<u8> {
+    use edgehil::eval::{eval, EvalOptions};
+    let (names, boards) = args.board.options()?;
+    let mut reports = Vec::new();
+    for board in boards {
+        let opts = EvalOptions {
+            task: args.task.clone(),
+            method: args.method,
+            model: args.model.clone(),
+            embedder: args.embedder.clone(),
+            params: GenParams {
+                max_new: args.max_new,
+                temperature: args.temperature,
+                top_k: args.top_k,
+                top_p: args.top_p,
+                seed: args.seed,
+                eos: TextTokenizer::load(&args.model)?.eos,
+            },
+            board,
+            journal: args.journal.clone(),
+        };
+        for name in &names {
+            let report = eval(&opts, profiles.get(name)?)?;
+            println!("{}", report.table());
             reports.push((report.status, report));
         }
     }

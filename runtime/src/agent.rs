@@ -18,6 +18,7 @@ use std::vec::Vec;
 use crate::cap::{CappedAlloc, Refusal};
 use crate::engine::{self, Engine, EngineError, LoadOptions};
 use crate::generate::{self, GenerateError};
+use crate::retrieve::{self, Index};
 use crate::wire::{
     encode_frame, encode_frame_into, AgentError, AgentStats, BoardInfo, Command, Digest, Event, FrameDecoder,
     GenParams, GenReport, InferReport, LoadReport, MemLimit, OutputMode, OutputPart, Request, Tensor, ToHost, Values,
@@ -106,6 +107,8 @@ pub fn serve(
         engine: None,
         staged: Vec::new(),
         prompt: Vec::new(),
+        embedder: None,
+        index: Index::default(),
         stats: Stats::default(),
         data_limit: None,
     };
@@ -211,6 +214,8 @@ struct State {
     engine: Option<Box<dyn Engine>>,
     staged: Vec<Option<Tensor>>,
     prompt: Vec<u32>,
+    embedder: Option<Box<dyn Engine>>,
+    index: Index,
     stats: Stats,
     data_limit: Option<u64>,
 }
@@ -256,6 +261,42 @@ impl State {
             }
             Command::Generate(params) => match self.generate(&params, answer)? {
                 Ok(report) => Event::GenerateDone(report),
+                Err(e) => Event::Error(e),
+            },
+            Command::LoadEmbedder { path, engine, threads } => {
+                self.embedder = None;
+                self.index.clear();
+                let threads = usize::from(threads).clamp(1, self.config.threads.max(1));
+                let opts = LoadOptions {
+                    engine,
+                    opt_level: crate::wire::OptLevel::All,
+                    threads,
+                    ort_library: self.config.ort_library.clone(),
+                };
+                match engine::load(std::path::Path::new(&path), &opts) {
+                    Ok(e) => {
+                        self.embedder = Some(e);
+                        self.indexed()
+                    }
+                    Err(e) => Event::Error(self.engine_error(e)),
+                }
+            }
+            Command::IndexAdd { ids } => match self.embed(&ids) {
+                Ok(v) => match self.index.add(v) {
+                    Ok(()) => self.indexed(),
+                    Err(e) => Event::Error(self.engine_error(e)),
+                },
+                Err(e) => Event::Error(e),
+            },
+            Command::IndexClear => {
+                self.index.clear();
+                self.indexed()
+            }
+            Command::Retrieve { ids, k } => match self.embed(&ids) {
+                Ok(q) => {
+                    let (items, scores) = self.index.top(&q, usize::from(k)).into_iter().unzip();
+                    Event::Retrieved { items, scores }
+                }
                 Err(e) => Event::Error(e),
             },
             Command::Stats => Event::Stats(AgentStats {
@@ -408,6 +449,21 @@ impl State {
 }
 
 impl State {
+    fn indexed(&self) -> Event {
+        Event::Indexed {
+            items: self.index.len() as u32,
+            bytes: self.index.bytes(),
+            peak_heap: self.alloc.peak() as u64,
+        }
+    }
+
+    fn embed(&mut self, ids: &[u32]) -> Result<Vec<f32>, AgentError> {
+        let Some(embedder) = self.embedder.as_mut() else {
+            return Err(AgentError::BadRequest("no embedder loaded (LoadEmbedder)".to_string()));
+        };
+        retrieve::embed(embedder.as_mut(), ids).map_err(|e| self.engine_error(e))
+    }
+
     /// Generates from the staged prompt, sending each token as it is picked.
     fn generate(&mut self, params: &GenParams, answer: &mut Answer) -> io::Result<Result<GenReport, AgentError>> {
         let Some(engine) = self.engine.as_mut() else {

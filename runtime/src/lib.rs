@@ -23,4 +23,6 @@ pub mod engine;
 #[cfg(feature = "std")]
 pub mod generate;
 #[cfg(feature = "std")]
+pub mod retrieve;
+#[cfg(feature = "std")]
 pub mod sys;

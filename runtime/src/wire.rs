@@ -68,6 +68,23 @@ pub enum Command {
     },
     /// Generate from the staged prompt with the loaded language model.
     Generate(GenParams),
+    /// Load a sentence-embedding model (`sentence_embedding` output) beside
+    /// the language model, for retrieval; empties the index.
+    LoadEmbedder {
+        path: String,
+        engine: EngineKind,
+        threads: u16,
+    },
+    /// Embed one item (its token ids) and add it to the index on the board.
+    IndexAdd {
+        ids: Vec<u32>,
+    },
+    IndexClear,
+    /// The `k` indexed items nearest a query by inner product.
+    Retrieve {
+        ids: Vec<u32>,
+        k: u16,
+    },
     Stats,
     Unload,
     Shutdown,
@@ -154,6 +171,18 @@ pub enum Event {
         nanos: u64,
     },
     GenerateDone(GenReport),
+    /// The index after an `IndexAdd` or `IndexClear`.
+    Indexed {
+        items: u32,
+        /// What the index holds: items × dimensions × 4.
+        bytes: u64,
+        peak_heap: u64,
+    },
+    /// Item numbers (in the order added) and scores, best first.
+    Retrieved {
+        items: Vec<u32>,
+        scores: Vec<f32>,
+    },
     Stats(AgentStats),
     Done,
     Error(AgentError),

