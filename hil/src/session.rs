@@ -185,6 +185,22 @@ impl Session {
         Ok(())
     }
 
+    /// Tokenizes `text` on the board and stages it as the prompt; gives the ids.
+    pub fn set_prompt_text(&mut self, text: &str) -> Result<Vec<u32>, HilError> {
+        match self.request("set-prompt-text", Command::SetPromptText { text: text.into() }, |_| {})? {
+            Event::Tokens { ids } => Ok(ids),
+            other => unexpected("set-prompt-text", Ok(other)),
+        }
+    }
+
+    /// Decodes token ids on the board.
+    pub fn detokenize(&mut self, ids: &[u32]) -> Result<String, HilError> {
+        match self.request("detokenize", Command::Detokenize { ids: ids.to_vec() }, |_| {})? {
+            Event::Text(text) => Ok(text),
+            other => unexpected("detokenize", Ok(other)),
+        }
+    }
+
     /// Generates from the staged prompt; `on_token(index, id, nanos)` sees
     /// each token as the board sends it.
     pub fn generate(

@@ -119,6 +119,9 @@ pub struct GenerateOptions {
     pub params: GenParams,
     /// Stop at the tokenizer's end-of-sequence token.
     pub stop_at_eos: bool,
+    /// Tokenize the prompt and decode the output on the board too, and
+    /// check both against the host's.
+    pub tokenize_on_board: bool,
     pub reps: u32,
     pub board: BoardOptions,
 }
@@ -174,6 +177,15 @@ impl Speed {
     }
 }
 
+/// The board's own tokenizer against the host's.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoardTokenizer {
+    pub same_ids: bool,
+    pub same_text: bool,
+    /// The first repetition's output as the board decoded it.
+    pub text: String,
+}
+
 /// How the board's tokens compare with the host's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Agreement {
@@ -210,6 +222,7 @@ pub struct GenerateReport {
     pub kv_cache_bytes: Option<u64>,
     pub memory: Memory,
     pub agreement: Option<Agreement>,
+    pub board_tokenizer: Option<BoardTokenizer>,
     pub link: LinkSummary,
 }
 
@@ -300,8 +313,19 @@ pub fn generate(
 
     let mut got = BoardRun::default();
     let mut runs: Vec<(Vec<u32>, GenReport)> = Vec::new();
+    let mut board_ids: Option<Vec<u32>> = None;
+    let mut board_text: Option<String> = None;
     let (outcome, link_stats) = on_board(board, profile, &onnx, &mut got, |session, _| {
-        session.set_prompt(&prompt)?;
+        if opts.tokenize_on_board {
+            let ids = session.set_prompt_text(&opts.prompt)?;
+            // Generation runs on the host's ids, so a difference shows here and nowhere else.
+            if ids != prompt {
+                session.set_prompt(&prompt)?;
+            }
+            board_ids = Some(ids);
+        } else {
+            session.set_prompt(&prompt)?;
+        }
         for rep in 0..opts.reps.max(1) {
             let run = session.generate(params, |_, id, _| {
                 if rep == 0 {
@@ -309,6 +333,9 @@ pub fn generate(
                 }
             })?;
             runs.push(run);
+        }
+        if opts.tokenize_on_board {
+            board_text = Some(session.detokenize(&runs[0].0)?);
         }
         Ok::<(), HilError>(())
     });
@@ -347,6 +374,13 @@ pub fn generate(
             })
         }
     };
+    let text = tokenizer.decode(&first)?;
+    let board_tokenizer = match (board_ids, board_text) {
+        (Some(ids), Some(board_text)) => {
+            Some(BoardTokenizer { same_ids: ids == prompt, same_text: board_text == text, text: board_text })
+        }
+        _ => None,
+    };
     Ok(GenerateReport {
         model: opts.model.display().to_string(),
         reference: opts.reference.as_ref().map(|r| r.display().to_string()),
@@ -358,7 +392,7 @@ pub fn generate(
         params,
         prompt: opts.prompt.clone(),
         prompt_tokens: prompt.len() as u32,
-        text: tokenizer.decode(&first)?,
+        text,
         tokens: first,
         board: got.board_summary(),
         load: got.load_summary(),
@@ -366,6 +400,7 @@ pub fn generate(
         kv_cache_bytes: reports.last().map(|r| r.kv_bytes),
         memory,
         agreement,
+        board_tokenizer,
         link: got.link_summary(link_stats),
     })
 }
@@ -438,6 +473,16 @@ impl GenerateReport {
                 .map(|t| format!("; teacher-forced top-1 vs the reference: {:.1}%", 100.0 * t))
                 .unwrap_or_default();
             let _ = writeln!(s, "  agreement   {same}{tf}");
+        }
+        if let Some(b) = &self.board_tokenizer {
+            let verdict = |same: bool| if same { "same as the host's" } else { "DIFFERENT from the host's" };
+            let _ = writeln!(
+                s,
+                "  tokenizer   on the board: prompt ids {}, decoded text {}: {:?}",
+                verdict(b.same_ids),
+                verdict(b.same_text),
+                b.text
+            );
         }
         s
     }

@@ -211,6 +211,9 @@ struct GenerateArgs {
     /// Keep going past the end-of-sequence token (fixed-length timing).
     #[arg(long)]
     ignore_eos: bool,
+    /// Also tokenize the prompt and decode the output on the board (agents with std), checked against the host.
+    #[arg(long)]
+    tokenize_on_board: bool,
     /// Repetitions for the speed figures (mean ± sd).
     #[arg(long, default_value_t = 3)]
     reps: u32,
@@ -552,6 +555,7 @@ fn generate_cmd(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
                 eos: None,
             },
             stop_at_eos: !args.ignore_eos,
+            tokenize_on_board: args.tokenize_on_board,
             reps: args.reps,
             board,
         };

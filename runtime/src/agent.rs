@@ -109,6 +109,7 @@ pub fn serve(
         prompt: Vec::new(),
         embedder: None,
         index: Index::default(),
+        tokenizer: None,
         stats: Stats::default(),
         data_limit: None,
     };
@@ -216,6 +217,8 @@ struct State {
     prompt: Vec<u32>,
     embedder: Option<Box<dyn Engine>>,
     index: Index,
+    /// The tokenizer.json beside the loaded model, if there is one.
+    tokenizer: Option<tokenizers::Tokenizer>,
     stats: Stats,
     data_limit: Option<u64>,
 }
@@ -259,6 +262,22 @@ impl State {
                     )))
                 }
             }
+            Command::SetPromptText { text } => match self.tokenizer().and_then(|t| {
+                t.encode(text, true)
+                    .map_err(|e| AgentError::BadRequest(std::format!("cannot tokenize the prompt: {e}")))
+            }) {
+                Ok(enc) => {
+                    self.prompt = enc.get_ids().to_vec();
+                    Event::Tokens { ids: self.prompt.clone() }
+                }
+                Err(e) => Event::Error(e),
+            },
+            Command::Detokenize { ids } => self
+                .tokenizer()
+                .and_then(|t| {
+                    t.decode(&ids, true).map_err(|e| AgentError::BadRequest(std::format!("cannot decode {ids:?}: {e}")))
+                })
+                .map_or_else(Event::Error, Event::Text),
             Command::Generate(params) => match self.generate(&params, answer)? {
                 Ok(report) => Event::GenerateDone(report),
                 Err(e) => Event::Error(e),
@@ -358,6 +377,15 @@ impl State {
         self.alloc.reset_peak();
         let started = Instant::now();
         let engine = engine::load(&path, opts).map_err(|e| self.engine_error(e))?;
+        // An exported folder carries its tokenizer; a bare model has none.
+        let tokenizer_path = path.with_file_name("tokenizer.json");
+        self.tokenizer =
+            match tokenizer_path.is_file() {
+                true => Some(tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+                    AgentError::ModelLoad(std::format!("cannot read {}: {e}", tokenizer_path.display()))
+                })?),
+                false => None,
+            };
         let load_nanos = started.elapsed().as_nanos() as u64;
         let report = LoadReport {
             engine: opts.engine,
@@ -449,6 +477,12 @@ impl State {
 }
 
 impl State {
+    fn tokenizer(&self) -> Result<&tokenizers::Tokenizer, AgentError> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| AgentError::BadRequest("no tokenizer.json beside the loaded model".to_string()))
+    }
+
     fn indexed(&self) -> Event {
         Event::Indexed {
             items: self.index.len() as u32,

@@ -66,6 +66,15 @@ pub enum Command {
         offset: u32,
         ids: Vec<u32>,
     },
+    /// Tokenize `text` on the board with the tokenizer.json beside the
+    /// loaded model and stage it as the prompt (boards with std).
+    SetPromptText {
+        text: String,
+    },
+    /// Decode token ids to text on the board.
+    Detokenize {
+        ids: Vec<u32>,
+    },
     /// Generate from the staged prompt with the loaded language model.
     Generate(GenParams),
     /// Load a sentence-embedding model (`sentence_embedding` output) beside
@@ -171,6 +180,11 @@ pub enum Event {
         nanos: u64,
     },
     GenerateDone(GenReport),
+    /// The staged prompt's ids, after `SetPromptText`.
+    Tokens {
+        ids: Vec<u32>,
+    },
+    Text(String),
     /// The index after an `IndexAdd` or `IndexClear`.
     Indexed {
         items: u32,

@@ -55,6 +55,7 @@ fn options(dir: &std::path::Path, engine: EngineKind, params: GenParams) -> Gene
         prompt: "the board writes".into(),
         params,
         stop_at_eos: false,
+        tokenize_on_board: true,
         reps: 2,
         board: board(engine),
     }
@@ -90,6 +91,8 @@ fn board_generation_equals_the_host_token_for_token() {
             assert_eq!(speed.reps, 2);
             assert!(speed.prompt_tok_s.mean > 0.0 && speed.generation_tok_s.unwrap().mean > 0.0);
             assert!(!r.text.is_empty(), "decoded text");
+            let t = r.board_tokenizer.as_ref().unwrap();
+            assert!(t.same_ids && t.same_text, "the board's tokenizer agrees with the host's: {t:?}");
             outputs.push(r.tokens);
         }
         assert_ne!(outputs[0], outputs[1], "{engine:?}: sampling at temperature 1 is not greedy");

@@ -54,7 +54,23 @@ where
 #[test]
 fn every_request_round_trips() {
     let seen = round_trip::<Request>(3000, 256);
-    for name in ["Hello", "Load", "SetInput", "Infer", "SetPrompt", "Generate", "Stats", "Unload", "Shutdown"] {
+    for name in [
+        "Hello",
+        "Load",
+        "SetInput",
+        "Infer",
+        "SetPrompt",
+        "SetPromptText",
+        "Detokenize",
+        "Generate",
+        "LoadEmbedder",
+        "IndexAdd",
+        "IndexClear",
+        "Retrieve",
+        "Stats",
+        "Unload",
+        "Shutdown",
+    ] {
         assert!(seen.iter().any(|s| s.ends_with(name)), "no {name} among {seen:?}");
     }
 }
@@ -70,6 +86,10 @@ fn every_event_round_trips() {
         "InferDone",
         "Token",
         "GenerateDone",
+        "Tokens",
+        "Text",
+        "Indexed",
+        "Retrieved",
         "Stats",
         "Done",
         "Error",
@@ -115,7 +135,13 @@ fn message_bytes() {
         Command::SetInput { index: 0, chunk: tensor.clone() },
         Command::Infer { runs: 10, warmup: 2, outputs: OutputMode::TopK(5) },
         Command::SetPrompt { offset: 0, ids: vec![1, 300, 70_000] },
+        Command::SetPromptText { text: "Hi".into() },
+        Command::Detokenize { ids: vec![300] },
         Command::Generate(GenParams { seed: 7, eos: Some(2), ..GenParams::STUDY }),
+        Command::LoadEmbedder { path: "e.onnx".into(), engine: EngineKind::Tract, threads: 2 },
+        Command::IndexAdd { ids: vec![101, 7592, 102] },
+        Command::IndexClear,
+        Command::Retrieve { ids: vec![101, 102], k: 3 },
         Command::Stats,
         Command::Unload,
         Command::Shutdown,
@@ -180,6 +206,14 @@ fn message_bytes() {
             id: 4,
             seq: 4,
             event: Event::InferDone(InferReport { runs: 10, peak_heap: 1000, peak_rss: 2000 }),
+        },
+        ToHost::Event { id: 11, seq: 0, event: Event::Tokens { ids: vec![1, 300] } },
+        ToHost::Event { id: 12, seq: 0, event: Event::Text("Hi".into()) },
+        ToHost::Event { id: 13, seq: 0, event: Event::Indexed { items: 4, bytes: 6144, peak_heap: 90 << 20 } },
+        ToHost::Event {
+            id: 14,
+            seq: 0,
+            event: Event::Retrieved { items: vec![2, 0, 3], scores: vec![0.5, 0.25, 0.125] },
         },
         ToHost::Event { id: 10, seq: 0, event: Event::Token { index: 0, id: 300, nanos: 2_000_000 } },
         ToHost::Event {

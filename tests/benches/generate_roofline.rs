@@ -1,0 +1,144 @@
+//! Generation speed against this machine's memory-bandwidth roofline.
+//!
+//! Decoding one token reads every weight once, so tokens/s can be no more
+//! than bandwidth / weight bytes. This measures the bandwidth (a copy of a
+//! buffer far larger than the caches, on the engine's threads), then the
+//! generation tok/s of the GPT-2-small configuration (synth, 124M) in int8
+//! and int4, on tract and ONNX Runtime, in-process and through the agent on
+//! the emulated board, all in one run.
+//!
+//! Targets: the best engine at least 0.5 of the roofline; through agent +
+//! link at least 0.97 of the same engine in-process.
+//!
+//! Run: `cargo bench -p edgehil-tests --profile dev --bench generate_roofline`
+//! after `cargo build --workspace --bins` (it drives those binaries).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Timeouts};
+use edgehil_runtime::engine::{self, LoadOptions};
+use edgehil_runtime::generate;
+use edgehil_runtime::wire::{EngineKind, GenParams, GenReport, OptLevel};
+
+const THREADS: usize = 2;
+const NEW_TOKENS: u32 = 32;
+const REPS: usize = 3;
+const PROMPT: [u32; 8] = [464, 3290, 318, 257, 1332, 286, 262, 1175];
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent().and_then(Path::parent).expect("target dir").join(name)
+}
+
+fn edgehil(args: &[&str]) {
+    let status = Command::new(bin("edgehil")).args(args).status().expect("edgehil");
+    assert!(status.success(), "edgehil {args:?}");
+}
+
+/// Bytes per second moved by copying a 512 MiB buffer with `threads`
+/// threads (STREAM Copy: read + write counted; best of 3). The copy is
+/// libc's memcpy, so the figure does not depend on this crate's opt-level.
+fn bandwidth(threads: usize) -> f64 {
+    let size = 512usize << 20;
+    let src = vec![1u8; size];
+    let mut dst = vec![0u8; size];
+    let chunk = size / threads;
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                    s.spawn(move || d.copy_from_slice(c));
+                }
+            });
+            std::hint::black_box(&dst);
+            (2 * size) as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn params() -> GenParams {
+    GenParams { max_new: NEW_TOKENS + 1, temperature: 0.0, eos: None, ..GenParams::STUDY }
+}
+
+/// Generation tok/s (tokens after the first over their time), median of the repetitions.
+fn tg(reports: &[GenReport]) -> f64 {
+    let mut v: Vec<f64> = reports.iter().map(|r| f64::from(r.generated - 1) / (r.decode_nanos as f64 / 1e9)).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn in_process(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> f64 {
+    let opts = LoadOptions { engine, opt_level: OptLevel::All, threads: THREADS, ort_library: ort };
+    let mut e = engine::load(model, &opts).expect("load");
+    let reports: Vec<GenReport> = (0..=REPS)
+        .map(|_| generate::generate(e.as_mut(), &PROMPT, &params(), |_, _, _| Ok::<(), ()>(())).unwrap().unwrap().1)
+        .skip(1) // the first is a warm-up
+        .collect();
+    tg(&reports)
+}
+
+fn via_agent(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> f64 {
+    let board = EmulatedBoard::spawn(&EmulatorConfig {
+        agent: bin("edgehil-agent"),
+        cap: 0,
+        threads: THREADS,
+        ort_library: ort,
+        extra_args: vec![],
+    })
+    .expect("agent");
+    let mut s = Session::new(Box::new(board), Timeouts { request: Duration::from_secs(600), ..Timeouts::default() });
+    s.hello().expect("hello");
+    s.load(&model.display().to_string(), engine, OptLevel::All, THREADS as u16).expect("load");
+    s.set_prompt(&PROMPT).expect("prompt");
+    let reports: Vec<GenReport> =
+        (0..=REPS).map(|_| s.generate(params(), |_, _, _| {}).expect("generate").1).skip(1).collect();
+    s.shutdown().expect("shutdown");
+    tg(&reports)
+}
+
+fn main() {
+    let dir = bin("bench-gpt2");
+    let hf = dir.join("hf");
+    if !hf.join("model.safetensors").is_file() {
+        edgehil(&["models", "synth", "gpt2", "--out", &hf.display().to_string()]);
+    }
+    let ort = edgehil::run::find_ort_library(None).ok();
+    let bw = bandwidth(THREADS);
+    println!("memory bandwidth (copy, {THREADS} threads, 512 MiB): {:.2} GB/s", bw / 1e9);
+    for quant in ["int8", "int4"] {
+        let out = dir.join(quant);
+        if !out.join("model.onnx").is_file() {
+            edgehil(&["export", &hf.display().to_string(), "--out", &out.display().to_string(), "--quant", quant]);
+        }
+        let model = out.join("model.onnx");
+        let bytes = engine::model_file_bytes(&model) as f64;
+        let roofline = bw / bytes;
+        println!("gpt2 {quant}: {:.0} MB of weights, roofline {roofline:.1} tok/s", bytes / 1e6);
+        let mut best = 0.0f64;
+        for engine in EngineKind::ALL {
+            let lib = (engine == EngineKind::Ort).then(|| ort.clone()).flatten();
+            if engine == EngineKind::Ort && lib.is_none() {
+                println!("  ort skipped: no ONNX Runtime library (pip install onnxruntime)");
+                continue;
+            }
+            let local = in_process(&model, engine, lib.clone());
+            let agent = via_agent(&model, engine, lib);
+            best = best.max(local);
+            let link = agent / local;
+            println!(
+                "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {:.2} of roofline | agent+pty {agent:.1} tok/s = {link:.3} of in-process (target ≥ 0.97: {})",
+                engine.name(),
+                local / roofline,
+                if link >= 0.97 { "met" } else { "MISSED" }
+            );
+        }
+        let share = best / roofline;
+        println!(
+            "  best engine: {share:.2} of roofline (target ≥ 0.5: {})",
+            if share >= 0.5 { "met" } else { "MISSED" }
+        );
+    }
+}
