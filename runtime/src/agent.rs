@@ -328,8 +328,13 @@ impl State {
                 cap: self.alloc.cap() as u64,
             }),
             Command::Unload => {
+                // Everything a model brought: its engine, inputs, prompt, tokenizer, embedder and index.
                 self.engine = None;
                 self.staged.clear();
+                self.prompt = Vec::new();
+                self.tokenizer = None;
+                self.embedder = None;
+                self.index.clear();
                 Event::Done
             }
             Command::Shutdown => Event::Done,
