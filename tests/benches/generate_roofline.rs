@@ -24,7 +24,7 @@ use edgehil_runtime::wire::{EngineKind, GenParams, GenReport, OptLevel};
 
 const THREADS: usize = 2;
 const NEW_TOKENS: u32 = 32;
-const REPS: usize = 3;
+const ROUNDS: usize = 5;
 const PROMPT: [u32; 8] = [464, 3290, 318, 257, 1332, 286, 262, 1175];
 
 fn bin(name: &str) -> PathBuf {
@@ -63,24 +63,19 @@ fn params() -> GenParams {
     GenParams { max_new: NEW_TOKENS + 1, temperature: 0.0, eos: None, ..GenParams::STUDY }
 }
 
-/// Generation tok/s (tokens after the first over their time), median of the repetitions.
+/// Generation tok/s (tokens after the first over their time), median of the rounds.
 fn tg(reports: &[GenReport]) -> f64 {
     let mut v: Vec<f64> = reports.iter().map(|r| f64::from(r.generated - 1) / (r.decode_nanos as f64 / 1e9)).collect();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn in_process(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> f64 {
-    let opts = LoadOptions { engine, opt_level: OptLevel::All, threads: THREADS, ort_library: ort };
-    let mut e = engine::load(model, &opts).expect("load");
-    let reports: Vec<GenReport> = (0..=REPS)
-        .map(|_| generate::generate(e.as_mut(), &PROMPT, &params(), |_, _, _| Ok::<(), ()>(())).unwrap().unwrap().1)
-        .skip(1) // the first is a warm-up
-        .collect();
-    tg(&reports)
-}
-
-fn via_agent(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> f64 {
+/// Generation tok/s in-process and through the agent, in alternating
+/// rounds (both loaded at once) so that drift on a shared machine hits both
+/// alike; the first round of each is a warm-up.
+fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> (f64, f64) {
+    let opts = LoadOptions { engine, opt_level: OptLevel::All, threads: THREADS, ort_library: ort.clone() };
+    let mut local = engine::load(model, &opts).expect("load");
     let board = EmulatedBoard::spawn(&EmulatorConfig {
         agent: bin("edgehil-agent"),
         cap: 0,
@@ -93,10 +88,14 @@ fn via_agent(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> f64 {
     s.hello().expect("hello");
     s.load(&model.display().to_string(), engine, OptLevel::All, THREADS as u16).expect("load");
     s.set_prompt(&PROMPT).expect("prompt");
-    let reports: Vec<GenReport> =
-        (0..=REPS).map(|_| s.generate(params(), |_, _, _| {}).expect("generate").1).skip(1).collect();
+    let (mut here, mut there) = (Vec::new(), Vec::new());
+    for _ in 0..=ROUNDS {
+        let r = generate::generate(local.as_mut(), &PROMPT, &params(), |_, _, _| Ok::<(), ()>(()));
+        here.push(r.expect("generate").expect("no stop").1);
+        there.push(s.generate(params(), |_, _, _| {}).expect("generate").1);
+    }
     s.shutdown().expect("shutdown");
-    tg(&reports)
+    (tg(&here[1..]), tg(&there[1..]))
 }
 
 fn main() {
@@ -108,15 +107,18 @@ fn main() {
     let ort = edgehil::run::find_ort_library(None).ok();
     let bw = bandwidth(THREADS);
     println!("memory bandwidth (copy, {THREADS} threads, 512 MiB): {:.2} GB/s", bw / 1e9);
-    for quant in ["int8", "int4"] {
-        let out = dir.join(quant);
+    // int4 twice: as exported by default, and with ONNX Runtime's int8 activations.
+    for (name, extra) in [("int8", None), ("int4", None), ("int4-ort-int8-act", Some("--ort-int8-activations"))] {
+        let out = dir.join(name);
+        let quant = &name[..4];
         if !out.join("model.onnx").is_file() {
-            edgehil(&["export", &hf.display().to_string(), "--out", &out.display().to_string(), "--quant", quant]);
+            let (hf, out) = (hf.display().to_string(), out.display().to_string());
+            edgehil(&[&["export", &hf, "--out", &out, "--quant", quant][..], extra.as_slice()].concat());
         }
         let model = out.join("model.onnx");
         let bytes = engine::model_file_bytes(&model) as f64;
         let roofline = bw / bytes;
-        println!("gpt2 {quant}: {:.0} MB of weights, roofline {roofline:.1} tok/s", bytes / 1e6);
+        println!("gpt2 {name}: {:.0} MB of weights, roofline {roofline:.1} tok/s", bytes / 1e6);
         let mut best = 0.0f64;
         for engine in EngineKind::ALL {
             let lib = (engine == EngineKind::Ort).then(|| ort.clone()).flatten();
@@ -124,8 +126,7 @@ fn main() {
                 println!("  ort skipped: no ONNX Runtime library (pip install onnxruntime)");
                 continue;
             }
-            let local = in_process(&model, engine, lib.clone());
-            let agent = via_agent(&model, engine, lib);
+            let (local, agent) = side_by_side(&model, engine, lib);
             best = best.max(local);
             let link = agent / local;
             println!(

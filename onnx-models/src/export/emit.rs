@@ -75,6 +75,8 @@ pub struct Emitter {
     offset: u64,
     quant: Quant,
     block: usize,
+    /// MatMulNBits' `accuracy_level`: 0 keeps fp32 activations, 4 lets ONNX Runtime use int8.
+    accuracy_level: i64,
     consts: HashMap<(String, Vec<u8>), String>,
     pub written: Written,
 }
@@ -84,7 +86,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 impl Emitter {
-    pub fn new(name: &str, dir: &Path, quant: Quant, block: usize) -> Result<Self, ExportError> {
+    pub fn new(name: &str, dir: &Path, quant: Quant, block: usize, accuracy_level: i64) -> Result<Self, ExportError> {
         let data_path = dir.join(DATA_FILE);
         let file = File::create(&data_path).map_err(|e| ExportError::io(&data_path, e))?;
         Ok(Self {
@@ -94,6 +96,7 @@ impl Emitter {
             offset: 0,
             quant,
             block,
+            accuracy_level,
             consts: HashMap::new(),
             written: Written::default(),
         })
@@ -190,6 +193,7 @@ impl Emitter {
                     Attr::Int("N", n as i64),
                     Attr::Int("bits", 4),
                     Attr::Int("block_size", block as i64),
+                    Attr::Int("accuracy_level", self.accuracy_level),
                 ];
                 self.g.node_in(MS_DOMAIN, "MatMulNBits", &[x, &b, &s], &attrs)
             }

@@ -84,13 +84,17 @@ pub struct ExportOptions<'a> {
     pub block: usize,
     pub prune: Option<Prune>,
     pub lora: Option<PathBuf>,
+    /// int4 only: let ONNX Runtime quantize activations to int8 in
+    /// MatMulNBits (`accuracy_level` 4). Faster on CPUs; ONNX Runtime's
+    /// logits then differ from tract's by up to ~0.1 (tract ignores it).
+    pub ort_int8_activations: bool,
     /// Called with (bytes of source weights read, total) as the export goes.
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
 }
 
 impl Default for ExportOptions<'_> {
     fn default() -> Self {
-        Self { quant: Quant::None, block: 32, prune: None, lora: None, progress: None }
+        Self { quant: Quant::None, block: 32, prune: None, lora: None, ort_int8_activations: false, progress: None }
     }
 }
 
@@ -221,6 +225,12 @@ fn check_options(config: &Config, opts: &ExportOptions) -> Result<(), ExportErro
             )));
         }
     }
+    if opts.ort_int8_activations && opts.quant != Quant::Int4 {
+        return Err(ExportError::Unsupported(format!(
+            "ONNX Runtime int8 activations apply to int4 (MatMulNBits), not to {:?}",
+            opts.quant
+        )));
+    }
     if let Some(p) = &opts.prune {
         p.check(config)?;
     }
@@ -278,7 +288,8 @@ fn write_folder(
     let config = model.config.clone();
     let total = config.tensors().iter().map(|(_, s)| s.iter().product::<u64>() * 4).sum();
     let mut source = Source { model, adapter, done: 0, total, progress: opts.progress.as_deref_mut() };
-    let mut em = Emitter::new(&format!("edgehil-{}", config.arch.name()), dir, opts.quant, opts.block)?;
+    let accuracy_level = if opts.ort_int8_activations { 4 } else { 0 };
+    let mut em = Emitter::new(&format!("edgehil-{}", config.arch.name()), dir, opts.quant, opts.block, accuracy_level)?;
     let (io, kv_heads, pruning) = if config.arch.is_decoder() {
         decoder::build(&mut source, &mut em, opts.prune.as_ref())?
     } else {
@@ -322,6 +333,7 @@ fn write_folder(
             engines: match opts.quant {
                 Quant::None => "tract and ONNX Runtime: fp32".into(),
                 Quant::Int8 => "tract and ONNX Runtime Level1: dequantize then fp32 MatMul; ONNX Runtime Level2+ fuses it and quantizes activations too".into(),
+                Quant::Int4 if opts.ort_int8_activations => "ONNX Runtime: MatMulNBits with int8 activations (accuracy_level 4); tract: Q4_0 block-quantized matmul".into(),
                 Quant::Int4 => "ONNX Runtime: MatMulNBits; tract: Q4_0 block-quantized matmul".into(),
             },
         },
