@@ -182,6 +182,32 @@ fn quantized_exports_stay_within_bounds_and_engines_agree() {
 }
 
 #[test]
+fn ort_int8_activations_stay_within_the_int4_bounds_and_apply_to_int4_only() {
+    let (_, min_cos, min_top1) = BOUNDS[1];
+    let opts = || ExportOptions { quant: Quant::Int4, ort_int8_activations: true, ..Default::default() };
+    for model in MODELS {
+        let reference = Reference::open(&reference_dir(model));
+        let (_, ids) = reference.i64s("input_ids");
+        let (dir, manifest) = export_to(model, "int4-int8-act", opts());
+        assert!(manifest.quantization.engines.contains("accuracy_level 4"), "{:?}", manifest.quantization);
+        let a = agreement(
+            &prefill(load(&dir, EngineKind::Ort).as_mut(), &ids),
+            &reference.f32s("logits"),
+            manifest.config.vocab,
+        );
+        println!(
+            "{model} int4, ONNX Runtime int8 activations: cosine {:.5}, top-1 {:.0}%",
+            a.cosine.unwrap(),
+            100.0 * a.top1.unwrap()
+        );
+        assert!(a.cosine.unwrap() >= min_cos && a.top1.unwrap() >= min_top1, "{model}: {a:?}");
+    }
+    let int8 = ExportOptions { quant: Quant::Int8, ..opts() };
+    let err = export(&reference_dir("gpt2"), &common::scratch_dir("export").join("refused"), int8).unwrap_err();
+    assert!(err.to_string().contains("int8 activations apply to int4"), "{err}");
+}
+
+#[test]
 fn lora_merged_export_matches_peft() {
     let adapter = reference_dir("llama-gqa-lora");
     let (dir, manifest) =
