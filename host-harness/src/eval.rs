@@ -376,7 +376,8 @@ fn answer(
             index.peak_heap_while_indexing = index.peak_heap_while_indexing.max(peak);
         }
         let top = session.retrieve(&embed_tok.encode(&question.input)?, TOP_K)?;
-        result.retrieved = top.iter().map(|(i, _)| item_text(&question.profile[*i as usize])).collect();
+        // An item number the board made up is dropped, not trusted.
+        result.retrieved = top.iter().filter_map(|(i, _)| question.profile.get(*i as usize)).map(item_text).collect();
     }
     let mut ids = tokenizer.encode(&prompt(&question.input, &result.retrieved))?;
     // Keep the end, where the question is.
