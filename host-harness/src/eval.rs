@@ -307,6 +307,8 @@ pub struct EvalOptions {
     /// The MiniLM export for RAG.
     pub embedder: Option<PathBuf>,
     pub params: GenParams,
+    /// Stop at the tokenizer's end-of-sequence token.
+    pub stop_at_eos: bool,
     pub board: BoardOptions,
     /// Each item's result is appended here (JSON lines) as it completes.
     pub journal: Option<PathBuf>,
@@ -437,6 +439,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         _ => None,
     };
     let tokenizer = TextTokenizer::load(&opts.model)?;
+    let params = GenParams { eos: if opts.stop_at_eos { tokenizer.eos } else { None }, ..opts.params };
     let context = model_manifest(&opts.model)?.context;
     let room = context.checked_sub(u64::from(opts.params.max_new)).filter(|r| *r > 0).ok_or_else(|| {
         EvalError::Method(format!(
@@ -497,7 +500,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
                 index.as_mut(),
                 &tokenizer,
                 room,
-                opts.params,
+                params,
                 &mut result,
                 &mut peaks,
             ) {
@@ -541,7 +544,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         engine: board.engine.name().into(),
         status,
         error,
-        params: opts.params,
+        params,
         index,
         load: got.load_summary(),
         memory,
@@ -596,7 +599,7 @@ impl EvalReport {
                 crate::units::human_bytes(i.peak_heap_while_indexing as f64)
             );
         }
-        let bytes = |b: Option<u64>| b.map_or("-".to_string(), |b| crate::units::human_bytes(b as f64));
+        let bytes = crate::units::human_bytes_or_dash;
         let _ = writeln!(
             s,
             "  memory      peak heap {}, peak RSS {} (load, index and generation); {} {}",

@@ -448,7 +448,7 @@ impl GenerateReport {
             );
         }
         let m = &self.memory;
-        let bytes = |b: Option<u64>| b.map_or("-".to_string(), |b| crate::units::human_bytes(b as f64));
+        let bytes = crate::units::human_bytes_or_dash;
         let _ = writeln!(
             s,
             "  memory      peak heap {}, peak RSS {}, KV cache {} (in the peaks); {} {}: {}",

@@ -190,16 +190,9 @@ impl BoardArgs {
     }
 }
 
-#[derive(Parser)]
-struct GenerateArgs {
-    /// A folder written by `edgehil export` (model.onnx, tokenizer.json, edgehil.json).
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long)]
-    prompt: String,
-    /// The fp32 export of the same model: report teacher-forced top-1 agreement with it.
-    #[arg(long)]
-    reference: Option<PathBuf>,
+/// How new tokens are picked: the study's settings by default.
+#[derive(clap::Args)]
+struct SamplingArgs {
     #[arg(long, default_value_t = GenParams::STUDY.max_new)]
     max_new: u32,
     /// 0 picks the most likely token (greedy).
@@ -212,6 +205,33 @@ struct GenerateArgs {
     top_k: u32,
     #[arg(long, default_value_t = GenParams::STUDY.seed)]
     seed: u64,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> GenParams {
+        GenParams {
+            max_new: self.max_new,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            eos: None,
+        }
+    }
+}
+
+#[derive(Parser)]
+struct GenerateArgs {
+    /// A folder written by `edgehil export` (model.onnx, tokenizer.json, edgehil.json).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    /// The fp32 export of the same model: report teacher-forced top-1 agreement with it.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Keep going past the end-of-sequence token (fixed-length timing).
     #[arg(long)]
     ignore_eos: bool,
@@ -241,16 +261,8 @@ struct EvalArgs {
     /// MiniLM exported with `edgehil export`, for --method rag.
     #[arg(long)]
     embedder: Option<PathBuf>,
-    #[arg(long, default_value_t = GenParams::STUDY.max_new)]
-    max_new: u32,
-    #[arg(long, default_value_t = GenParams::STUDY.temperature)]
-    temperature: f32,
-    #[arg(long, default_value_t = GenParams::STUDY.top_p)]
-    top_p: f32,
-    #[arg(long, default_value_t = GenParams::STUDY.top_k)]
-    top_k: u32,
-    #[arg(long, default_value_t = GenParams::STUDY.seed)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Append each item's result here (JSON lines) as it completes.
     #[arg(long)]
     journal: Option<PathBuf>,
@@ -551,14 +563,7 @@ fn generate_cmd(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
             model: args.model.clone(),
             reference: args.reference.clone(),
             prompt: args.prompt.clone(),
-            params: GenParams {
-                max_new: args.max_new,
-                temperature: args.temperature,
-                top_k: args.top_k,
-                top_p: args.top_p,
-                seed: args.seed,
-                eos: None,
-            },
+            params: args.sampling.params(),
             stop_at_eos: !args.ignore_eos,
             tokenize_on_board: args.tokenize_on_board,
             reps: args.reps,
@@ -586,14 +591,8 @@ fn eval_cmd(args: EvalArgs, profiles: &Profiles) -> Result<u8> {
             method: args.method,
             model: args.model.clone(),
             embedder: args.embedder.clone(),
-            params: GenParams {
-                max_new: args.max_new,
-                temperature: args.temperature,
-                top_k: args.top_k,
-                top_p: args.top_p,
-                seed: args.seed,
-                eos: TextTokenizer::load(&args.model)?.eos,
-            },
+            params: args.sampling.params(),
+            stop_at_eos: true,
             board,
             journal: args.journal.clone(),
         };

@@ -154,7 +154,7 @@ pub fn markdown(rows: &[Row]) -> String {
         "| model | weights | profile | engine | threads | test | t/s | peak heap | peak RSS |\n\
          | --- | ---: | --- | --- | ---: | --- | ---: | ---: | ---: |\n",
     );
-    let bytes = |b: Option<u64>| b.map_or("-".to_string(), |b| crate::units::human_bytes(b as f64));
+    let bytes = crate::units::human_bytes_or_dash;
     for r in rows {
         let tps = match (&r.tok_s, &r.error) {
             (Some(t), _) => format!("{:.2} ± {:.2}", t.mean, t.sd),

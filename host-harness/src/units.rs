@@ -75,6 +75,11 @@ quantity!(
 );
 
 /// "1.5 GiB", "12.0 MiB", "340 KiB", "512 B": binary units for people.
+/// A byte count for a table, or "-" where there is none.
+pub fn human_bytes_or_dash(b: Option<u64>) -> String {
+    b.map_or("-".to_string(), |b| human_bytes(b as f64))
+}
+
 pub fn human_bytes(b: f64) -> String {
     const STEPS: [(&str, f64); 3] = [("GiB", 1073741824.0), ("MiB", 1048576.0), ("KiB", 1024.0)];
     for (unit, size) in STEPS {

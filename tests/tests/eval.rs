@@ -83,6 +83,7 @@ fn options(task: &str, method: Method, model: &Path) -> EvalOptions {
         model: model.to_path_buf(),
         embedder: (method == Method::Rag).then(minilm),
         params: GenParams { max_new: 8, temperature: 0.0, ..GenParams::STUDY },
+        stop_at_eos: false,
         board: board(EngineKind::Tract),
         journal: None,
     }
