@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::{Datum, Framework, InferenceFact, InferenceModelExt, TypedFact};
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::Cost;
@@ -30,7 +30,7 @@ pub enum EstimateError {
 }
 
 /// What one inference costs, from the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GraphCost {
     pub flops: f64,
     pub weight_bytes: u64,

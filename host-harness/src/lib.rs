@@ -18,5 +18,6 @@ pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod run;
+pub mod suite;
 pub mod sweep;
 pub mod units;

@@ -1,0 +1,4 @@
+//! Nightly suites: a matrix of cases from one TOML file, run one worker
+//! process per case, each result appended to a journal as it completes.
+
+pub mod record;
