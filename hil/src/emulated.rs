@@ -77,7 +77,7 @@ impl EmulatedBoard {
 }
 
 /// "exit code 86" or "killed by signal 9".
-pub(crate) fn describe(status: ExitStatus) -> String {
+pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),

@@ -10,7 +10,7 @@ mod error;
 mod link;
 mod session;
 
-pub use emulated::{EmulatedBoard, EmulatorConfig};
+pub use emulated::{describe, EmulatedBoard, EmulatorConfig};
 pub use error::HilError;
 pub use link::{Link, SerialLink, Target};
 pub use session::{Faults, InferResult, LinkStats, OutputData, Session, Timeouts};

@@ -12,13 +12,16 @@ use edgehil::generate::{GenerateOptions, Streamer, TextTokenizer};
 use edgehil::profile::Profiles;
 use edgehil::report::Status;
 use edgehil::run::{self, RunOptions};
+use edgehil::suite::{self, file::Tolerances};
 use edgehil::units::{human_bytes, human_rate, Bytes};
 use edgehil_hil::{Faults, Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
 
-/// Exit codes: 0 all fit and ran; 1 host error; 2 usage; 3 a model did not fit; 4 a board failed.
+/// Exit codes: 0 all fit and ran; 1 host error; 2 usage; 3 a model did not fit; 4 a board failed;
+/// 5 something regressed against the baseline.
 const EXIT_DOES_NOT_FIT: u8 = 3;
 const EXIT_BOARD_FAILED: u8 = 4;
+const EXIT_REGRESSED: u8 = 5;
 
 #[derive(Parser)]
 #[command(version, about = "Does this model, compressed this way, fit this board, how fast, and is it still right?")]
@@ -62,6 +65,21 @@ enum Cmd {
     Sweep(SweepArgs),
     /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
     Export(ExportArgs),
+    /// Nightly suites: a matrix from one TOML file, a journal that loses nothing, reports, baselines.
+    Suite {
+        #[command(subcommand)]
+        command: SuiteCmd,
+    },
+    /// Pair the cases of two journals by everything but the target (e.g. emulated against real).
+    Compare {
+        /// Journal or report.json of A (e.g. the emulated run).
+        a: PathBuf,
+        /// Journal or report.json of B (e.g. the real board's run).
+        b: PathBuf,
+        /// Also write the pairs as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Device profiles.
     Profiles {
         #[command(subcommand)]
@@ -112,6 +130,48 @@ struct ExportArgs {
     /// logits then differ from tract's by up to ~0.1.
     #[arg(long)]
     ort_int8_activations: bool,
+}
+
+#[derive(Subcommand)]
+enum SuiteCmd {
+    /// Run every case of SUITE not yet in the journal; reports land beside it.
+    Run {
+        suite: PathBuf,
+        /// Folder for the journal, exports and reports (default: edgehil-results/SUITE_NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Go on with the journal in --out, skipping completed cases.
+        #[arg(long)]
+        resume: bool,
+        /// Compare with this journal or report.json at the end, with the suite's tolerances.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
+    /// List what regressed against a baseline; exits 5 if anything did.
+    Compare {
+        /// This run's journal, report.json, or --out folder.
+        current: PathBuf,
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Latency may grow by this many percent.
+        #[arg(long, default_value_t = Tolerances::default().latency_pct)]
+        latency_pct: f64,
+        /// Peak RAM may grow by this many percent.
+        #[arg(long, default_value_t = Tolerances::default().peak_ram_pct)]
+        peak_ram_pct: f64,
+        /// Accuracy may drop by this much (0–1 scale).
+        #[arg(long, default_value_t = Tolerances::default().accuracy_drop)]
+        accuracy_drop: f64,
+    },
+    /// Run one case and print its record (what `suite run` starts per case).
+    #[command(hide = true)]
+    Worker {
+        suite: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        case: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -411,6 +471,93 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Sweep(args) => sweep_cmd(args, &profiles),
         Cmd::Eval(args) => eval_cmd(args, &profiles),
         Cmd::Export(args) => export_cmd(args),
+        Cmd::Suite { command } => suite_cmd(command, &profiles, cli.profiles_dir.as_deref()),
+        Cmd::Compare { a, b, json } => {
+            let pairing = suite::compare::pair(&suite::record::read(&a)?, &suite::record::read(&b)?);
+            print!("{}", pairing.text());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&pairing)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// A journal, a report.json, or a suite's --out folder.
+fn records_at(path: &std::path::Path) -> Result<Vec<suite::record::Record>> {
+    let file = if path.is_dir() { suite::runner::journal_path(path) } else { path.to_path_buf() };
+    Ok(suite::record::read(&file)?)
+}
+
+fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&std::path::Path>) -> Result<u8> {
+    use suite::runner::{run_case, run_suite, write_reports, Progress, RunSuiteOptions};
+    match command {
+        SuiteCmd::Worker { suite: path, out, case } => {
+            let s = suite::file::Suite::load(&path, profiles)?;
+            let record = run_case(&s, profiles, &out, &case, None)?;
+            println!("{}", serde_json::to_string(&record)?);
+            Ok(0)
+        }
+        SuiteCmd::Compare { current, baseline, latency_pct, peak_ram_pct, accuracy_drop } => {
+            let tolerances = Tolerances { latency_pct, peak_ram_pct, accuracy_drop };
+            let c = suite::compare::against_baseline(&records_at(&baseline)?, &records_at(&current)?, tolerances);
+            print!("{}", c.text());
+            Ok(if c.regressions.is_empty() { 0 } else { EXIT_REGRESSED })
+        }
+        SuiteCmd::Run { suite: path, out, resume, baseline } => {
+            let s = suite::file::Suite::load(&path, profiles)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("edgehil-results").join(&s.name));
+            let mut worker = vec![std::env::current_exe().context("locating edgehil")?.into_os_string()];
+            if let Some(dir) = profiles_dir {
+                worker.extend(["--profiles-dir".into(), dir.as_os_str().to_owned()]);
+            }
+            let opts = RunSuiteOptions { out: out.clone(), resume, worker };
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} cases, {elapsed} elapsed, eta {eta}  {msg}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(s.name.clone());
+            let mut show = |p: Progress| match p {
+                Progress::Start { total, done } => {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                    bar.reset_eta();
+                    if done > 0 {
+                        bar.println(format!("resuming: {done} of {total} cases already in the journal"));
+                    }
+                }
+                Progress::Exporting(what) => bar.set_message(format!("exporting {what}")),
+                Progress::Case(case) => bar.set_message(case.id()),
+                Progress::Done(r) => {
+                    let latency = r.measurements.latency_ms.map_or(String::new(), |l| format!("  {l:.3} ms"));
+                    let reason = r.reason.as_deref().map_or(String::new(), |r| format!("  ({r})"));
+                    bar.println(format!("{:<12} {}{latency}{reason}", r.status.name(), r.case.id()));
+                    bar.inc(1);
+                }
+            };
+            let records = run_suite(&s, &opts, &mut show)?;
+            bar.finish_and_clear();
+            let written = write_reports(&out, &s.name, &records)?;
+            print!("{}", suite::reports::markdown(&s.name, &records));
+            println!(
+                "\njournal {} and {}",
+                suite::runner::journal_path(&out).display(),
+                written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            let mut code = records.iter().map(|r| r.status).fold(0, worse);
+            if let Some(baseline) = baseline {
+                let c = suite::compare::against_baseline(&records_at(&baseline)?, &records, s.tolerances);
+                print!("\n{}", c.text());
+                if !c.regressions.is_empty() {
+                    code = code.max(EXIT_REGRESSED);
+                }
+            }
+            Ok(code)
+        }
     }
 }
 

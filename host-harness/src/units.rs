@@ -71,7 +71,7 @@ quantity!(
 );
 quantity!(
     /// Seconds.
-    Seconds, f64, "duration", [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+    Seconds, f64, "duration", [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0)]
 );
 
 /// "1.5 GiB", "12.0 MiB", "340 KiB", "512 B": binary units for people.

@@ -108,11 +108,19 @@ pub fn append(path: &Path, record: &Record) -> Result<(), JournalError> {
     f.sync_data().map_err(io)
 }
 
-/// Every record of a journal. A last line without its newline is what a
-/// kill in the middle of a write leaves: it is dropped, not an error.
+/// Every record of a journal, or of a suite's report.json (a JSON array of
+/// records). A last journal line without its newline is what a kill in the
+/// middle of a write leaves: it is dropped, not an error.
 pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
     let io = |cause| JournalError::Io { path: path.into(), cause };
     let text = std::fs::read_to_string(path).map_err(io)?;
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text).map_err(|e| JournalError::Parse {
+            path: path.into(),
+            line: e.line(),
+            message: e.to_string(),
+        });
+    }
     let complete = match text.rfind('\n') {
         Some(end) => &text[..=end],
         None => "",

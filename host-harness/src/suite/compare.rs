@@ -1,0 +1,216 @@
+//! Comparing journals: tonight against a baseline (what regressed), and one
+//! target against another (emulated against real).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::report::Status;
+use crate::units::human_bytes;
+
+use super::file::Tolerances;
+use super::record::Record;
+
+/// One thing that got worse than the tolerance allows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Regression {
+    pub case: String,
+    /// "status", "latency", "peak RAM", "accuracy" or "missing".
+    pub what: &'static str,
+    pub baseline: String,
+    pub current: String,
+    /// How far it moved, and the limit.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BaselineComparison {
+    pub tolerances: Tolerances,
+    /// Cases in both journals.
+    pub compared: usize,
+    pub regressions: Vec<Regression>,
+    /// Cases only the current journal has.
+    pub new: Vec<String>,
+}
+
+fn pct(base: f64, cur: f64) -> f64 {
+    (cur / base - 1.0) * 100.0
+}
+
+/// The last record of each case (a resumed journal may hold a case once only,
+/// but a hand-merged one may not).
+fn by_id(records: &[Record], key: fn(&Record) -> String) -> BTreeMap<String, &Record> {
+    records.iter().map(|r| (key(r), r)).collect()
+}
+
+pub fn against_baseline(baseline: &[Record], current: &[Record], tol: Tolerances) -> BaselineComparison {
+    let base = by_id(baseline, |r| r.case.id());
+    let cur = by_id(current, |r| r.case.id());
+    let mut regressions = Vec::new();
+    let mut compared = 0;
+    for (id, b) in &base {
+        let Some(c) = cur.get(id) else {
+            regressions.push(Regression {
+                case: id.clone(),
+                what: "missing",
+                baseline: b.status.name().into(),
+                current: "not run".into(),
+                detail: "the case is in the baseline but not in this run".into(),
+            });
+            continue;
+        };
+        compared += 1;
+        let mut push = |what, baseline: String, current: String, detail: String| {
+            regressions.push(Regression { case: id.clone(), what, baseline, current, detail })
+        };
+        if b.status == Status::Ok && c.status != Status::Ok {
+            push("status", "ok".into(), c.status.name().into(), c.reason.clone().unwrap_or_default());
+            continue;
+        }
+        if b.status != Status::Ok || c.status != Status::Ok {
+            continue;
+        }
+        let (bm, cm) = (&b.measurements, &c.measurements);
+        if let (Some(bl), Some(cl)) = (bm.latency_ms, cm.latency_ms) {
+            if bl > 0.0 && pct(bl, cl) > tol.latency_pct {
+                push(
+                    "latency",
+                    format!("{bl:.3} ms"),
+                    format!("{cl:.3} ms"),
+                    format!("+{:.1}% (limit +{}%)", pct(bl, cl), tol.latency_pct),
+                );
+            }
+        }
+        if let (Some(bp), Some(cp)) = (bm.peak(), cm.peak()) {
+            if bp > 0 && pct(bp as f64, cp as f64) > tol.peak_ram_pct {
+                push(
+                    "peak RAM",
+                    human_bytes(bp as f64),
+                    human_bytes(cp as f64),
+                    format!("+{:.1}% (limit +{}%)", pct(bp as f64, cp as f64), tol.peak_ram_pct),
+                );
+            }
+        }
+        if let (Some(ba), Some(ca)) = (bm.accuracy, cm.accuracy) {
+            if ba - ca > tol.accuracy_drop {
+                let metric = cm.accuracy_metric.as_deref().unwrap_or("accuracy");
+                push(
+                    "accuracy",
+                    format!("{ba:.4} {metric}"),
+                    format!("{ca:.4} {metric}"),
+                    format!("-{:.4} (limit -{})", ba - ca, tol.accuracy_drop),
+                );
+            }
+        }
+    }
+    let new = cur.keys().filter(|id| !base.contains_key(*id)).cloned().collect();
+    BaselineComparison { tolerances: tol, compared, regressions, new }
+}
+
+impl BaselineComparison {
+    pub fn text(&self) -> String {
+        let t = &self.tolerances;
+        let mut s = format!(
+            "{} cases compared (tolerances: latency +{}%, peak RAM +{}%, accuracy -{})\n",
+            self.compared, t.latency_pct, t.peak_ram_pct, t.accuracy_drop
+        );
+        match self.regressions.len() {
+            0 => s.push_str("no regressions\n"),
+            n => {
+                let _ = writeln!(s, "{n} regressions:");
+                for r in &self.regressions {
+                    let _ = writeln!(s, "  {}  {}: {} → {}  {}", r.case, r.what, r.baseline, r.current, r.detail);
+                }
+            }
+        }
+        if !self.new.is_empty() {
+            let _ = writeln!(s, "{} cases not in the baseline: {}", self.new.len(), self.new.join(", "));
+        }
+        s
+    }
+}
+
+/// One case as two targets ran it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pair {
+    /// The case without its target.
+    pub case: String,
+    pub a_target: String,
+    pub b_target: String,
+    pub a_status: Status,
+    pub b_status: Status,
+    /// B's latency / A's.
+    pub latency_ratio: Option<f64>,
+    /// B's peak − A's, bytes.
+    pub ram_difference: Option<i64>,
+    /// B's accuracy − A's.
+    pub accuracy_difference: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pairing {
+    pub pairs: Vec<Pair>,
+    pub only_a: Vec<String>,
+    pub only_b: Vec<String>,
+}
+
+/// Pairs the cases of two journals by everything but the target.
+pub fn pair(a: &[Record], b: &[Record]) -> Pairing {
+    let a = by_id(a, |r| r.case.without_target());
+    let b = by_id(b, |r| r.case.without_target());
+    let pairs = a
+        .iter()
+        .filter_map(|(key, ra)| {
+            let rb = b.get(key)?;
+            let (ma, mb) = (&ra.measurements, &rb.measurements);
+            Some(Pair {
+                case: key.clone(),
+                a_target: ra.case.target.clone(),
+                b_target: rb.case.target.clone(),
+                a_status: ra.status,
+                b_status: rb.status,
+                latency_ratio: ma.latency_ms.zip(mb.latency_ms).filter(|(x, _)| *x > 0.0).map(|(x, y)| y / x),
+                ram_difference: ma.peak().zip(mb.peak()).map(|(x, y)| y as i64 - x as i64),
+                accuracy_difference: ma.accuracy.zip(mb.accuracy).map(|(x, y)| y - x),
+            })
+        })
+        .collect();
+    Pairing {
+        pairs,
+        only_a: a.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
+        only_b: b.keys().filter(|k| !a.contains_key(*k)).cloned().collect(),
+    }
+}
+
+impl Pairing {
+    pub fn text(&self) -> String {
+        let mut s = String::from(
+            "| case | A | B | latency B/A | peak RAM B−A | accuracy B−A |\n|---|---|---|---:|---:|---:|\n",
+        );
+        for p in &self.pairs {
+            let ram = p.ram_difference.map_or("-".into(), |d| {
+                let sign = if d < 0 { "−" } else { "+" };
+                format!("{sign}{}", human_bytes(d.unsigned_abs() as f64))
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} {} | {} {} | {} | {} | {} |",
+                p.case,
+                p.a_target,
+                p.a_status.name(),
+                p.b_target,
+                p.b_status.name(),
+                p.latency_ratio.map_or("-".into(), |r| format!("{r:.3}")),
+                ram,
+                p.accuracy_difference.map_or("-".into(), |d| format!("{d:+.4}")),
+            );
+        }
+        for (side, list) in [("A", &self.only_a), ("B", &self.only_b)] {
+            if !list.is_empty() {
+                let _ = writeln!(s, "\nonly in {side}: {}", list.join(", "));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,450 @@
+//! The suite file: one TOML file names the matrix (models × compression ×
+//! profiles × targets × engines × workloads). Everything is checked before
+//! anything runs, and every error names the file, line and key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use edgehil_hil::Target;
+use edgehil_onnx::export::{Prune, Quant};
+use edgehil_runtime::wire::{EngineKind, GenParams};
+
+use crate::eval::Method;
+use crate::profile::Profiles;
+use crate::units::Seconds;
+
+use super::record::Case;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SuiteError {
+    /// the suite file could not be read
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    /// the file is not valid TOML or does not follow the schema
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// a value the schema allows but that names nothing or makes no sense
+    #[error("{path}:{line}: key `{key}`: {message}")]
+    Invalid { path: PathBuf, line: usize, key: &'static str, message: String },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    /// Longest one case may take, e.g. "600 s".
+    timeout: Option<Spanned<Seconds>>,
+    profiles: Vec<Spanned<String>>,
+    #[serde(default)]
+    targets: Vec<Spanned<String>>,
+    #[serde(default)]
+    engines: Vec<Spanned<String>>,
+    /// The emulated board's agent binary (default: beside edgehil).
+    agent: Option<PathBuf>,
+    #[serde(default)]
+    tolerances: Tolerances,
+    #[serde(default, rename = "model")]
+    models: Vec<RawModel>,
+    #[serde(default, rename = "run")]
+    runs: Vec<RunWorkload>,
+    #[serde(default, rename = "generate")]
+    generates: Vec<GenerateWorkload>,
+    #[serde(default, rename = "eval")]
+    evals: Vec<EvalWorkload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: Spanned<String>,
+    /// An ONNX file or an `edgehil export` folder, run as it is.
+    path: Option<Spanned<PathBuf>>,
+    /// A Hugging Face folder, exported once per compression.
+    hf: Option<Spanned<PathBuf>>,
+    /// QUANT[+PRUNE]: none, int8, int4, e.g. int8+magnitude:0.5 (hf models only).
+    compression: Option<Spanned<Vec<String>>>,
+}
+
+/// What `suite compare` tolerates before it calls a change a regression.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tolerances {
+    /// Latency may grow by this many percent.
+    pub latency_pct: f64,
+    /// Peak RAM may grow by this many percent.
+    pub peak_ram_pct: f64,
+    /// Accuracy may drop by this much (absolute, on its 0–1 scale).
+    pub accuracy_drop: f64,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Self { latency_pct: 10.0, peak_ram_pct: 5.0, accuracy_drop: 0.01 }
+    }
+}
+
+/// `[[run]]`: `edgehil run` with seeded inputs.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunWorkload {
+    #[serde(default = "names::run")]
+    pub name: String,
+    /// Only these models (default: all).
+    pub models: Option<Vec<String>>,
+    #[serde(default = "defaults::runs")]
+    pub runs: u32,
+    #[serde(default = "defaults::warmup")]
+    pub warmup: u32,
+    #[serde(default = "defaults::prompt_tokens")]
+    pub prompt_tokens: u64,
+}
+
+/// `[[generate]]`: `edgehil generate` (language models exported from hf only).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateWorkload {
+    #[serde(default = "names::generate")]
+    pub name: String,
+    pub models: Option<Vec<String>>,
+    pub prompt: String,
+    #[serde(default = "defaults::max_new")]
+    pub max_new: u32,
+    #[serde(default = "defaults::temperature")]
+    pub temperature: f32,
+    #[serde(default = "defaults::top_p")]
+    pub top_p: f32,
+    #[serde(default = "defaults::top_k")]
+    pub top_k: u32,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    #[serde(default = "defaults::reps")]
+    pub reps: u32,
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+impl GenerateWorkload {
+    pub fn params(&self) -> GenParams {
+        GenParams {
+            max_new: self.max_new,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            eos: None,
+        }
+    }
+}
+
+/// `[[eval]]`: `edgehil eval` on a LaMP-format task (language models exported from hf only).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalWorkload {
+    #[serde(default = "names::eval")]
+    pub name: String,
+    pub models: Option<Vec<String>>,
+    pub task: PathBuf,
+    pub method: Method,
+    /// MiniLM for rag: an `edgehil export` folder or a Hugging Face folder (exported once).
+    pub embedder: Option<PathBuf>,
+    #[serde(default = "defaults::max_new")]
+    pub max_new: u32,
+}
+
+mod names {
+    pub fn run() -> String {
+        "run".into()
+    }
+    pub fn generate() -> String {
+        "generate".into()
+    }
+    pub fn eval() -> String {
+        "eval".into()
+    }
+}
+
+/// The CLI's defaults, so a workload reads like the command it stands for.
+mod defaults {
+    use edgehil_runtime::wire::GenParams;
+    pub fn runs() -> u32 {
+        20
+    }
+    pub fn warmup() -> u32 {
+        3
+    }
+    pub fn prompt_tokens() -> u64 {
+        128
+    }
+    pub fn reps() -> u32 {
+        3
+    }
+    pub fn max_new() -> u32 {
+        GenParams::STUDY.max_new
+    }
+    pub fn temperature() -> f32 {
+        GenParams::STUDY.temperature
+    }
+    pub fn top_p() -> f32 {
+        GenParams::STUDY.top_p
+    }
+    pub fn top_k() -> u32 {
+        GenParams::STUDY.top_k
+    }
+    pub fn seed() -> u64 {
+        GenParams::STUDY.seed
+    }
+}
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Run as it is (compression "as-is").
+    Path(PathBuf),
+    /// Exported per compression.
+    Hf { dir: PathBuf, compressions: Vec<Compression> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compression {
+    /// As written, e.g. "int8+magnitude:0.5".
+    pub name: String,
+    pub quant: Quant,
+    pub prune: Option<Prune>,
+}
+
+impl Compression {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (quant, prune) = match s.split_once('+') {
+            Some((q, p)) => (q, Some(p.parse::<Prune>().map_err(|e| e.to_string())?)),
+            None => (s, None),
+        };
+        Ok(Self {
+            name: s.into(),
+            quant: quant.parse().map_err(|e: edgehil_onnx::export::ExportError| e.to_string())?,
+            prune,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub name: String,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone)]
+pub enum Workload {
+    Run(RunWorkload),
+    Generate(GenerateWorkload),
+    Eval(EvalWorkload),
+}
+
+impl Workload {
+    pub fn name(&self) -> &str {
+        match self {
+            Workload::Run(w) => &w.name,
+            Workload::Generate(w) => &w.name,
+            Workload::Eval(w) => &w.name,
+        }
+    }
+
+    fn models(&self) -> Option<&Vec<String>> {
+        match self {
+            Workload::Run(w) => w.models.as_ref(),
+            Workload::Generate(w) => w.models.as_ref(),
+            Workload::Eval(w) => w.models.as_ref(),
+        }
+    }
+
+    /// Generation and eval need a language-model export with its tokenizer.
+    fn applies_to(&self, model: &Model) -> bool {
+        match self.models() {
+            Some(names) => names.contains(&model.name),
+            None => matches!(self, Workload::Run(_)) || matches!(model.source, Source::Hf { .. }),
+        }
+    }
+}
+
+/// A checked suite, paths resolved against the file's folder.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub name: String,
+    pub path: PathBuf,
+    pub timeout_s: f64,
+    pub profiles: Vec<String>,
+    pub targets: Vec<String>,
+    pub engines: Vec<EngineKind>,
+    pub agent: Option<PathBuf>,
+    pub tolerances: Tolerances,
+    pub models: Vec<Model>,
+    pub workloads: Vec<Workload>,
+}
+
+/// Line (1-based) of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Suite {
+    pub fn load(path: &Path, profiles: &Profiles) -> Result<Self, SuiteError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| SuiteError::Read { path: path.into(), cause })?;
+        Self::parse(&text, path, profiles)
+    }
+
+    pub fn parse(text: &str, path: &Path, profiles: &Profiles) -> Result<Self, SuiteError> {
+        // toml's message already shows the line, the column and the key.
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| SuiteError::Parse { path: path.into(), message: e.to_string() })?;
+        let invalid = |span: std::ops::Range<usize>, key: &'static str, message: String| SuiteError::Invalid {
+            path: path.into(),
+            line: line_of(text, span.start),
+            key,
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let exists = |p: &Spanned<PathBuf>, key: &'static str| {
+            let full = resolve(p.get_ref());
+            match full.exists() {
+                true => Ok(full),
+                false => Err(invalid(p.span(), key, format!("{} does not exist", full.display()))),
+            }
+        };
+
+        if raw.profiles.is_empty() {
+            return Err(invalid(0..0, "profiles", "name at least one device profile".into()));
+        }
+        for p in &raw.profiles {
+            profiles.get(p.get_ref()).map_err(|e| invalid(p.span(), "profiles", e.to_string()))?;
+        }
+        for t in &raw.targets {
+            t.get_ref().parse::<Target>().map_err(|e| invalid(t.span(), "targets", e.to_string()))?;
+        }
+        let engines =
+            raw.engines
+                .iter()
+                .map(|e| {
+                    EngineKind::ALL.into_iter().find(|k| k.name() == e.get_ref()).ok_or_else(|| {
+                        invalid(e.span(), "engines", format!("`{}`: expected tract or ort", e.get_ref()))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+
+        let mut models: Vec<Model> = Vec::new();
+        for m in &raw.models {
+            let name = m.name.get_ref();
+            if models.iter().any(|o| &o.name == name) {
+                return Err(invalid(m.name.span(), "model.name", format!("`{name}` is named twice")));
+            }
+            let source = match (&m.path, &m.hf) {
+                (Some(p), None) => {
+                    if let Some(c) = &m.compression {
+                        return Err(invalid(c.span(), "model.compression", "applies to hf models only".into()));
+                    }
+                    Source::Path(exists(p, "model.path")?)
+                }
+                (None, Some(hf)) => {
+                    let dir = exists(hf, "model.hf")?;
+                    let list = m.compression.as_ref().map_or(vec!["none".to_string()], |c| c.get_ref().clone());
+                    let compressions = list
+                        .iter()
+                        .map(|c| {
+                            Compression::parse(c).map_err(|e| {
+                                invalid(m.compression.as_ref().map_or(0..0, |c| c.span()), "model.compression", e)
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    Source::Hf { dir, compressions }
+                }
+                _ => return Err(invalid(m.name.span(), "model", format!("`{name}`: give exactly one of path and hf"))),
+            };
+            models.push(Model { name: name.clone(), source });
+        }
+        if models.is_empty() {
+            return Err(invalid(0..0, "model", "name at least one [[model]]".into()));
+        }
+
+        let mut workloads: Vec<Workload> = raw.runs.into_iter().map(Workload::Run).collect();
+        workloads.extend(raw.generates.into_iter().map(Workload::Generate));
+        for mut e in raw.evals {
+            e.task = resolve(&e.task);
+            e.embedder = e.embedder.as_deref().map(resolve);
+            workloads.push(Workload::Eval(e));
+        }
+        if workloads.is_empty() {
+            return Err(invalid(0..0, "run", "name at least one workload: [[run]], [[generate]] or [[eval]]".into()));
+        }
+        let find = |name: &str| text.find(&format!("\"{name}\"")).unwrap_or(0);
+        for (i, w) in workloads.iter().enumerate() {
+            if workloads[..i].iter().any(|o| o.name() == w.name()) {
+                let at = find(w.name());
+                return Err(invalid(at..at, "name", format!("workload `{}` is named twice", w.name())));
+            }
+            for m in w.models().into_iter().flatten() {
+                if !models.iter().any(|o| &o.name == m) {
+                    let at = find(m);
+                    return Err(invalid(at..at, "models", format!("no [[model]] named `{m}`")));
+                }
+            }
+        }
+
+        Ok(Suite {
+            name: raw.name,
+            path: path.into(),
+            timeout_s: raw.timeout.map_or(1800.0, |t| t.get_ref().0),
+            profiles: raw.profiles.into_iter().map(Spanned::into_inner).collect(),
+            targets: match raw.targets.is_empty() {
+                true => vec!["emu".into()],
+                false => raw.targets.into_iter().map(Spanned::into_inner).collect(),
+            },
+            engines: if engines.is_empty() { vec![EngineKind::Tract] } else { engines },
+            agent: raw.agent.as_deref().map(resolve),
+            tolerances: raw.tolerances,
+            models,
+            workloads,
+        })
+    }
+
+    /// Every case of the matrix, in the order they run: model by model, so an
+    /// export is used while it is fresh.
+    pub fn cases(&self) -> Vec<Case> {
+        let mut cases = Vec::new();
+        for model in &self.models {
+            let compressions: Vec<String> = match &model.source {
+                Source::Path(_) => vec!["as-is".into()],
+                Source::Hf { compressions, .. } => compressions.iter().map(|c| c.name.clone()).collect(),
+            };
+            for compression in &compressions {
+                for workload in self.workloads.iter().filter(|w| w.applies_to(model)) {
+                    for profile in &self.profiles {
+                        for target in &self.targets {
+                            for engine in &self.engines {
+                                cases.push(Case {
+                                    model: model.name.clone(),
+                                    compression: compression.clone(),
+                                    profile: profile.clone(),
+                                    target: target.clone(),
+                                    engine: engine.name().into(),
+                                    workload: workload.name().into(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cases
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn workload(&self, name: &str) -> Option<&Workload> {
+        self.workloads.iter().find(|w| w.name() == name)
+    }
+}
