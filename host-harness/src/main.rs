@@ -521,13 +521,15 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&std::
                 .progress_chars("=> "),
             );
             bar.set_prefix(s.name.clone());
+            // Off a terminal (CI logs) the bar is hidden and would swallow these lines.
+            let say = |line: String| if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) };
             let mut show = |p: Progress| match p {
                 Progress::Start { total, done } => {
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                     bar.reset_eta();
                     if done > 0 {
-                        bar.println(format!("resuming: {done} of {total} cases already in the journal"));
+                        say(format!("resuming: {done} of {total} cases already in the journal"));
                     }
                 }
                 Progress::Exporting(what) => bar.set_message(format!("exporting {what}")),
@@ -535,7 +537,7 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&std::
                 Progress::Done(r) => {
                     let latency = r.measurements.latency_ms.map_or(String::new(), |l| format!("  {l:.3} ms"));
                     let reason = r.reason.as_deref().map_or(String::new(), |r| format!("  ({r})"));
-                    bar.println(format!("{:<12} {}{latency}{reason}", r.status.name(), r.case.id()));
+                    say(format!("{:<12} {}{latency}{reason}", r.status.name(), r.case.id()));
                     bar.inc(1);
                 }
             };

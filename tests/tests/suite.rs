@@ -1,0 +1,430 @@
+//! `edgehil suite`: the matrix from a TOML file, the journal that survives a
+//! kill, failing cases that do not stop the night, reports, regressions
+//! against a baseline, and emulated against a board on a serial line.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{binary, ort_library, scratch_dir};
+use edgehil::report::Status;
+use edgehil::suite::record::{self, Record};
+
+fn edgehil(args: &[&str]) -> Output {
+    edgehil_cmd(args).output().unwrap()
+}
+
+fn edgehil_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(binary("edgehil"));
+    cmd.args(args).env("EDGEHIL_AGENT", binary("edgehil-agent")).env("EDGEHIL_ORT_LIBRARY", ort_library());
+    cmd
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A suite file in `dir` whose model paths point into the repository.
+fn write_suite(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("suite.toml");
+    let body = body.replace("@REPO", &repo().display().to_string());
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// Two models, two compressions of one, two workloads: 5 quick cases on tract.
+const SMALL: &str = r#"
+name = "small"
+timeout = "120 s"
+profiles = ["jetson-orin-nano"]
+engines = ["tract"]
+
+[[model]]
+name = "block"
+path = "@REPO/onnx-models/fixtures/block.onnx"
+
+[[model]]
+name = "tiny-gpt2"
+hf = "@REPO/onnx-models/reference/gpt2"
+compression = ["none", "int8"]
+
+[[run]]
+runs = 3
+warmup = 1
+prompt_tokens = 8
+
+[[generate]]
+prompt = "The board on the desk"
+max_new = 8
+temperature = 0.0
+reps = 1
+ignore_eos = true
+"#;
+
+fn journal(out: &Path) -> Vec<Record> {
+    record::read(&out.join("journal.jsonl")).unwrap()
+}
+
+#[test]
+fn a_malformed_suite_names_the_line_and_key_before_anything_runs() {
+    let dir = scratch_dir("suite-malformed");
+    let out = dir.join("out");
+    let cases = [
+        (SMALL.replace("compression = [", "compresion = ["), "unknown field `compresion`", "line 14"),
+        (SMALL.replace("\"jetson-orin-nano\"", "\"jetson-orin-nanoo\""), "no device profile named `jetson-orin-nanoo`", ":4: key `profiles`"),
+        (SMALL.replace("fixtures/block.onnx", "fixtures/nothing.onnx"), "nothing.onnx does not exist", ":9: key `model.path`"),
+        (SMALL.replace("\"int8\"", "\"int3\""), "expected none, int8 or int4", ":14: key `model.compression`"),
+        (SMALL.replace("runs = 3", "runs = \"three\""), "invalid type", "line 17"),
+        (SMALL.replace("[[generate]]", "[[generate]]\nmodels = [\"gpt2\"]"), "no [[model]] named `gpt2`", "key `models`"),
+    ];
+    for (body, what, place) in cases {
+        let suite = write_suite(&dir, &body);
+        let o = edgehil(&["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(t.contains("suite.toml"), "names the file: {t}");
+        assert!(t.contains(what), "says what is wrong ({what}): {t}");
+        assert!(t.contains(place), "names the line and key ({place}): {t}");
+        assert!(!out.exists(), "nothing ran");
+    }
+}
+
+fn journal_lines(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("journal.jsonl")).unwrap_or_default().lines().map(String::from).collect()
+}
+
+#[test]
+fn killing_the_suite_loses_nothing_and_resume_runs_only_the_rest() {
+    let dir = scratch_dir("suite-resume");
+    let suite = write_suite(&dir, SMALL);
+    let out = dir.join("out");
+    let args = ["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let mut child = edgehil_cmd(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    while journal_lines(&out).len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(120), "two cases within two minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the suite ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = journal_lines(&out);
+    let kept = record::read(&out.join("journal.jsonl")).unwrap();
+    assert!(kept.len() >= 2 && kept.len() < 5, "killed part way: {} of 5", kept.len());
+
+    let o = edgehil(&args);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+    assert_eq!(journal_lines(&out), before, "a refused run leaves the journal alone");
+
+    let mut resumed = args.to_vec();
+    resumed.push("--resume");
+    let o = edgehil(&resumed);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(&format!("resuming: {} of 5 cases already in the journal", kept.len())), "{}", text(&o));
+    let after = journal_lines(&out);
+    assert_eq!(after[..before.len()], before[..], "what was measured before the kill is kept as it was");
+    let records = journal(&out);
+    let mut ids: Vec<String> = records.iter().map(|r| r.case.id()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "every case once: {ids:?}");
+    assert!(records.iter().all(|r| r.status == Status::Ok), "{records:#?}");
+    for file in ["report.json", "junit.xml", "summary.md"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+}
+
+/// A copy of a built-in profile with `usable` as its usable RAM.
+fn small_profile(dir: &Path, usable: &str) -> PathBuf {
+    let profiles = dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let text = std::fs::read_to_string(repo().join("device-profiles/jetson-orin-nano.toml")).unwrap();
+    let text = text.replace("name = \"jetson-orin-nano\"", "name = \"tiny-board\"").replacen(
+        "ram_usable = { value = \"6.5 GiB\"",
+        &format!("ram_usable = {{ value = \"{usable}\""),
+        1,
+    );
+    std::fs::write(profiles.join("tiny-board.toml"), text).unwrap();
+    profiles
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_board_that_hangs_crashes_or_runs_out_of_memory_fails_its_case_and_the_suite_goes_on() {
+    let dir = scratch_dir("suite-failures");
+    let profiles = small_profile(&dir, "64 KiB");
+    let one_model = |agent: &str, profiles: &str| {
+        format!(
+            "name = \"f\"\ntimeout = \"3 s\"\nprofiles = [{profiles}]\n{agent}\n\
+             [[model]]\nname = \"block\"\npath = \"@REPO/onnx-models/fixtures/block.onnx\"\n\
+             [[model]]\nname = \"mlp\"\npath = \"@REPO/onnx-models/fixtures/mlp.onnx\"\n\
+             [[run]]\nruns = 2\nwarmup = 0\n"
+        )
+    };
+    let run = |name: &str, body: String| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let suite = write_suite(&sub, &body);
+        let out = sub.join("out");
+        let o = edgehil(&[
+            "--profiles-dir",
+            profiles.to_str().unwrap(),
+            "suite",
+            "run",
+            suite.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (o, journal(&out))
+    };
+
+    // Out of memory: the 64 KiB board refuses the model, the other board runs it.
+    let (o, records) = run("oom", one_model("", "\"tiny-board\", \"jetson-orin-nano\""));
+    assert_eq!(o.status.code(), Some(3), "exit code of a does-not-fit: {}", text(&o));
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        let expected = if r.case.profile == "tiny-board" { Status::DoesNotFit } else { Status::Ok };
+        assert_eq!(r.status, expected, "{r:#?}");
+    }
+    assert!(records.iter().filter(|r| r.status == Status::DoesNotFit).all(|r| r.reason.is_some()));
+
+    // A hung board: its agent never answers, each case ends at the 3 s timeout.
+    let hang = script(&dir, "hang.sh", "exec sleep 600");
+    let (o, records) =
+        run("hang", one_model(&format!("agent = \"{}\"", hang.display()), "\"jetson-orin-nano\""));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(records.len(), 2, "the second case ran after the first hung");
+    for r in &records {
+        assert_eq!(r.status, Status::Failed);
+        assert!(r.duration_s < 60.0, "bounded by the timeout, not the hang: {r:#?}");
+        let reason = r.reason.as_deref().unwrap();
+        assert!(reason.contains("timed out") || reason.contains("no answer"), "{reason}");
+    }
+
+    // A crashing board: the reason carries its exit and last words.
+    let crash = script(&dir, "crash.sh", "echo 'panicked at flash' >&2; exit 3");
+    let (o, records) =
+        run("crash", one_model(&format!("agent = \"{}\"", crash.display()), "\"jetson-orin-nano\""));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r.status, Status::Failed);
+        let reason = r.reason.as_deref().unwrap();
+        assert!(reason.contains("exit code 3") && reason.contains("panicked at flash"), "{reason}");
+    }
+}
+
+/// Runs SMALL into `out` once per test binary run.
+fn small_run(name: &str) -> PathBuf {
+    let dir = scratch_dir(name);
+    let suite = write_suite(&dir, SMALL);
+    let out = dir.join("out");
+    let o = edgehil(&["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    out
+}
+
+/// Measured figures vary run to run; the rest must not.
+fn redact_measured(s: &str) -> String {
+    let mut out = String::new();
+    for line in s.lines() {
+        let measured = ["latency_ms", "peak_heap_bytes", "peak_rss_bytes", "tokens_per_s"]
+            .iter()
+            .find(|p| line.contains(&format!("name=\"{p}\"")));
+        let line = match measured {
+            Some(p) => format!("        <property name=\"{p}\" value=\"[measured]\"/>"),
+            None => line.to_string(),
+        };
+        out.push_str(&redact_attr(&line, "time"));
+        out.push('\n');
+    }
+    out
+}
+
+fn redact_attr(line: &str, attr: &str) -> String {
+    let key = format!(" {attr}=\"");
+    match line.find(&key) {
+        Some(at) => {
+            let start = at + key.len();
+            let end = start + line[start..].find('"').unwrap();
+            format!("{}[s]{}", &line[..start], &line[end..])
+        }
+        None => line.to_string(),
+    }
+}
+
+#[test]
+fn junit_has_a_testcase_per_case_with_measurements_as_properties() {
+    let out = small_run("suite-junit");
+    let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let records = journal(&out);
+    assert_eq!(xml.matches("<testcase ").count(), records.len());
+    assert_eq!(xml.matches("<testcase ").count(), 5);
+    insta::assert_snapshot!("junit", redact_measured(&xml));
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.starts_with("# Suite `small`\n\n5 cases: 5 ok, 0 does_not_fit, 0 failed, 0 skipped"), "{md}");
+    let report: Vec<Record> = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report, records);
+}
+
+/// The journal with one case slower, one less accurate and one gone.
+fn worse_copy(records: &[Record], path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for r in records {
+        let mut r = r.clone();
+        match (r.case.model.as_str(), r.case.compression.as_str(), r.case.workload.as_str()) {
+            ("block", _, _) => r.measurements.latency_ms = r.measurements.latency_ms.map(|l| l * 1.5),
+            ("tiny-gpt2", "int8", "run") => r.measurements.accuracy = r.measurements.accuracy.map(|a| a - 0.2),
+            ("tiny-gpt2", "none", "generate") => continue,
+            _ => {}
+        }
+        writeln!(f, "{}", serde_json::to_string(&r).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn suite_compare_lists_what_regressed_and_exits_non_zero() {
+    let out = small_run("suite-compare");
+    let baseline = out.join("journal.jsonl");
+    let records = journal(&out);
+    let o = edgehil(&["suite", "compare", out.to_str().unwrap(), "--baseline", baseline.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("5 cases compared") && text(&o).contains("no regressions"), "{}", text(&o));
+
+    let current = out.join("worse.jsonl");
+    worse_copy(&records, &current);
+    let o = edgehil(&["suite", "compare", current.to_str().unwrap(), "--baseline", baseline.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let mut listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    // The figures are measured; which cases and what regressed are not.
+    listed = listed.lines().map(|l| l.split(": ").next().unwrap_or(l).to_string() + "\n").collect();
+    insta::assert_snapshot!("regressions", listed);
+
+    // Within a generous tolerance, only the missing case and the accuracy drop remain.
+    let o = edgehil(&[
+        "suite",
+        "compare",
+        current.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--latency-pct",
+        "60",
+    ]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(text(&o).contains("2 regressions"), "{}", text(&o));
+}
+
+/// Two pseudo-terminals joined back to back: a serial cable to an agent
+/// that runs as a board on the far end, opened by path like a USB serial port.
+/// As on a real board, a supervisor starts the agent again each time a
+/// session shuts it down (systemd's Restart=always in the README's recipe).
+struct NullModem {
+    host_end: PathBuf,
+    supervisor: std::process::Child,
+}
+
+impl NullModem {
+    fn start(cap: &str) -> Self {
+        use std::os::unix::process::CommandExt;
+
+        use serialport::{SerialPort, TTYPort};
+        let (mut a_master, a_slave) = TTYPort::pair().unwrap();
+        let (mut b_master, b_slave) = TTYPort::pair().unwrap();
+        let host_end = PathBuf::from(b_slave.name().unwrap());
+        let agent = format!(
+            "{} --port {} --cap {cap} --threads 2 --ort-library {}",
+            binary("edgehil-agent").display(),
+            a_slave.name().unwrap(),
+            ort_library().display()
+        );
+        let supervisor = Command::new("sh")
+            .args(["-c", &format!("while true; do {agent}; done")])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        for m in [&mut a_master, &mut b_master] {
+            m.set_timeout(Duration::from_millis(50)).unwrap();
+        }
+        let relay = |mut from: TTYPort, mut to: TTYPort, keep: TTYPort| {
+            std::thread::spawn(move || {
+                let _keep = keep; // the slave stays open so the master never sees a hang-up
+                let mut buf = [0u8; 4096];
+                loop {
+                    match from.read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
+        let a2 = a_master.try_clone_native().unwrap();
+        let b2 = b_master.try_clone_native().unwrap();
+        relay(a_master, b2, a_slave);
+        relay(b_master, a2, b_slave);
+        NullModem { host_end, supervisor }
+    }
+}
+
+impl Drop for NullModem {
+    fn drop(&mut self) {
+        // SAFETY: the supervisor leads its own process group: this ends it and its agent.
+        unsafe { libc::kill(-(self.supervisor.id() as i32), libc::SIGKILL) };
+        let _ = self.supervisor.wait();
+    }
+}
+
+#[test]
+fn compare_pairs_the_emulated_board_with_a_board_on_a_serial_line() {
+    let board = NullModem::start("6979321856");
+    let dir = scratch_dir("suite-compare-targets");
+    let body = SMALL.replace(
+        "engines = [\"tract\"]",
+        &format!("engines = [\"tract\", \"ort\"]\ntargets = [\"emu\", \"serial:{}\"]", board.host_end.display()),
+    );
+    let suite = write_suite(&dir, &body);
+    let out = dir.join("out");
+    let o = edgehil(&["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let records = journal(&out);
+    assert_eq!(records.len(), 20);
+    let (emu, real): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| r.case.target == "emu");
+    let (a, b) = (out.join("emu.json"), out.join("real.json"));
+    std::fs::write(&a, serde_json::to_string(&emu).unwrap()).unwrap();
+    std::fs::write(&b, serde_json::to_string(&real).unwrap()).unwrap();
+    let pairs = out.join("pairs.json");
+    let o = edgehil(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--json", pairs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let pairing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pairs).unwrap()).unwrap();
+    let pairs = pairing["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 10, "{pairing:#}");
+    assert!(pairing["only_a"].as_array().unwrap().is_empty() && pairing["only_b"].as_array().unwrap().is_empty());
+    for p in pairs {
+        let ratio = p["latency_ratio"].as_f64().unwrap();
+        assert!(ratio > 0.05 && ratio < 20.0, "same machine on both ends: {p:#}");
+        assert!(p["ram_difference"].is_i64(), "{p:#}");
+        // The same engine, inputs and greedy decoding give the same answers at both ends.
+        assert_eq!(p["accuracy_difference"].as_f64(), Some(0.0), "{p:#}");
+    }
+    assert!(text(&o).contains("| block/as-is/jetson-orin-nano/tract/run | emu ok | serial:"), "{}", text(&o));
+}
