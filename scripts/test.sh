@@ -17,4 +17,10 @@ export EDGEHIL_ORT_LIBRARY
 
 cargo build -p edgehil-runtime --no-default-features
 cargo build --workspace --bins --tests
-cargo test --workspace
+cargo test --workspace --exclude edgehil-hil-tests
+# The HIL snapshot tests, on the emulated board unless EDGEHIL_HIL_TARGET names a real one.
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --profile hil
+else
+    cargo test -p edgehil-hil-tests
+fi

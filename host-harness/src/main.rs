@@ -146,6 +146,15 @@ enum SuiteCmd {
         /// Compare with this journal or report.json at the end, with the suite's tolerances.
         #[arg(long)]
         baseline: Option<PathBuf>,
+        /// Instead of the suite's profiles (repeat for several).
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// Instead of the suite's targets: emu or serial:PORT[@BAUD] (repeat for several).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Instead of the suite's engines, comma-separated.
+        #[arg(long, value_delimiter = ',', value_parser = parse_engine)]
+        engine: Vec<EngineKind>,
     },
     /// List what regressed against a baseline; exits 5 if anything did.
     Compare {
@@ -169,6 +178,7 @@ enum SuiteCmd {
         suite: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// The case as JSON.
         #[arg(long)]
         case: String,
     },
@@ -495,7 +505,8 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&std::
     match command {
         SuiteCmd::Worker { suite: path, out, case } => {
             let s = suite::file::Suite::load(&path, profiles)?;
-            let record = run_case(&s, profiles, &out, &case, None)?;
+            let case = serde_json::from_str(&case).context("--case: not a case")?;
+            let record = run_case(&s, profiles, &out, case);
             println!("{}", serde_json::to_string(&record)?);
             Ok(0)
         }
@@ -505,8 +516,9 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&std::
             print!("{}", c.text());
             Ok(if c.regressions.is_empty() { 0 } else { EXIT_REGRESSED })
         }
-        SuiteCmd::Run { suite: path, out, resume, baseline } => {
-            let s = suite::file::Suite::load(&path, profiles)?;
+        SuiteCmd::Run { suite: path, out, resume, baseline, profiles: on, targets, engine } => {
+            let mut s = suite::file::Suite::load(&path, profiles)?;
+            s.override_axes(on, targets, engine, profiles)?;
             let out = out.unwrap_or_else(|| PathBuf::from("edgehil-results").join(&s.name));
             let mut worker = vec![std::env::current_exe().context("locating edgehil")?.into_os_string()];
             if let Some(dir) = profiles_dir {

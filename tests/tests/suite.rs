@@ -78,11 +78,23 @@ fn a_malformed_suite_names_the_line_and_key_before_anything_runs() {
     let out = dir.join("out");
     let cases = [
         (SMALL.replace("compression = [", "compresion = ["), "unknown field `compresion`", "line 14"),
-        (SMALL.replace("\"jetson-orin-nano\"", "\"jetson-orin-nanoo\""), "no device profile named `jetson-orin-nanoo`", ":4: key `profiles`"),
-        (SMALL.replace("fixtures/block.onnx", "fixtures/nothing.onnx"), "nothing.onnx does not exist", ":9: key `model.path`"),
+        (
+            SMALL.replace("\"jetson-orin-nano\"", "\"jetson-orin-nanoo\""),
+            "no device profile named `jetson-orin-nanoo`",
+            ":4: key `profiles`",
+        ),
+        (
+            SMALL.replace("fixtures/block.onnx", "fixtures/nothing.onnx"),
+            "nothing.onnx does not exist",
+            ":9: key `model.path`",
+        ),
         (SMALL.replace("\"int8\"", "\"int3\""), "expected none, int8 or int4", ":14: key `model.compression`"),
         (SMALL.replace("runs = 3", "runs = \"three\""), "invalid type", "line 17"),
-        (SMALL.replace("[[generate]]", "[[generate]]\nmodels = [\"gpt2\"]"), "no [[model]] named `gpt2`", "key `models`"),
+        (
+            SMALL.replace("[[generate]]", "[[generate]]\nmodels = [\"gpt2\"]"),
+            "no [[model]] named `gpt2`",
+            "key `models`",
+        ),
     ];
     for (body, what, place) in cases {
         let suite = write_suite(&dir, &body);
@@ -205,8 +217,7 @@ fn a_board_that_hangs_crashes_or_runs_out_of_memory_fails_its_case_and_the_suite
 
     // A hung board: its agent never answers, each case ends at the 3 s timeout.
     let hang = script(&dir, "hang.sh", "exec sleep 600");
-    let (o, records) =
-        run("hang", one_model(&format!("agent = \"{}\"", hang.display()), "\"jetson-orin-nano\""));
+    let (o, records) = run("hang", one_model(&format!("agent = \"{}\"", hang.display()), "\"jetson-orin-nano\""));
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert_eq!(records.len(), 2, "the second case ran after the first hung");
     for r in &records {
@@ -218,8 +229,7 @@ fn a_board_that_hangs_crashes_or_runs_out_of_memory_fails_its_case_and_the_suite
 
     // A crashing board: the reason carries its exit and last words.
     let crash = script(&dir, "crash.sh", "echo 'panicked at flash' >&2; exit 3");
-    let (o, records) =
-        run("crash", one_model(&format!("agent = \"{}\"", crash.display()), "\"jetson-orin-nano\""));
+    let (o, records) = run("crash", one_model(&format!("agent = \"{}\"", crash.display()), "\"jetson-orin-nano\""));
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert_eq!(records.len(), 2);
     for r in &records {
@@ -352,11 +362,8 @@ impl NullModem {
             a_slave.name().unwrap(),
             ort_library().display()
         );
-        let supervisor = Command::new("sh")
-            .args(["-c", &format!("while true; do {agent}; done")])
-            .process_group(0)
-            .spawn()
-            .unwrap();
+        let supervisor =
+            Command::new("sh").args(["-c", &format!("while true; do {agent}; done")]).process_group(0).spawn().unwrap();
         for m in [&mut a_master, &mut b_master] {
             m.set_timeout(Duration::from_millis(50)).unwrap();
         }

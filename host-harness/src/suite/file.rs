@@ -29,6 +29,9 @@ pub enum SuiteError {
     /// a value the schema allows but that names nothing or makes no sense
     #[error("{path}:{line}: key `{key}`: {message}")]
     Invalid { path: PathBuf, line: usize, key: &'static str, message: String },
+    /// a command-line replacement of a matrix axis names nothing
+    #[error("{flag}: {message}")]
+    Override { flag: &'static str, message: String },
 }
 
 /// The file as written.
@@ -438,6 +441,33 @@ impl Suite {
             }
         }
         cases
+    }
+
+    /// Replaces the matrix's profiles, targets or engines (those given), e.g.
+    /// to point tonight's suite at the board a CI job holds.
+    pub fn override_axes(
+        &mut self,
+        profiles: Vec<String>,
+        targets: Vec<String>,
+        engines: Vec<EngineKind>,
+        known: &Profiles,
+    ) -> Result<(), SuiteError> {
+        for p in &profiles {
+            known.get(p).map_err(|e| SuiteError::Override { flag: "--profile", message: e.to_string() })?;
+        }
+        for t in &targets {
+            t.parse::<Target>().map_err(|e| SuiteError::Override { flag: "--target", message: e.to_string() })?;
+        }
+        if !profiles.is_empty() {
+            self.profiles = profiles;
+        }
+        if !targets.is_empty() {
+            self.targets = targets;
+        }
+        if !engines.is_empty() {
+            self.engines = engines;
+        }
+        Ok(())
     }
 
     pub fn model(&self, name: &str) -> Option<&Model> {

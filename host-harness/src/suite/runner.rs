@@ -35,9 +35,6 @@ pub enum SuiteRunError {
     /// the output folder or a report could not be written
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
-    /// the worker asked for a case the suite does not have
-    #[error("the suite has no case `{0}`")]
-    NoCase(String),
 }
 
 pub struct RunSuiteOptions {
@@ -216,7 +213,7 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
         .arg("--out")
         .arg(&opts.out)
         .arg("--case")
-        .arg(case.id())
+        .arg(serde_json::to_string(case).expect("a case encodes"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -291,7 +288,7 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
 }
 
 /// The board options of a case.
-fn board(suite: &Suite, case: &Case, ort_library: Option<PathBuf>) -> Result<BoardOptions, String> {
+fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
     let target: Target = case.target.parse().map_err(|e| format!("{e}"))?;
     let engine = EngineKind::ALL.into_iter().find(|e| e.name() == case.engine).ok_or("unknown engine")?;
     let agent = match (&suite.agent, &target) {
@@ -300,7 +297,7 @@ fn board(suite: &Suite, case: &Case, ort_library: Option<PathBuf>) -> Result<Boa
         (None, Target::Serial { .. }) => PathBuf::new(),
     };
     let ort_library = match engine {
-        EngineKind::Ort => Some(run::find_ort_library(ort_library.as_deref()).map_err(|e| e.to_string())?),
+        EngineKind::Ort => Some(run::find_ort_library(None).map_err(|e| e.to_string())?),
         EngineKind::Tract => None,
     };
     Ok(BoardOptions {
@@ -317,19 +314,10 @@ fn board(suite: &Suite, case: &Case, ort_library: Option<PathBuf>) -> Result<Boa
 }
 
 /// Runs one case in this process (the worker's job).
-pub fn run_case(
-    suite: &Suite,
-    profiles: &Profiles,
-    out: &Path,
-    case_id: &str,
-    ort_library: Option<PathBuf>,
-) -> Result<Record, SuiteRunError> {
-    let case =
-        suite.cases().into_iter().find(|c| c.id() == case_id).ok_or_else(|| SuiteRunError::NoCase(case_id.into()))?;
+pub fn run_case(suite: &Suite, profiles: &Profiles, out: &Path, case: Case) -> Record {
     let started = now_unix();
     let clock = Instant::now();
-    let outcome = measure(suite, profiles, out, &case, ort_library);
-    Ok(match outcome {
+    match measure(suite, profiles, out, &case) {
         Ok((status, reason, measurements, report)) => Record {
             suite: suite.name.clone(),
             case,
@@ -341,22 +329,16 @@ pub fn run_case(
             report,
         },
         Err(reason) => failed(suite, &case, reason, started, clock.elapsed()),
-    })
+    }
 }
 
 type Outcome = (Status, Option<String>, Measurements, serde_json::Value);
 
-fn measure(
-    suite: &Suite,
-    profiles: &Profiles,
-    out: &Path,
-    case: &Case,
-    ort_library: Option<PathBuf>,
-) -> Result<Outcome, String> {
+fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Result<Outcome, String> {
     let profile = profiles.get(&case.profile).map_err(|e| e.to_string())?;
     let model = suite.model(&case.model).ok_or("unknown model")?;
     let workload = suite.workload(&case.workload).ok_or("unknown workload")?;
-    let board = board(suite, case, ort_library)?;
+    let board = board(suite, case)?;
     let dir = model_path(out, model, &case.compression);
     // Compressed exports are judged against the suite's fp32 export of the same model.
     let reference = match &model.source {
