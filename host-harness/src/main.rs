@@ -1,7 +1,7 @@
 //! `edgehil`: the command line. Everything it does lives in the library; this
 //! file parses arguments, prints, and maps outcomes to exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -172,6 +172,14 @@ enum SuiteCmd {
         #[arg(long, default_value_t = Tolerances::default().accuracy_drop)]
         accuracy_drop: f64,
     },
+    /// Render a journal's reports again (e.g. after a killed run), or print one format.
+    Report {
+        /// A --out folder, journal or report.json.
+        results: PathBuf,
+        /// Print this format instead of rewriting the files beside the journal.
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
+    },
     /// Run one case and print its record (what `suite run` starts per case).
     #[command(hide = true)]
     Worker {
@@ -182,6 +190,15 @@ enum SuiteCmd {
         #[arg(long)]
         case: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Json,
+    Junit,
+    Md,
+    /// lava-test-case calls for a LAVA test definition.
+    Lava,
 }
 
 #[derive(Subcommand)]
@@ -495,12 +512,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
 }
 
 /// A journal, a report.json, or a suite's --out folder.
-fn records_at(path: &std::path::Path) -> Result<Vec<suite::record::Record>> {
+fn records_at(path: &Path) -> Result<Vec<suite::record::Record>> {
     let file = if path.is_dir() { suite::runner::journal_path(path) } else { path.to_path_buf() };
     Ok(suite::record::read(&file)?)
 }
 
-fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&std::path::Path>) -> Result<u8> {
+fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>) -> Result<u8> {
     use suite::runner::{run_case, run_suite, write_reports, Progress, RunSuiteOptions};
     match command {
         SuiteCmd::Worker { suite: path, out, case } => {
@@ -508,6 +525,27 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&std::
             let case = serde_json::from_str(&case).context("--case: not a case")?;
             let record = run_case(&s, profiles, &out, case);
             println!("{}", serde_json::to_string(&record)?);
+            Ok(0)
+        }
+        SuiteCmd::Report { results, format } => {
+            let records = records_at(&results)?;
+            let name = records.first().map_or("suite".to_string(), |r| r.suite.clone());
+            match format {
+                None => {
+                    let dir = if results.is_dir() {
+                        results
+                    } else {
+                        results.parent().unwrap_or(Path::new(".")).to_path_buf()
+                    };
+                    for path in write_reports(&dir, &name, &records)? {
+                        println!("{}", path.display());
+                    }
+                }
+                Some(ReportFormat::Json) => println!("{}", serde_json::to_string_pretty(&records)?),
+                Some(ReportFormat::Junit) => print!("{}", suite::reports::junit(&name, &records)),
+                Some(ReportFormat::Md) => print!("{}", suite::reports::markdown(&name, &records)),
+                Some(ReportFormat::Lava) => print!("{}", suite::reports::lava(&records)),
+            }
             Ok(0)
         }
         SuiteCmd::Compare { current, baseline, latency_pct, peak_ram_pct, accuracy_drop } => {
@@ -797,7 +835,7 @@ fn worse(code: u8, status: Status) -> u8 {
 }
 
 /// Writes the reports as JSON if asked; the exit code of the worst status.
-fn finish<R: serde::Serialize>(reports: Vec<(Status, R)>, json: Option<&std::path::Path>) -> Result<u8> {
+fn finish<R: serde::Serialize>(reports: Vec<(Status, R)>, json: Option<&Path>) -> Result<u8> {
     if let Some(path) = json {
         let all: Vec<&R> = reports.iter().map(|(_, r)| r).collect();
         let text = serde_json::to_string_pretty(&all).context("encoding the reports")?;

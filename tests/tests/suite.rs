@@ -290,6 +290,21 @@ fn junit_has_a_testcase_per_case_with_measurements_as_properties() {
     assert!(md.starts_with("# Suite `small`\n\n5 cases: 5 ok, 0 does_not_fit, 0 failed, 0 skipped"), "{md}");
     let report: Vec<Record> = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report, records);
+
+    // The same journal as LAVA test cases: every figure with its unit, measured values redacted.
+    let o = edgehil(&["suite", "report", out.to_str().unwrap(), "--format", "lava"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lava: String = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let (head, unit) =
+                l.split_once(" --measurement ").map_or((l, ""), |(h, m)| (h, m.split(" --units ").nth(1).unwrap()));
+            let measured = ["ms", "bytes"].contains(&unit);
+            let value = l.split(" --measurement ").nth(1).map(|m| m.split(' ').next().unwrap()).unwrap_or("");
+            format!("{head} --measurement {} --units {unit}\n", if measured { "[measured]" } else { value })
+        })
+        .collect();
+    insta::assert_snapshot!("lava", lava);
 }
 
 /// The journal with one case slower, one less accurate and one gone.

@@ -136,3 +136,52 @@ pub fn markdown(suite: &str, records: &[Record]) -> String {
     }
     s
 }
+
+/// A LAVA test-case name: letters, digits, `-`, `_` and `.` only.
+fn lava_name(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+}
+
+/// `lava-test-case` calls, one per case with its latency as the measurement
+/// and one more per case for peak RAM and for accuracy, so LAVA charts each
+/// figure with its unit. The output is a shell script for a test definition's
+/// run steps (`edgehil suite report OUT --format lava | sh`).
+pub fn lava(records: &[Record]) -> String {
+    let mut s = String::new();
+    for r in records {
+        let name = lava_name(&r.case.id());
+        let result = match r.status {
+            Status::Ok => "pass",
+            Status::Skipped => "skip",
+            Status::DoesNotFit | Status::Failed => "fail",
+        };
+        let m = &r.measurements;
+        let measurement = |v: Option<String>, units: &str| match v {
+            Some(v) => format!(" --measurement {v} --units {units}"),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "lava-test-case {name} --result {result}{}",
+            measurement(m.latency_ms.map(|v| format!("{v:.6}")), "ms")
+        );
+        if let Some(peak) = m.peak() {
+            let fits = m.budget_bytes.is_none_or(|b| peak <= b);
+            let _ = writeln!(
+                s,
+                "lava-test-case {name}.peak_ram --result {}{}",
+                if fits { "pass" } else { "fail" },
+                measurement(Some(peak.to_string()), "bytes")
+            );
+        }
+        if let (Some(a), Some(metric)) = (m.accuracy, &m.accuracy_metric) {
+            let _ = writeln!(
+                s,
+                "lava-test-case {name}.{} --result pass{}",
+                lava_name(metric),
+                measurement(Some(format!("{a:.6}")), "fraction")
+            );
+        }
+    }
+    s
+}
