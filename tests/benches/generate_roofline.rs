@@ -107,8 +107,8 @@ fn main() {
     let ort = edgehil::run::find_ort_library(None).ok();
     let bw = bandwidth(THREADS);
     println!("memory bandwidth (copy, {THREADS} threads, 512 MiB): {:.2} GB/s", bw / 1e9);
-    // int4 twice: as exported by default, and with ONNX Runtime's int8 activations.
-    for (name, extra) in [("int8", None), ("int4", None), ("int4-ort-int8-act", Some("--ort-int8-activations"))] {
+    // int4 twice: as exported by default (ONNX Runtime quantizes activations to int8), and with fp32 activations.
+    for (name, extra) in [("int8", None), ("int4-acc4", None), ("int4-ort-fp32-act", Some("--ort-fp32-activations"))] {
         let out = dir.join(name);
         let quant = &name[..4];
         if !out.join("model.onnx").is_file() {
