@@ -1,6 +1,6 @@
 //! The roofline latency model for a board the run did not happen on.
 //!
-//! predicted = max(FLOPs / peak compute, bytes moved / bandwidth) + call overhead
+//! predicted = max(FLOPs / compute, bytes moved / bandwidth) + call overhead + tokens × token overhead
 //!
 //! FLOPs are 2 × the multiply-accumulates tract counts for the graph with
 //! the run's input shapes; bytes moved are the weights plus the inputs and
@@ -9,6 +9,10 @@
 //! engine runs int8 kernels (ONNX Runtime at Extended or All fuses
 //! DequantizeLinear→MatMul into one); otherwise weights are dequantized and
 //! the multiply runs in fp32.
+//!
+//! The parameters are the profile's datasheet figures (no token overhead),
+//! or, for the engine a profile was calibrated with, the figures
+//! `edgehil calibrate` fitted to measured runs.
 
 use std::path::Path;
 
@@ -108,26 +112,89 @@ pub struct Prediction {
     pub latency_ms: f64,
     pub compute_ms: f64,
     pub memory_ms: f64,
+    /// The call's fixed overhead plus the tokens' overhead.
     pub overhead_ms: f64,
     pub bound: Bound,
-    /// "fp32" or "int8": which of the profile's peaks was used.
+    /// "fp32" or "int8": which of the compute rates was used.
     pub peak: &'static str,
+    /// The profile's calibration gave the parameters (absent: its datasheet figures).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub calibrated: bool,
 }
 
-pub fn predict(cost: &GraphCost, profile: &Profile, engine: EngineKind, opt_level: OptLevel) -> Prediction {
-    let int8_kernels =
-        cost.int8_weights && engine == EngineKind::Ort && matches!(opt_level, OptLevel::Extended | OptLevel::All);
-    let (peak, rate) =
-        if int8_kernels { ("int8", profile.peak_int8.value.0) } else { ("fp32", profile.peak_fp32.value.0) };
-    let compute_s = cost.flops / rate;
-    let memory_s = (cost.weight_bytes + cost.io_bytes) as f64 / profile.bandwidth.value.0;
-    let overhead_s = profile.call_overhead.value.0;
+/// Whether `engine` at `opt_level` runs int8 kernels on this graph.
+pub fn int8_kernels(cost: &GraphCost, engine: EngineKind, opt_level: OptLevel) -> bool {
+    cost.int8_weights && engine == EngineKind::Ort && matches!(opt_level, OptLevel::Extended | OptLevel::All)
+}
+
+/// The latency model's parameters, in FLOP/s, B/s and s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    pub compute: f64,
+    pub compute_int8: f64,
+    pub bandwidth: f64,
+    pub call_overhead: f64,
+    pub token_overhead: f64,
+}
+
+impl Params {
+    /// The profile's datasheet figures.
+    pub fn datasheet(profile: &Profile) -> Self {
+        Params {
+            compute: profile.peak_fp32.value.0,
+            compute_int8: profile.peak_int8.value.0,
+            bandwidth: profile.bandwidth.value.0,
+            call_overhead: profile.call_overhead.value.0,
+            token_overhead: 0.0,
+        }
+    }
+
+    /// The profile's calibration, if it was made with `engine`.
+    pub fn calibrated(profile: &Profile, engine: EngineKind) -> Option<Self> {
+        profile.calibration.as_ref().filter(|c| c.engine == engine.name()).map(|c| Params {
+            compute: c.compute.value.0,
+            compute_int8: c.compute_int8.value.0,
+            bandwidth: c.bandwidth.value.0,
+            call_overhead: c.call_overhead.value.0,
+            token_overhead: c.token_overhead.value.0,
+        })
+    }
+
+    /// Seconds for one call costing `cost` with `tokens` prompt tokens.
+    pub fn latency_s(&self, cost: &GraphCost, tokens: u64, int8_kernels: bool) -> f64 {
+        let (compute_s, memory_s, overhead_s) = self.parts(cost, tokens, int8_kernels);
+        compute_s.max(memory_s) + overhead_s
+    }
+
+    fn parts(&self, cost: &GraphCost, tokens: u64, int8_kernels: bool) -> (f64, f64, f64) {
+        let rate = if int8_kernels { self.compute_int8 } else { self.compute };
+        (
+            cost.flops / rate,
+            (cost.weight_bytes + cost.io_bytes) as f64 / self.bandwidth,
+            self.call_overhead + tokens as f64 * self.token_overhead,
+        )
+    }
+}
+
+/// The latency of one call with `tokens` prompt tokens (0 for a model without) on `profile`.
+pub fn predict(
+    cost: &GraphCost,
+    tokens: u64,
+    profile: &Profile,
+    engine: EngineKind,
+    opt_level: OptLevel,
+) -> Prediction {
+    let int8 = int8_kernels(cost, engine, opt_level);
+    let calibrated = Params::calibrated(profile, engine);
+    let params = calibrated.unwrap_or_else(|| Params::datasheet(profile));
+    let (compute_s, memory_s, overhead_s) = params.parts(cost, tokens, int8);
     Prediction {
         latency_ms: (compute_s.max(memory_s) + overhead_s) * 1e3,
         compute_ms: compute_s * 1e3,
         memory_ms: memory_s * 1e3,
         overhead_ms: overhead_s * 1e3,
         bound: if compute_s >= memory_s { Bound::Compute } else { Bound::Memory },
-        peak,
+        peak: if int8 { "int8" } else { "fp32" },
+        calibrated: calibrated.is_some(),
     }
 }

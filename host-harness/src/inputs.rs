@@ -87,6 +87,12 @@ pub fn seeded(infos: &[TensorInfo], how: &Seeded) -> Result<Vec<Tensor>, InputEr
         .collect()
 }
 
+/// Tokens in a language model's prompt: the elements of its `input_ids`
+/// (none for a model without that input).
+pub fn prompt_tokens(inputs: &[Tensor]) -> Option<u64> {
+    inputs.iter().find(|t| t.name == "input_ids").map(|t| t.shape.iter().product())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileTensor {

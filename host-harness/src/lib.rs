@@ -9,6 +9,7 @@
 //! otherwise.
 
 pub mod accuracy;
+pub mod calibrate;
 pub mod catalog;
 pub mod estimate;
 pub mod eval;

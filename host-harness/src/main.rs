@@ -85,6 +85,24 @@ enum Cmd {
         #[command(subcommand)]
         command: ProfilesCmd,
     },
+    /// Fit a profile's latency model (compute, bandwidth, call and token overheads) to measured runs.
+    Calibrate {
+        /// A suite journal (JSON lines), or the JSON array `edgehil run --json` writes.
+        #[arg(long)]
+        measured: PathBuf,
+        /// The profile the runs were made with: only its cases are used.
+        #[arg(long)]
+        profile: String,
+        /// The calibrated profile to write (default PROFILE-calibrated.toml); the file stem is its name.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only the cases of this engine (tract or ort).
+        #[arg(long, value_parser = parse_engine)]
+        engine: Option<EngineKind>,
+        /// Only the cases on this target (emu, serial:PORT).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -508,6 +526,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Cmd::Calibrate { measured, profile, out, engine, target } => {
+            calibrate_cmd(profiles.get(&profile)?, &measured, out, engine, target.as_deref())
+        }
     }
 }
 
@@ -842,4 +863,28 @@ fn finish<R: serde::Serialize>(reports: Vec<(Status, R)>, json: Option<&Path>) -
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(reports.iter().map(|(s, _)| *s).fold(0, worse))
+}
+
+fn calibrate_cmd(
+    profile: &edgehil::profile::Profile,
+    measured: &std::path::Path,
+    out: Option<PathBuf>,
+    engine: Option<EngineKind>,
+    target: Option<&str>,
+) -> Result<u8> {
+    use edgehil::calibrate::{calibrate, default_out, read, Filter};
+    let cases = read(measured, &Filter { profile: &profile.name, engine, target })?;
+    println!("{}", cases.summary());
+    let out = out.unwrap_or_else(|| default_out(&profile.name));
+    let calibrated = calibrate(&cases, profile, &out)
+        .with_context(|| format!("calibrating {} with {}", profile.name, measured.display()))?;
+    print!("{}", calibrated.fit.table());
+    std::fs::write(&out, &calibrated.toml).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {} to {}; use it with --profiles-dir {}",
+        calibrated.profile.name,
+        out.display(),
+        out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).display()
+    );
+    Ok(0)
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use edgehil_runtime::wire::EngineKind;
+
 use crate::units::{ByteRate, Bytes, FlopRate, Hertz, OpRate, Seconds};
 
 mod builtin {
@@ -27,6 +29,9 @@ pub enum ProfileError {
     /// a field holds a value the schema allows but that makes no sense
     #[error("{path}: field `{field}`: {message}")]
     Invalid { path: PathBuf, field: &'static str, message: String },
+    /// a profile could not be written as TOML
+    #[error("cannot write profile {name} as TOML: {message}")]
+    Encode { name: String, message: String },
     /// no profile of that name
     #[error("no device profile named `{name}`; known: {known}")]
     NotFound { name: String, known: String },
@@ -91,6 +96,28 @@ pub struct Profile {
     /// Fixed cost of one inference call in the latency model.
     pub call_overhead: Figure<Seconds>,
     pub link: LinkSpec,
+    /// The latency model fitted to measured runs; absent until `edgehil calibrate` writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// The latency model's parameters fitted to runs measured with one engine
+/// (`edgehil calibrate`): that engine's predictions use these instead of the
+/// datasheet peaks, which no engine reaches and which differ between engines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// The engine of the measured runs: "tract" or "ort".
+    pub engine: String,
+    /// Effective rate of fp32 arithmetic.
+    pub compute: Figure<FlopRate>,
+    /// Effective rate when the engine runs int8 kernels.
+    pub compute_int8: Figure<OpRate>,
+    pub bandwidth: Figure<ByteRate>,
+    /// Fixed cost of one call.
+    pub call_overhead: Figure<Seconds>,
+    /// Cost of each prompt token beyond its arithmetic and memory traffic.
+    pub token_overhead: Figure<Seconds>,
 }
 
 impl Profile {
@@ -122,7 +149,29 @@ impl Profile {
                 return invalid(field, "must be more than zero".into());
             }
         }
+        if let Some(c) = &p.calibration {
+            if !EngineKind::ALL.iter().any(|e| e.name() == c.engine) {
+                return invalid(
+                    "calibration.engine",
+                    format!("`{}` is not an engine: expected tract or ort", c.engine),
+                );
+            }
+            for (field, zero) in [
+                ("calibration.compute", c.compute.value.0 <= 0.0),
+                ("calibration.compute_int8", c.compute_int8.value.0 <= 0.0),
+                ("calibration.bandwidth", c.bandwidth.value.0 <= 0.0),
+            ] {
+                if zero {
+                    return invalid(field, "must be more than zero".into());
+                }
+            }
+        }
         Ok(p)
+    }
+
+    /// The profile as a TOML file that `parse` reads back to the same profile.
+    pub fn to_toml(&self) -> Result<String, ProfileError> {
+        toml::to_string(self).map_err(|e| ProfileError::Encode { name: self.name.clone(), message: e.to_string() })
     }
 }
 
@@ -138,36 +187,34 @@ impl Profile {
         if let Some(n) = &self.notes {
             let _ = writeln!(s, "notes: {n}");
         }
-        let mut row = |field: &str, value: String, source: &str, reasoning: &Option<String>| {
-            let _ = writeln!(s, "\n{field:<14} {value}\n{:<14} source: {source}", "");
-            if let Some(r) = reasoning {
+        fn row<T>(s: &mut String, field: &str, value: String, figure: &Figure<T>) {
+            let _ = writeln!(s, "\n{field:<14} {value}\n{:<14} source: {}", "", figure.source);
+            if let Some(r) = &figure.reasoning {
                 let _ = writeln!(s, "{:<14} why: {r}", "");
             }
-        };
+        }
+        let gflops = |v: f64, unit: &str| format!("{:.2} {unit}", v / 1e9);
         let f = &self;
-        row("cores", f.cores.value.to_string(), &f.cores.source, &f.cores.reasoning);
-        row("clock", format!("{:.3} GHz", f.clock.value.0 / 1e9), &f.clock.source, &f.clock.reasoning);
-        row("ram_total", human_bytes(f.ram_total.value.0 as f64), &f.ram_total.source, &f.ram_total.reasoning);
-        row("ram_usable", human_bytes(f.ram_usable.value.0 as f64), &f.ram_usable.source, &f.ram_usable.reasoning);
-        row(
-            "peak_fp32",
-            format!("{:.2} GFLOP/s", f.peak_fp32.value.0 / 1e9),
-            &f.peak_fp32.source,
-            &f.peak_fp32.reasoning,
-        );
-        row(
-            "peak_int8",
-            format!("{:.2} GOP/s", f.peak_int8.value.0 / 1e9),
-            &f.peak_int8.source,
-            &f.peak_int8.reasoning,
-        );
-        row("bandwidth", format!("{:.2} GB/s", f.bandwidth.value.0 / 1e9), &f.bandwidth.source, &f.bandwidth.reasoning);
-        row(
-            "call_overhead",
-            format!("{:.1} us", f.call_overhead.value.0 * 1e6),
-            &f.call_overhead.source,
-            &f.call_overhead.reasoning,
-        );
+        row(&mut s, "cores", f.cores.value.to_string(), &f.cores);
+        row(&mut s, "clock", format!("{:.3} GHz", f.clock.value.0 / 1e9), &f.clock);
+        row(&mut s, "ram_total", human_bytes(f.ram_total.value.0 as f64), &f.ram_total);
+        row(&mut s, "ram_usable", human_bytes(f.ram_usable.value.0 as f64), &f.ram_usable);
+        row(&mut s, "peak_fp32", gflops(f.peak_fp32.value.0, "GFLOP/s"), &f.peak_fp32);
+        row(&mut s, "peak_int8", gflops(f.peak_int8.value.0, "GOP/s"), &f.peak_int8);
+        row(&mut s, "bandwidth", gflops(f.bandwidth.value.0, "GB/s"), &f.bandwidth);
+        row(&mut s, "call_overhead", format!("{:.1} us", f.call_overhead.value.0 * 1e6), &f.call_overhead);
+        if let Some(c) = &f.calibration {
+            let _ = writeln!(
+                s,
+                "\ncalibration    predictions with engine {} use these instead of the figures above",
+                c.engine
+            );
+            row(&mut s, "compute", gflops(c.compute.value.0, "GFLOP/s"), &c.compute);
+            row(&mut s, "compute_int8", gflops(c.compute_int8.value.0, "GOP/s"), &c.compute_int8);
+            row(&mut s, "bandwidth", gflops(c.bandwidth.value.0, "GB/s"), &c.bandwidth);
+            row(&mut s, "call_overhead", format!("{:.1} us", c.call_overhead.value.0 * 1e6), &c.call_overhead);
+            row(&mut s, "token_overhead", format!("{:.2} us", c.token_overhead.value.0 * 1e6), &c.token_overhead);
+        }
         s
     }
 }

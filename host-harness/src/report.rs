@@ -97,6 +97,9 @@ pub struct RunReport {
     pub load: Option<LoadSummary>,
     pub latency_ms: Option<LatencyMs>,
     pub cost: Option<GraphCost>,
+    /// Prompt tokens of one call (language models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
     pub predicted: Option<Prediction>,
     pub memory: Memory,
     pub accuracy: Vec<Accuracy>,
@@ -144,8 +147,15 @@ impl RunReport {
         if let Some(p) = &self.predicted {
             let _ = writeln!(
                 s,
-                "  predicted  {:.3} ms on {} ({:?}-bound: compute {:.4} ms at {} peak, memory {:.4} ms, overhead {:.3} ms)",
-                p.latency_ms, self.profile, p.bound, p.compute_ms, p.peak, p.memory_ms, p.overhead_ms
+                "  predicted  {:.3} ms on {} ({}{:?}-bound: compute {:.4} ms at {} peak, memory {:.4} ms, overhead {:.3} ms)",
+                p.latency_ms,
+                self.profile,
+                if p.calibrated { "calibrated, " } else { "" },
+                p.bound,
+                p.compute_ms,
+                p.peak,
+                p.memory_ms,
+                p.overhead_ms
             );
         }
         if let Some(l) = &self.load {

@@ -310,7 +310,8 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         opts.inputs.as_deref(),
     )?;
     let cost = estimate::graph_cost(&opts.model, &inputs)?;
-    let predicted = estimate::predict(&cost, profile, board.engine, board.opt_level);
+    let tokens = inputs::prompt_tokens(&inputs);
+    let predicted = estimate::predict(&cost, tokens.unwrap_or(0), profile, board.engine, board.opt_level);
     let cap = board.cap_on(profile);
 
     let mut got = BoardRun::default();
@@ -355,6 +356,7 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         load: got.load_summary(),
         latency_ms,
         cost: Some(cost),
+        tokens,
         predicted: Some(predicted),
         memory,
         accuracy,

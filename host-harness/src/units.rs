@@ -23,11 +23,31 @@ fn parse(s: &str, what: &str, units: &[(&str, f64)]) -> Result<f64, String> {
     Ok(value * factor)
 }
 
+/// "NUMBER UNIT" that `close` accepts as reading back the same value: the
+/// shortest such text among the units the value reaches (the larger unit of
+/// a tie), so "7 GB" rather than "6.51925802231 GiB"; the smallest unit if none.
+fn with_unit(value: f64, units: &[(&str, f64)], close: impl Fn(&str) -> bool) -> String {
+    let mut by_size: Vec<&(&str, f64)> = units.iter().collect();
+    by_size.sort_by(|a, b| b.1.total_cmp(&a.1));
+    // Twelve significant digits: drops the float noise of the division.
+    let text = |(unit, factor): &(&str, f64)| {
+        let n: f64 = format!("{:.11e}", value / factor).parse().unwrap_or(value / factor);
+        format!("{n} {unit}")
+    };
+    by_size
+        .iter()
+        .filter(|(_, factor)| value >= *factor)
+        .map(|u| text(u))
+        .filter(|t| close(t))
+        .min_by_key(String::len)
+        .unwrap_or_else(|| text(by_size[by_size.len() - 1]))
+}
+
 macro_rules! quantity {
-    ($(#[$doc:meta])* $name:ident, $ty:ty, $what:literal, [$(($unit:literal, $factor:expr)),+ $(,)?]) => {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $what:literal, tolerance $tol:literal, [$(($unit:literal, $factor:expr)),+ $(,)?]) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "f64")]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(pub $ty);
 
         impl $name {
@@ -41,9 +61,20 @@ macro_rules! quantity {
             }
         }
 
-        impl From<$name> for f64 {
-            fn from(q: $name) -> f64 {
-                q.0 as f64
+        /// As a profile writes it, so that a profile written back reads the same.
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let v = self.0 as f64;
+                let close = |t: &str| {
+                    parse(t, $what, Self::UNITS).is_ok_and(|r| ((r as $ty) as f64 - v).abs() <= $tol * v.abs())
+                };
+                f.write_str(&with_unit(v, Self::UNITS, close))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(q: $name) -> String {
+                q.to_string()
             }
         }
     };
@@ -51,27 +82,27 @@ macro_rules! quantity {
 
 quantity!(
     /// Bytes.
-    Bytes, u64, "size", [("B", 1.0), ("KiB", 1024.0), ("MiB", 1048576.0), ("GiB", 1073741824.0), ("kB", 1e3), ("MB", 1e6), ("GB", 1e9)]
+    Bytes, u64, "size", tolerance 0.0, [("B", 1.0), ("KiB", 1024.0), ("MiB", 1048576.0), ("GiB", 1073741824.0), ("kB", 1e3), ("MB", 1e6), ("GB", 1e9)]
 );
 quantity!(
     /// Hertz.
-    Hertz, f64, "frequency", [("Hz", 1.0), ("kHz", 1e3), ("MHz", 1e6), ("GHz", 1e9)]
+    Hertz, f64, "frequency", tolerance 1e-9, [("Hz", 1.0), ("kHz", 1e3), ("MHz", 1e6), ("GHz", 1e9)]
 );
 quantity!(
     /// Floating-point operations per second.
-    FlopRate, f64, "fp32 compute rate", [("MFLOP/s", 1e6), ("GFLOP/s", 1e9), ("TFLOP/s", 1e12)]
+    FlopRate, f64, "fp32 compute rate", tolerance 1e-9, [("MFLOP/s", 1e6), ("GFLOP/s", 1e9), ("TFLOP/s", 1e12)]
 );
 quantity!(
     /// Integer operations per second.
-    OpRate, f64, "int8 compute rate", [("MOP/s", 1e6), ("GOP/s", 1e9), ("TOP/s", 1e12)]
+    OpRate, f64, "int8 compute rate", tolerance 1e-9, [("MOP/s", 1e6), ("GOP/s", 1e9), ("TOP/s", 1e12)]
 );
 quantity!(
     /// Bytes per second.
-    ByteRate, f64, "bandwidth", [("MB/s", 1e6), ("GB/s", 1e9)]
+    ByteRate, f64, "bandwidth", tolerance 1e-9, [("MB/s", 1e6), ("GB/s", 1e9)]
 );
 quantity!(
     /// Seconds.
-    Seconds, f64, "duration", [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0)]
+    Seconds, f64, "duration", tolerance 1e-9, [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0)]
 );
 
 /// "1.5 GiB", "12.0 MiB", "340 KiB", "512 B": binary units for people.
@@ -117,5 +148,22 @@ mod tests {
         assert!(Bytes::try_from("-1 MiB".to_string()).is_err());
         assert_eq!(human_bytes(1536.0 * 1024.0), "1.5 MiB");
         assert_eq!(human_rate(8e8, "FLOP/s"), "800.0 MFLOP/s");
+    }
+
+    #[test]
+    fn written_back_reads_the_same() {
+        let bytes = |s: &str| Bytes::try_from(s.to_string()).unwrap();
+        for (given, written) in [("6.5 GiB", "6.5 GiB"), ("7 GB", "7 GB"), ("200 KiB", "200 KiB"), ("1000 B", "1 kB")] {
+            assert_eq!(bytes(given).to_string(), written);
+            assert_eq!(bytes(written), bytes(given));
+        }
+        // 7e9 + 1 bytes is no round number in any unit: only B writes it exactly.
+        assert_eq!(Bytes(7_000_000_001).to_string(), "7000000001 B");
+        assert_eq!(FlopRate(196.3e9).to_string(), "196.3 GFLOP/s");
+        assert_eq!(Seconds(50e-6).to_string(), "50 us");
+        assert_eq!(Seconds(0.0).to_string(), "0 ns");
+        let rate = FlopRate(1.234_567_890_123_4e11);
+        let back = FlopRate::try_from(rate.to_string()).unwrap();
+        assert!((back.0 - rate.0).abs() <= 1e-9 * rate.0, "{rate} read back as {back}");
     }
 }

@@ -1,0 +1,271 @@
+//! How well the calibrated latency model predicts models it was not fitted on.
+//!
+//! Calibrates the Raspberry Pi 5 profile's latency model (`edgehil::calibrate`)
+//! on ONE model, pythia-70m exported as fp32, int8 and int4, prefills of
+//! several lengths measured on the emulated board with ONNX Runtime; then
+//! predicts other catalog models of other sizes, architectures and
+//! precisions at the same lengths and compares with their measured latency.
+//! The emulated board runs on this machine, so the calibration describes this
+//! machine as the profile's board: what a real board's calibration would do.
+//!
+//! Latencies are medians of several rounds (each the median of a few timed
+//! runs); every model has its own board, all loaded at once, and each round
+//! goes length by length through all of them, because the machine is shared
+//! and noisy: load from elsewhere then hits calibration and predictions alike.
+//! The load average is printed with the figures.
+//!
+//! Targets: median |error| ≤ 10 %, max |error| ≤ 25 %.
+//!
+//! Run: `cargo bench -p edgehil-tests --profile dev --bench latency_fidelity`
+//! after `cargo build --workspace --bins` (it drives the agent binary).
+//! Synthesized and exported models are kept under target/debug/bench-fidelity,
+//! with the measured cases (calibration.json, predicted.json, in the form
+//! `edgehil calibrate --measured` reads) and the calibrated profile.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use edgehil::calibrate::{self, Case, Measured};
+use edgehil::catalog::CATALOG;
+use edgehil::estimate::{self, Bound};
+use edgehil::inputs::{self, Seeded};
+use edgehil::profile::Profiles;
+use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Timeouts};
+use edgehil_onnx::export::{export, ExportOptions, Quant};
+use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode, Tensor};
+
+const PROFILE: &str = "raspberry-pi-5";
+const ENGINE: EngineKind = EngineKind::Ort;
+const OPT_LEVEL: OptLevel = OptLevel::All;
+/// Prompt tokens of the prefills, calibration and predictions alike.
+const LENGTHS: [u64; 5] = [1, 8, 32, 128, 256];
+const ROUNDS: usize = 5;
+const RUNS: u32 = 3;
+const WARMUP: u32 = 1;
+
+const CALIBRATION: &str = "pythia-70m";
+/// Other sizes (124M to 405M parameters), architectures and precisions.
+const PREDICTED: [(&str, Quant); 6] = [
+    ("gpt2", Quant::Int8),
+    ("opt-125m", Quant::None),
+    ("pythia-160m", Quant::Int4),
+    ("opt-125m", Quant::Int4),
+    ("pythia-410m", Quant::None),
+    ("pythia-410m", Quant::Int8),
+];
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent().and_then(Path::parent).expect("target dir").join(name)
+}
+
+fn quant_name(q: Quant) -> &'static str {
+    match q {
+        Quant::None => "fp32",
+        Quant::Int8 => "int8",
+        Quant::Int4 => "int4",
+    }
+}
+
+/// The export of catalog model `name` at `quant`, synthesized and exported once.
+fn model(name: &str, quant: Quant) -> PathBuf {
+    let dir = bin("bench-fidelity").join(name);
+    let hf = dir.join("hf");
+    if !hf.is_dir() {
+        let config = CATALOG.iter().find(|m| m.name == name).and_then(|m| m.to_hf()).expect("a synth model");
+        // Written aside and renamed, so an interrupted run leaves no half model to reuse.
+        let partial = dir.join("hf.partial");
+        edgehil_onnx::hf::write_random(&config, &partial, 1).expect("synth");
+        std::fs::rename(&partial, &hf).expect("rename");
+    }
+    let out = dir.join(quant_name(quant));
+    if !out.join("model.onnx").is_file() {
+        let t = Instant::now();
+        export(&hf, &out, ExportOptions { quant, ..ExportOptions::default() }).expect("export");
+        eprintln!("exported {name} {} in {:.1} s", quant_name(quant), t.elapsed().as_secs_f64());
+    }
+    out.join("model.onnx")
+}
+
+/// The 1, 5 and 15 minute load averages: how busy the shared machine was.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The middle value (the upper one of an even count); NaN for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One model on its own emulated board, with its inputs per length and the
+/// latencies measured so far.
+struct Subject {
+    name: &'static str,
+    quant: Quant,
+    model: PathBuf,
+    session: Session,
+    inputs: Vec<Vec<Tensor>>,
+    /// Per length, the median of each round's runs, in ms.
+    rounds: Vec<Vec<f64>>,
+}
+
+impl Subject {
+    fn open(name: &'static str, quant: Quant, threads: usize, ort: &Path) -> Self {
+        let model = model(name, quant);
+        let board = EmulatedBoard::spawn(&EmulatorConfig {
+            agent: bin("edgehil-agent"),
+            cap: 0,
+            threads,
+            ort_library: Some(ort.to_path_buf()),
+            extra_args: vec![],
+        })
+        .expect("agent");
+        let mut session =
+            Session::new(Box::new(board), Timeouts { request: Duration::from_secs(600), ..Timeouts::default() });
+        session.hello().expect("hello");
+        let load = session.load(&model.display().to_string(), ENGINE, OPT_LEVEL, threads as u16).expect("load");
+        let inputs = LENGTHS
+            .iter()
+            .map(|&n| inputs::seeded(&load.inputs, &Seeded::for_model(1, &model, n)).expect("inputs"))
+            .collect();
+        Subject { name, quant, model, session, inputs, rounds: vec![Vec::new(); LENGTHS.len()] }
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.name, quant_name(self.quant))
+    }
+
+    /// The prefill of the `length`th length, once: the median of its runs.
+    fn measure(&mut self, length: usize) {
+        self.session.set_inputs(&self.inputs[length]).expect("inputs");
+        let r = self.session.infer(RUNS, WARMUP, OutputMode::Digest, |_, _| {}).expect("infer");
+        self.rounds[length].push(median(r.latencies_ns.iter().map(|n| *n as f64 / 1e6).collect()));
+    }
+
+    /// Per length: a case with the graph's cost and the median over the rounds.
+    fn cases(self) -> Vec<Case> {
+        let label = self.label();
+        let mut session = self.session;
+        session.shutdown().expect("shutdown");
+        self.inputs
+            .iter()
+            .zip(self.rounds)
+            .map(|(input, ms)| {
+                let cost = estimate::graph_cost(&self.model, input).expect("cost");
+                Case {
+                    label: label.clone(),
+                    cost,
+                    tokens: inputs::prompt_tokens(input).expect("a language model"),
+                    int8_kernels: estimate::int8_kernels(&cost, ENGINE, OPT_LEVEL),
+                    measured_ms: median(ms),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The cases as `edgehil run --json` would report them, for `edgehil calibrate --measured`.
+fn save(path: &Path, cases: &[Case]) {
+    let reports: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "model": c.label, "profile": PROFILE, "target": "emu", "engine": ENGINE.name(),
+                "opt_level": OPT_LEVEL.name(), "status": "ok", "latency_ms": {"median": c.measured_ms},
+                "cost": c.cost, "tokens": c.tokens,
+            })
+        })
+        .collect();
+    std::fs::write(path, serde_json::to_string_pretty(&reports).expect("json")).expect("write");
+}
+
+fn main() {
+    let started = Instant::now();
+    let ort = edgehil::run::find_ort_library(None).expect("ONNX Runtime: pip install onnxruntime");
+    let profiles = Profiles::builtin().expect("profiles");
+    let profile = profiles.get(PROFILE).expect("profile");
+    let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // As `edgehil run` starts the emulated board.
+    let threads = (profile.cores.value as usize).min(host_cores);
+    println!(
+        "{} on the emulated board ({threads} threads), {} at opt {}, prefills of {LENGTHS:?} tokens, median of {ROUNDS} rounds of {RUNS} runs; load average {}",
+        PROFILE,
+        ENGINE.name(),
+        OPT_LEVEL.name(),
+        load_average()
+    );
+
+    let calibration_quants = [Quant::None, Quant::Int8, Quant::Int4];
+    let mut subjects: Vec<Subject> = calibration_quants
+        .iter()
+        .map(|&q| (CALIBRATION, q))
+        .chain(PREDICTED)
+        .map(|(name, quant)| Subject::open(name, quant, threads, &ort))
+        .collect();
+    for round in 0..ROUNDS {
+        let t = Instant::now();
+        for length in 0..LENGTHS.len() {
+            for s in &mut subjects {
+                s.measure(length);
+            }
+        }
+        eprintln!("round {round} in {:.0} s, load average {}", t.elapsed().as_secs_f64(), load_average());
+    }
+    let predicted = subjects.split_off(calibration_quants.len());
+    let cases: Vec<Case> = subjects.into_iter().flat_map(Subject::cases).collect();
+
+    let dir = bin("bench-fidelity");
+    let calibration_file = dir.join("calibration.json");
+    save(&calibration_file, &cases);
+    let measured = Measured { path: calibration_file, cases, engine: ENGINE, target: "emu".into(), skipped: vec![] };
+    let out = dir.join(calibrate::default_out(PROFILE));
+    let calibrated = calibrate::calibrate(&measured, profile, &out).expect("calibrate");
+    std::fs::write(&out, &calibrated.toml).expect("write the calibrated profile");
+    println!("\ncalibration on {CALIBRATION} (written to {}):\n{}", out.display(), calibrated.fit.table());
+
+    let predicted: Vec<Case> = predicted.into_iter().flat_map(Subject::cases).collect();
+    save(&dir.join("predicted.json"), &predicted);
+    println!(
+        "predictions:\n{:<22} {:>6} {:>11} {:>12} {:>8} {:>15}",
+        "model", "tokens", "measured ms", "predicted ms", "error", "datasheet error"
+    );
+    let mut errors = Vec::new();
+    for c in &predicted {
+        let p = estimate::predict(&c.cost, c.tokens, &calibrated.profile, ENGINE, OPT_LEVEL);
+        assert!(p.calibrated, "the calibrated profile's own engine");
+        let datasheet = estimate::predict(&c.cost, c.tokens, profile, ENGINE, OPT_LEVEL);
+        let error = 100.0 * (p.latency_ms / c.measured_ms - 1.0);
+        println!(
+            "{:<22} {:>6} {:>11.2} {:>12.2} {error:>7.1}% {:>14.1}%",
+            c.label,
+            c.tokens,
+            c.measured_ms,
+            p.latency_ms,
+            100.0 * (datasheet.latency_ms / c.measured_ms - 1.0)
+        );
+        errors.push((p.bound, error.abs()));
+    }
+    let summary = |bound: Option<Bound>| {
+        let e: Vec<f64> = errors.iter().filter(|(b, _)| bound.is_none_or(|want| *b == want)).map(|(_, e)| *e).collect();
+        (e.len(), median(e.clone()), e.iter().copied().fold(0.0, f64::max))
+    };
+    // Where the model is weak: the split by which bound the prediction took.
+    for bound in [Bound::Compute, Bound::Memory] {
+        let (n, med, max) = summary(Some(bound));
+        if n > 0 {
+            println!("{n} {bound:?}-bound predictions: median |error| {med:.1}%, max {max:.1}%");
+        }
+    }
+    let (_, med, max) = summary(None);
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "\n{} predictions of {} models: median |error| {med:.1}% (target ≤ 10%: {}), max |error| {max:.1}% (target ≤ 25%: {})",
+        errors.len(),
+        PREDICTED.len(),
+        verdict(med <= 10.0),
+        verdict(max <= 25.0)
+    );
+    println!("bench took {:.0} s; load average at the end {}", started.elapsed().as_secs_f64(), load_average());
+}

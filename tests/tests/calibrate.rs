@@ -1,0 +1,221 @@
+//! `edgehil calibrate` on runs measured on the emulated board: the fixtures
+//! and two tiny reference models at several prompt lengths.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use edgehil::estimate::{self, GraphCost};
+use edgehil::profile::Profiles;
+use edgehil::report::Status;
+use edgehil::suite::record::{self, Case, Measurements, Record};
+use edgehil_onnx::export::ExportOptions;
+use edgehil_runtime::wire::{EngineKind, OptLevel};
+
+const PROFILE: &str = "raspberry-pi-5";
+
+fn edgehil(args: &[&str]) -> Output {
+    Command::new(binary("edgehil")).args(args).env("EDGEHIL_AGENT", binary("edgehil-agent")).output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+/// `edgehil run --json` of `model` with `prompt_tokens`: its one report.
+fn run(dir: &Path, model: &Path, prompt_tokens: u64) -> serde_json::Value {
+    let json = dir.join(format!("run-{}.json", std::fs::read_dir(dir).unwrap().count()));
+    let tokens = prompt_tokens.to_string();
+    let args = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--profile",
+        PROFILE,
+        "--prompt-tokens",
+        &tokens,
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--outputs",
+        "digest",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let o = edgehil(&args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {:?}", text(&o));
+    let reports: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    reports[0].clone()
+}
+
+/// Reports of real runs: the fixtures (no tokens) and two language models at three lengths.
+fn measured_reports(dir: &Path) -> Vec<serde_json::Value> {
+    let mut reports: Vec<serde_json::Value> =
+        ["block.onnx", "mlp.onnx"].iter().map(|f| run(dir, &fixture(f), 0)).collect();
+    for model in ["gpt2", "llama-gqa"] {
+        let (export, _) = export_to(model, "calibrate", ExportOptions::default());
+        for tokens in [4, 16, 64] {
+            let report = run(dir, &export, tokens);
+            assert_eq!(report["tokens"], tokens, "{model}: the report says its prompt length");
+            reports.push(report);
+        }
+    }
+    reports
+}
+
+/// The same runs as a suite journal would hold them.
+fn journal(path: &Path, reports: &[serde_json::Value]) {
+    for (i, r) in reports.iter().enumerate() {
+        let record = Record {
+            suite: "calibrate-test".into(),
+            case: Case {
+                model: format!("m{i}"),
+                compression: "none".into(),
+                profile: PROFILE.into(),
+                target: "emu".into(),
+                engine: "tract".into(),
+                workload: "run".into(),
+            },
+            status: Status::Ok,
+            reason: None,
+            started_unix_s: 0.0,
+            duration_s: 1.0,
+            measurements: Measurements {
+                latency_ms: r["latency_ms"]["median"].as_f64(),
+                cost: serde_json::from_value(r["cost"].clone()).unwrap(),
+                tokens: r["tokens"].as_u64(),
+                ..Measurements::default()
+            },
+            report: r.clone(),
+        };
+        record::append(path, &record).unwrap();
+    }
+}
+
+fn calibrate(measured: &Path, out: &Path) -> String {
+    let o = edgehil(&[
+        "calibrate",
+        "--measured",
+        measured.to_str().unwrap(),
+        "--profile",
+        PROFILE,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{err}");
+    stdout
+}
+
+#[test]
+fn calibrates_on_measured_runs_and_the_profile_loads_and_predicts() {
+    let dir = scratch_dir("calibrate");
+    let reports = measured_reports(&dir);
+    let runs = dir.join("runs.json");
+    std::fs::write(&runs, serde_json::to_string_pretty(&reports).unwrap()).unwrap();
+    let profiles_dir = dir.join("profiles");
+    std::fs::create_dir_all(&profiles_dir).unwrap();
+    let out = profiles_dir.join("pi-lab.toml");
+    let stdout = calibrate(&runs, &out);
+    println!("{stdout}");
+    assert!(stdout.contains("runs.json: 8 usable cases (tract on emu)"), "{stdout}");
+    assert!(stdout.contains("median |error|"), "{stdout}");
+
+    // It loads where a team keeps its profiles, figures with their source.
+    let o = edgehil(&["--profiles-dir", profiles_dir.to_str().unwrap(), "profiles", "show", "pi-lab"]);
+    let (shown, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(shown.contains("predictions with engine tract use these"), "{shown}");
+    assert_eq!(shown.matches("edgehil calibrate: fitted to 8 cases of").count(), 5, "{shown}");
+
+    // Fitted against measured, for the calibration's own cases. Sub-millisecond
+    // models, whose time goes mostly to dispatching ops (which the roofline does
+    // not model), on a shared machine: a sane bound, not a precise one.
+    let profiles = Profiles::load(Some(&profiles_dir)).unwrap();
+    let calibrated = profiles.get("pi-lab").unwrap();
+    let mut errors = Vec::new();
+    for r in &reports {
+        let cost: GraphCost = serde_json::from_value(r["cost"].clone()).unwrap();
+        let tokens = r["tokens"].as_u64().unwrap_or(0);
+        let p = estimate::predict(&cost, tokens, calibrated, EngineKind::Tract, OptLevel::All);
+        assert!(p.calibrated);
+        let measured = r["latency_ms"]["median"].as_f64().unwrap();
+        let ratio = p.latency_ms / measured;
+        assert!((0.25..=4.0).contains(&ratio), "{}: fitted {} ms, measured {measured} ms", r["model"], p.latency_ms);
+        errors.push((ratio - 1.0).abs());
+    }
+    errors.sort_by(f64::total_cmp);
+    assert!(errors[errors.len() / 2] <= 0.5, "median |error| {:?}", errors[errors.len() / 2]);
+
+    // The same runs from a suite journal give the same fit.
+    let journal_path = dir.join("journal.jsonl");
+    journal(&journal_path, &reports);
+    let from_journal = dir.join("from-journal.toml");
+    calibrate(&journal_path, &from_journal);
+    let a = calibrated.calibration.clone().unwrap();
+    let b = Profiles::load(Some(&dir)).unwrap().get("from-journal").unwrap().calibration.clone().unwrap();
+    assert_eq!((a.compute.value, a.bandwidth.value), (b.compute.value, b.bandwidth.value));
+    assert_eq!((a.call_overhead.value, a.token_overhead.value), (b.call_overhead.value, b.token_overhead.value));
+
+    // A run on the calibrated profile predicts with it.
+    let o = edgehil(&[
+        "--profiles-dir",
+        profiles_dir.to_str().unwrap(),
+        "run",
+        "--model",
+        fixture("block.onnx").to_str().unwrap(),
+        "--profile",
+        "pi-lab",
+        "--runs",
+        "2",
+    ]);
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(stdout.contains("on pi-lab (calibrated, "), "{stdout}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_files_are_errors_naming_file_and_line() {
+    let dir = scratch_dir("calibrate-bad");
+    let journal = write(&dir, "journal.jsonl", "{\"suite\": \"s\"}\n");
+    let reports = write(&dir, "runs.json", "[\n  {\"model\": \"m.onnx\",\n   \"status\": \"fine\"}\n]\n");
+    let cost = r#"{"flops": 1e6, "weight_bytes": 1000, "io_bytes": 10, "int8_weights": false}"#;
+    let one = format!(
+        r#"[{{"model": "m.onnx", "profile": "{PROFILE}", "target": "emu", "engine": "tract", "opt_level": "all",
+             "status": "ok", "latency_ms": {{"median": 1.5}}, "cost": {cost}}}]"#
+    );
+    let too_few = write(&dir, "one.json", &one);
+    let cases = [
+        (&journal, format!("{}:1: not a journal record: missing field `case`", journal.display())),
+        (&reports, format!("{}:3: not a list of run reports: unknown variant `fine`", reports.display())),
+        (
+            &too_few,
+            "1 usable cases for 3 parameters (compute, bandwidth, call_overhead): measure more runs".to_string(),
+        ),
+    ];
+    for (file, wanted) in cases {
+        let out = dir.join("never.toml");
+        let o = edgehil(&[
+            "calibrate",
+            "--measured",
+            file.to_str().unwrap(),
+            "--profile",
+            PROFILE,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(&wanted), "no `{wanted}` in\n{err}");
+        assert!(!out.exists(), "nothing written for {}", file.display());
+    }
+}
