@@ -58,17 +58,29 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         model.set_input_fact(i, fact).map_err(err)?;
     }
     let model = model.into_typed().map_err(err)?;
-    // Weights as the file stores them, before tract folds DequantizeLinear away.
-    let (mut weight_bytes, mut int8_weights) = (0u64, false);
-    for c in model.nodes().iter().filter_map(|n| n.op_as::<Const>()) {
-        weight_bytes += (c.val().len() * c.val().datum_type().size_of()) as u64;
+    // Weights as the files store them: tract holds int4 tables as packed
+    // blocks behind an fp32 fact, so counting its constants would see fp32.
+    // An embedding table only gathered from is not read whole: one row per token.
+    let mut gathered = 0u64;
+    let mut int8_weights = false;
+    for node in model.nodes() {
+        let Some(c) = node.op_as::<Const>() else { continue };
         int8_weights |= c.val().datum_type().size_of() == 1;
+        let successors = &node.outputs[0].successors;
+        if !successors.is_empty() && successors.iter().all(|s| model.node(s.node).op.name() == "Gather") {
+            gathered += (c.val().len() * c.val().datum_type().size_of()) as u64;
+        }
     }
+    let weight_bytes = edgehil_runtime::engine::model_file_bytes(path).saturating_sub(gathered);
     let model = model.into_decluttered().map_err(err)?;
     let mut flops = 0f64;
     for node in model.nodes() {
         let facts: Vec<&TypedFact> =
             node.inputs.iter().map(|o| model.outlet_fact(*o)).collect::<Result<_, _>>().map_err(err)?;
+        // Dequantizing int8 weights is a cost of the engine, not of the model's arithmetic.
+        if node.op.name().contains("Dequantize") {
+            continue;
+        }
         for (cost, count) in node.op.cost(&facts).map_err(err)? {
             let n = count.to_i64().unwrap_or(0) as f64;
             match cost {
