@@ -20,6 +20,11 @@ pub enum InputError {
     /// a model input whose size is not fixed, with no file to say it
     #[error("input `{input}` has dimensions that are not fixed ({shape}); give them with --inputs FILE")]
     Dynamic { input: String, shape: String },
+    /// a prompt longer than the model's positions
+    #[error(
+        "a {sequence}-token prompt is longer than the model's context of {context} positions; lower --prompt-tokens"
+    )]
+    TooLong { sequence: u64, context: u64 },
 }
 
 /// How to make inputs from a seed.
@@ -30,21 +35,24 @@ pub struct Seeded {
     pub sequence: u64,
     /// Token ids are drawn below this.
     pub vocab: u64,
+    /// The model's positions, where its manifest gives them.
+    pub context: Option<u64>,
 }
 
 impl Seeded {
     pub fn new(seed: u64) -> Self {
-        Self { seed, sequence: 128, vocab: 100 }
+        Self { seed, sequence: 128, vocab: 100, context: None }
     }
 
-    /// The vocabulary from the manifest of an exported model folder, if the model is in one.
+    /// The vocabulary and context from the manifest of an exported model folder, if the model is in one.
     pub fn for_model(seed: u64, model: &Path, sequence: u64) -> Self {
-        let manifest = model.parent().map(|d| d.join(edgehil_onnx::export::MANIFEST));
-        let vocab = manifest
+        let manifest = model
+            .parent()
+            .map(|d| d.join(edgehil_onnx::export::MANIFEST))
             .and_then(|m| std::fs::read_to_string(m).ok())
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|j| j["config"]["vocab"].as_u64());
-        Self { seed, sequence, vocab: vocab.unwrap_or(100) }
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let config = |name: &str| manifest.as_ref().and_then(|j| j["config"][name].as_u64());
+        Self { seed, sequence, vocab: config("vocab").unwrap_or(100), context: config("max_positions") }
     }
 }
 
@@ -55,6 +63,9 @@ impl Seeded {
 pub fn seeded(infos: &[TensorInfo], how: &Seeded) -> Result<Vec<Tensor>, InputError> {
     let mut rng = SplitMix64::new(how.seed);
     let t = how.sequence;
+    if let Some(context) = how.context.filter(|c| t > *c && infos.iter().any(|i| i.name == "input_ids")) {
+        return Err(InputError::TooLong { sequence: t, context });
+    }
     infos
         .iter()
         .map(|info| {

@@ -264,3 +264,16 @@ fn export_writes_the_folder_and_its_manifest() {
         ".lora.adapter" => "[path]",
     });
 }
+
+#[test]
+fn a_prompt_longer_than_the_context_is_an_error_not_a_crash() {
+    let (dir, manifest) = export_to("gpt2", "context", Default::default());
+    let o = edgehil(&["run", "--model", dir.to_str().unwrap(), "--prompt-tokens", "1000", "--runs", "1"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let expected = format!(
+        "a 1000-token prompt is longer than the model's context of {} positions",
+        manifest.config.max_positions
+    );
+    assert!(err.contains(&expected) && !err.contains("panicked"), "{err}");
+}
