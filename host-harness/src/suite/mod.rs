@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod file;
+pub mod html;
 pub mod record;
 pub mod reports;
 pub mod runner;

@@ -13,7 +13,8 @@ pub fn counts(records: &[Record]) -> [(Status, usize); 4] {
         .map(|s| (s, records.iter().filter(|r| r.status == s).count()))
 }
 
-fn xml_escape(s: &str) -> String {
+/// Text for XML and HTML content and attribute values.
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -66,7 +67,7 @@ pub fn junit(suite: &str, records: &[Record]) -> String {
     let _ = writeln!(
         s,
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{}\" time=\"{time:.3}\">",
-        xml_escape(suite),
+        escape(suite),
         records.len(),
         c[3].1
     );
@@ -75,19 +76,19 @@ pub fn junit(suite: &str, records: &[Record]) -> String {
         let _ = writeln!(
             s,
             "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
-            xml_escape(&format!("{}.{}.{}.{}", suite, k.model, k.compression, k.profile)),
-            xml_escape(&format!("{} {} {}", k.target, k.engine, k.workload)),
+            escape(&format!("{}.{}.{}.{}", suite, k.model, k.compression, k.profile)),
+            escape(&format!("{} {} {}", k.target, k.engine, k.workload)),
             r.duration_s
         );
         let props = properties(r);
         if !props.is_empty() {
             s.push_str("      <properties>\n");
             for (name, value) in props {
-                let _ = writeln!(s, "        <property name=\"{name}\" value=\"{}\"/>", xml_escape(&value));
+                let _ = writeln!(s, "        <property name=\"{name}\" value=\"{}\"/>", escape(&value));
             }
             s.push_str("      </properties>\n");
         }
-        let reason = xml_escape(r.reason.as_deref().unwrap_or(""));
+        let reason = escape(r.reason.as_deref().unwrap_or(""));
         match r.status {
             Status::Ok => {}
             Status::Skipped => {

@@ -191,6 +191,7 @@ pub fn write_reports(out: &Path, suite: &str, records: &[Record]) -> Result<Vec<
         ("report.json", json),
         ("junit.xml", super::reports::junit(suite, records)),
         ("summary.md", super::reports::markdown(suite, records)),
+        ("report.html", super::html::html(suite, records)),
     ];
     files
         .into_iter()
