@@ -867,7 +867,7 @@ fn finish<R: serde::Serialize>(reports: Vec<(Status, R)>, json: Option<&Path>) -
 
 fn calibrate_cmd(
     profile: &edgehil::profile::Profile,
-    measured: &std::path::Path,
+    measured: &Path,
     out: Option<PathBuf>,
     engine: Option<EngineKind>,
     target: Option<&str>,
@@ -884,7 +884,7 @@ fn calibrate_cmd(
         "wrote {} to {}; use it with --profiles-dir {}",
         calibrated.profile.name,
         out.display(),
-        out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).display()
+        out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).display()
     );
     Ok(0)
 }
