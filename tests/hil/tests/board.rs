@@ -72,7 +72,8 @@ fn board_independent(r: &Record) -> serde_json::Value {
         "reason": r.reason,
         "accuracy": round(r.measurements.accuracy),
         "accuracy_metric": r.measurements.accuracy_metric,
-        "tokens": r.report.get("tokens"),
+        // A generation's tokens (a run report's `tokens` is its prompt length).
+        "tokens": r.report.get("tokens").filter(|t| t.is_array()),
         "text": r.report.get("text"),
     })
 }
