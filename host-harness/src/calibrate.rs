@@ -1,7 +1,7 @@
 //! `edgehil calibrate`: the latency model's parameters fitted to measured runs.
 //!
-//! The model is [`estimate`]'s: latency = max(FLOPs / compute, bytes /
-//! bandwidth) + call overhead + tokens × token overhead, with `compute_int8`
+//! The model is [`estimate`]'s: latency = FLOPs / compute + bytes /
+//! bandwidth + call overhead + tokens × token overhead, with `compute_int8`
 //! in place of `compute` where the engine runs int8 kernels. The fit
 //! minimises the squared log error (a relative error, the same for a case
 //! measured twice as slow as for one twice as fast) over every usable case:
@@ -561,7 +561,8 @@ pub fn calibrate(measured: &Measured, profile: &Profile, out: &Path) -> Result<C
         fit.median_abs_pct,
         fit.max_abs_pct
     );
-    let fitted = "least squares on log latency of max(FLOPs / compute, bytes / bandwidth) + call overhead + tokens x token overhead";
+    let fitted =
+        "least squares on log latency of FLOPs / compute + bytes / bandwidth + call overhead + tokens x token overhead";
     let why = |index: usize| fit.not_fitted[index].map_or(fitted.to_string(), |w| format!("not fitted: {w}"));
     fn figure<T>(value: T, source: &str, reasoning: String) -> Figure<T> {
         Figure { value, source: source.to_string(), reasoning: Some(reasoning) }
