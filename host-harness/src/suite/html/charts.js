@@ -69,13 +69,13 @@
     return (r <= 1 ? 1 : r <= 2 ? 2 : r <= 5 ? 5 : 10) * p;
   }
 
-  // Maps values onto [0, length]: linear from zero, or log10 when they span
-  // more than two decades (on a linear axis a 2 ms case beside a 2 s one is
-  // an invisible bar).
-  function scale(values, length) {
+  // Maps values onto [0, length]: linear from zero, or log10 when the largest
+  // is more than `spread` times the smallest (on a linear axis a 2 ms case
+  // beside a 2 s one is an invisible bar).
+  function scale(values, length, spread = 100) {
     const min = Math.min(...values), max = Math.max(...values);
     const ticks = [];
-    if (min > 0 && max / min > 100) {
+    if (min > 0 && max / min > spread) {
       // Strictly below the smallest value, so its bar keeps some height.
       const lo = Math.floor(Math.log10(min) - 1e-9), hi = Math.ceil(Math.log10(max));
       for (let d = lo; d <= hi; d++) ticks.push(Math.pow(10, d));
@@ -220,7 +220,8 @@
       return empty("targets", "No case ran on both the emulated board and a real board, so there is nothing to compare.");
     }
     const S = 360, TOP = 12, LEFT = 64;
-    const s = scale(pairs.flatMap((p) => [p.emu.latency_ms, p.real.latency_ms]), S);
+    // Points crowd a corner sooner than bars vanish: log from one decade.
+    const s = scale(pairs.flatMap((p) => [p.emu.latency_ms, p.real.latency_ms]), S, 10);
     const svg = chart("targets", LEFT + S + 260, TOP + S + 44);
     yAxis(svg, s, LEFT, TOP, S, LEFT + S, axisLabel(s, "real board latency (ms"));
     xAxis(svg, s, LEFT, TOP, TOP + S, axisLabel(s, "emulated board latency (ms"));
