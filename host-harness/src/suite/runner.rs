@@ -18,7 +18,7 @@ use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 use crate::eval::{eval, EvalOptions, EvalReport};
 use crate::generate::{generate, GenerateOptions, GenerateReport};
 use crate::profile::Profiles;
-use crate::report::{RunReport, Status};
+use crate::report::{Memory, RunReport, Status};
 use crate::run::{self, BoardOptions, RunOptions};
 
 use super::file::{Model, Source, Suite, Workload};
@@ -412,68 +412,57 @@ fn json<T: serde::Serialize>(report: &T) -> serde_json::Value {
     serde_json::to_value(report).unwrap_or(serde_json::Value::Null)
 }
 
+/// What every workload's report gives alike: its memory and one accuracy figure.
+fn measured(memory: &Memory, accuracy: Option<(f64, &str)>) -> Measurements {
+    Measurements {
+        peak_heap: memory.peak_heap,
+        peak_rss: memory.peak_rss,
+        budget_bytes: Some(memory.cap_bytes),
+        accuracy: accuracy.map(|(a, _)| a),
+        accuracy_metric: accuracy.map(|(_, metric)| metric.to_string()),
+        ..Measurements::default()
+    }
+}
+
 fn of_run(r: &RunReport, tokens: Option<u64>) -> Measurements {
     // Logits are judged by top-1 agreement, other outputs by cosine; the worst output counts.
     let worst = |f: fn(&crate::accuracy::Accuracy) -> Option<f64>| {
         r.accuracy.iter().filter_map(f).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
     };
-    let (accuracy, metric) = match worst(|a| a.top1) {
-        Some(t) => (Some(t), "top1"),
-        None => (worst(|a| a.cosine), "cosine"),
+    let accuracy = match worst(|a| a.top1) {
+        Some(t) => Some((t, "top1")),
+        None => worst(|a| a.cosine).map(|c| (c, "cosine")),
     };
     Measurements {
         latency_ms: r.latency_ms.as_ref().map(|l| l.median),
         predicted_ms: r.predicted.map(|p| p.latency_ms),
-        tokens_per_s: None,
-        peak_heap: r.memory.peak_heap,
-        peak_rss: r.memory.peak_rss,
-        budget_bytes: Some(r.memory.cap_bytes),
-        accuracy,
-        accuracy_metric: accuracy.map(|_| metric.to_string()),
         cost: r.cost,
         tokens,
+        ..measured(&r.memory, accuracy)
     }
 }
 
 fn of_generate(r: &GenerateReport) -> Measurements {
     let tg = r.speed.as_ref().and_then(|s| s.generation_tok_s).map(|m| m.mean);
-    let (accuracy, metric) = match &r.agreement {
-        Some(a) => match a.teacher_forced_top1 {
-            Some(t) => (Some(t), "teacher_forced_top1"),
-            None => (Some(f64::from(u8::from(a.same_tokens))), "same_tokens_as_host"),
-        },
-        None => (None, ""),
-    };
+    let accuracy = r.agreement.as_ref().map(|a| match a.teacher_forced_top1 {
+        Some(t) => (t, "teacher_forced_top1"),
+        None => (f64::from(u8::from(a.same_tokens)), "same_tokens_as_host"),
+    });
     Measurements {
         latency_ms: tg.filter(|t| *t > 0.0).map(|t| 1e3 / t),
-        predicted_ms: None,
         tokens_per_s: tg,
-        peak_heap: r.memory.peak_heap,
-        peak_rss: r.memory.peak_rss,
-        budget_bytes: Some(r.memory.cap_bytes),
-        accuracy,
-        accuracy_metric: accuracy.map(|_| metric.to_string()),
-        cost: None,
-        tokens: None,
+        ..measured(&r.memory, accuracy)
     }
 }
 
 fn of_eval(r: &EvalReport, took: Duration) -> Measurements {
-    let (accuracy, metric) = match (r.scores.accuracy, r.scores.rouge_l) {
-        (Some(a), _) => (Some(a), "accuracy"),
-        (None, Some(l)) => (Some(l), "rouge_l"),
-        (None, None) => (None, ""),
+    let accuracy = match (r.scores.accuracy, r.scores.rouge_l) {
+        (Some(a), _) => Some((a, "accuracy")),
+        (None, Some(l)) => Some((l, "rouge_l")),
+        (None, None) => None,
     };
     Measurements {
         latency_ms: (r.scores.items > 0).then(|| took.as_secs_f64() * 1e3 / r.scores.items as f64),
-        predicted_ms: None,
-        tokens_per_s: None,
-        peak_heap: r.memory.peak_heap,
-        peak_rss: r.memory.peak_rss,
-        budget_bytes: Some(r.memory.cap_bytes),
-        accuracy,
-        accuracy_metric: accuracy.map(|_| metric.to_string()),
-        cost: None,
-        tokens: None,
+        ..measured(&r.memory, accuracy)
     }
 }
