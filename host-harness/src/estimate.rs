@@ -79,13 +79,19 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
     let weight_bytes = edgehil_runtime::engine::model_file_bytes(path).saturating_sub(gathered);
     let model = model.into_decluttered().map_err(err)?;
     let mut flops = 0f64;
-    for node in model.nodes() {
-        let facts: Vec<&TypedFact> =
-            node.inputs.iter().map(|o| model.outlet_fact(*o)).collect::<Result<_, _>>().map_err(err)?;
-        // Dequantizing int8 weights is a cost of the engine, not of the model's arithmetic.
-        if node.op.name().contains("Dequantize") {
+    // Arithmetic on weights alone (dequantizing a table tract did not fold)
+    // is load-time work for an engine that folds or fuses it, not the
+    // model's arithmetic per call: only nodes that depend on an input count.
+    let mut on_weights = vec![false; model.nodes().len()];
+    for id in model.eval_order().map_err(err)? {
+        let node = model.node(id);
+        on_weights[id] =
+            node.op_is::<Const>() || (!node.inputs.is_empty() && node.inputs.iter().all(|o| on_weights[o.node]));
+        if on_weights[id] {
             continue;
         }
+        let facts: Vec<&TypedFact> =
+            node.inputs.iter().map(|o| model.outlet_fact(*o)).collect::<Result<_, _>>().map_err(err)?;
         for (cost, count) in node.op.cost(&facts).map_err(err)? {
             let n = count.to_i64().unwrap_or(0) as f64;
             match cost {

@@ -63,17 +63,23 @@ fn params() -> GenParams {
     GenParams { max_new: NEW_TOKENS + 1, temperature: 0.0, eos: None, ..GenParams::STUDY }
 }
 
-/// Generation tok/s (tokens after the first over their time), median of the rounds.
-fn tg(reports: &[GenReport]) -> f64 {
-    let mut v: Vec<f64> = reports.iter().map(|r| f64::from(r.generated - 1) / (r.decode_nanos as f64 / 1e9)).collect();
+/// Generation tok/s of one generation: the tokens after the first over their time.
+fn tg(r: &GenReport) -> f64 {
+    f64::from(r.generated - 1) / (r.decode_nanos as f64 / 1e9)
+}
+
+/// The middle value (the upper one of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// Generation tok/s in-process and through the agent, in alternating
-/// rounds (both loaded at once) so that drift on a shared machine hits both
-/// alike; the first round of each is a warm-up.
-fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> (f64, f64) {
+/// Generation tok/s in-process and through the agent (medians), and the
+/// median of the rounds' agent / in-process ratios. Both are loaded at once
+/// and take turns (the first alternating), and each round's ratio pairs two runs seconds apart, so
+/// drift on a shared machine hits both sides of a ratio alike; the first
+/// round is a warm-up.
+fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> (f64, f64, f64) {
     let opts = LoadOptions { engine, opt_level: OptLevel::All, threads: THREADS, ort_library: ort.clone() };
     let mut local = engine::load(model, &opts).expect("load");
     let board = EmulatedBoard::spawn(&EmulatorConfig {
@@ -89,13 +95,24 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> (f64,
     s.load(&model.display().to_string(), engine, OptLevel::All, THREADS as u16).expect("load");
     s.set_prompt(&PROMPT).expect("prompt");
     let (mut here, mut there) = (Vec::new(), Vec::new());
-    for _ in 0..=ROUNDS {
-        let r = generate::generate(local.as_mut(), &PROMPT, &params(), |_, _, _| Ok::<(), ()>(()));
-        here.push(r.expect("generate").expect("no stop").1);
-        there.push(s.generate(params(), |_, _, _| {}).expect("generate").1);
+    for round in 0..=ROUNDS {
+        let mut in_process = || {
+            let r = generate::generate(local.as_mut(), &PROMPT, &params(), |_, _, _| Ok::<(), ()>(()));
+            here.push(tg(&r.expect("generate").expect("no stop").1));
+        };
+        let mut agent = || there.push(tg(&s.generate(params(), |_, _, _| {}).expect("generate").1));
+        // Who goes first alternates, so neither side always runs on the other's warm caches.
+        if round % 2 == 0 {
+            in_process();
+            agent();
+        } else {
+            agent();
+            in_process();
+        }
     }
     s.shutdown().expect("shutdown");
-    (tg(&here[1..]), tg(&there[1..]))
+    let ratios = here.iter().zip(&there).skip(1).map(|(h, t)| t / h).collect();
+    (median(here[1..].to_vec()), median(there[1..].to_vec()), median(ratios))
 }
 
 fn main() {
@@ -126,11 +143,10 @@ fn main() {
                 println!("  ort skipped: no ONNX Runtime library (pip install onnxruntime)");
                 continue;
             }
-            let (local, agent) = side_by_side(&model, engine, lib);
+            let (local, agent, link) = side_by_side(&model, engine, lib);
             best = best.max(local);
-            let link = agent / local;
             println!(
-                "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {:.2} of roofline | agent+pty {agent:.1} tok/s = {link:.3} of in-process (target ≥ 0.97: {})",
+                "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {:.2} of roofline | agent+pty {agent:.1} tok/s, {link:.3} of in-process (median of the rounds' ratios; target ≥ 0.97: {})",
                 engine.name(),
                 local / roofline,
                 if link >= 0.97 { "met" } else { "MISSED" }

@@ -11,7 +11,8 @@ use edgehil::estimate::{self, GraphCost};
 use edgehil::profile::Profiles;
 use edgehil::report::Status;
 use edgehil::suite::record::{self, Case, Measurements, Record};
-use edgehil_onnx::export::ExportOptions;
+use edgehil_onnx::export::{export, ExportOptions, Quant};
+use edgehil_onnx::hf::{Arch, Config};
 use edgehil_runtime::wire::{EngineKind, OptLevel};
 
 const PROFILE: &str = "raspberry-pi-5";
@@ -175,6 +176,32 @@ fn calibrates_on_measured_runs_and_the_profile_loads_and_predicts() {
     let (stdout, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(stdout.contains("on pi-lab (calibrated, "), "{stdout}");
+}
+
+/// A compressed export does the arithmetic of its fp32 model: dequantizing
+/// weights is the engine's load-time (or fused) work, not FLOPs per call, and
+/// what it saves is bytes moved. The vocabulary is large enough that tract
+/// does not fold the head's dequantization while analysing the graph.
+#[test]
+fn a_quantized_export_costs_its_fp32_arithmetic_and_fewer_bytes() {
+    let dir = scratch_dir("calibrate-quantized");
+    let hf = dir.join("hf");
+    let config = Config::new(Arch::GptNeox, 64, 1, 2, 2, 256, 20_000, 64, false);
+    edgehil_onnx::hf::write_random(&config, &hf, 1).unwrap();
+    let cost = |quant: Quant| {
+        let out = dir.join(format!("{quant:?}"));
+        export(&hf, &out, ExportOptions { quant, ..Default::default() }).unwrap();
+        serde_json::from_value::<GraphCost>(run(&dir, &out, 16)["cost"].clone()).unwrap()
+    };
+    let (fp32, int8, int4) = (cost(Quant::None), cost(Quant::Int8), cost(Quant::Int4));
+    for (name, q) in [("int8", int8), ("int4", int4)] {
+        assert!((q.flops / fp32.flops - 1.0).abs() < 1e-3, "{name}: {} FLOPs, fp32 {}", q.flops, fp32.flops);
+        assert!(q.int8_weights && !fp32.int8_weights, "{name}");
+    }
+    assert!(
+        int4.weight_bytes < int8.weight_bytes && int8.weight_bytes < fp32.weight_bytes,
+        "{fp32:?} {int8:?} {int4:?}"
+    );
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
