@@ -248,14 +248,16 @@ impl FitRow {
 pub struct Fit {
     pub params: Params,
     /// In `PARAMETERS` order: why the cases could not determine a parameter (None: fitted).
-    pub not_fitted: [Option<&'static str>; 5],
+    pub not_fitted: [Option<&'static str>; N],
     pub rows: Vec<FitRow>,
     pub median_abs_pct: f64,
     pub max_abs_pct: f64,
 }
 
 /// The latency model's parameters, as the calibration section names them.
-pub const PARAMETERS: [&str; 5] = ["compute", "compute_int8", "bandwidth", "call_overhead", "token_overhead"];
+pub const PARAMETERS: [&str; N] =
+    ["compute", "compute_int8", "bandwidth", "call_overhead", "op_overhead", "token_overhead"];
+const N: usize = 6;
 
 impl Fit {
     /// Per case: measured, fitted and the error; then the median and largest error.
@@ -281,6 +283,7 @@ impl Fit {
             human_rate(p.compute_int8, "OP/s"),
             human_rate(p.bandwidth, "B/s"),
             format!("{:.1} us", p.call_overhead * 1e6),
+            format!("{:.2} us", p.op_overhead * 1e6),
             format!("{:.2} us", p.token_overhead * 1e6),
         ];
         for ((name, value), why) in PARAMETERS.iter().zip(figures).zip(self.not_fitted) {
@@ -297,14 +300,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The search: x = [ln compute, ln compute_int8, ln bandwidth, call overhead, token overhead],
-/// the overheads in units of a typical case's latency and its share per token, so every
-/// coordinate moves on a scale of about 1.
+/// The search: x = [ln compute, ln compute_int8, ln bandwidth, call, op and token overhead],
+/// the overheads in units of a typical case's latency and its share per op or token, so
+/// every coordinate moves on a scale of about 1.
 struct Problem<'a> {
     cases: &'a [Case],
     int8_ratio: f64,
-    free: [bool; 5],
+    free: [bool; N],
     seconds: f64,
+    per_op: f64,
     per_token: f64,
 }
 
@@ -313,7 +317,7 @@ struct Problem<'a> {
 const OVERHEAD_PULL: f64 = 1e-4;
 
 impl Problem<'_> {
-    fn params(&self, x: &[f64; 5]) -> Params {
+    fn params(&self, x: &[f64; N]) -> Params {
         let (mut compute, mut compute_int8) = (x[0].exp(), x[1].exp());
         if !self.free[0] {
             compute = compute_int8 / self.int8_ratio;
@@ -325,59 +329,70 @@ impl Problem<'_> {
             compute,
             compute_int8,
             bandwidth: x[2].exp(),
-            call_overhead: x[3].max(0.0) * self.seconds,
-            token_overhead: if self.free[4] { x[4].max(0.0) * self.per_token } else { 0.0 },
+            call_overhead: if self.free[3] { x[3].max(0.0) * self.seconds } else { 0.0 },
+            op_overhead: if self.free[4] { x[4].max(0.0) * self.per_op } else { 0.0 },
+            token_overhead: if self.free[5] { x[5].max(0.0) * self.per_token } else { 0.0 },
         }
     }
 
-    fn objective(&self, x: &[f64; 5]) -> f64 {
+    fn objective(&self, x: &[f64; N]) -> f64 {
         let p = self.params(x);
         self.cases
             .iter()
             .map(|c| {
                 let measured = c.measured_ms / 1e3;
                 let fitted = p.latency_s(&c.cost, c.tokens, c.int8_kernels);
-                let overhead = (p.call_overhead + c.tokens as f64 * p.token_overhead) / measured;
+                let overhead = p.overhead_s(&c.cost, c.tokens) / measured;
                 (fitted / measured).ln().powi(2) + OVERHEAD_PULL * overhead.powi(2)
             })
             .sum()
     }
 
     /// The free coordinates of `x` replaced by `y`.
-    fn with(&self, x: &[f64; 5], y: &[f64]) -> [f64; 5] {
+    fn with(&self, x: &[f64; N], y: &[f64]) -> [f64; N] {
         let mut out = *x;
-        for (i, v) in (0..5).filter(|i| self.free[*i]).zip(y) {
+        for (i, v) in (0..N).filter(|i| self.free[*i]).zip(y) {
             out[i] = *v;
         }
         out
     }
 }
 
-/// Cases tell a per-token overhead from arithmetic only if their FLOPs per
-/// token differ by at least this factor (models of different sizes).
+/// Cases tell a per-token overhead from arithmetic, or a per-op overhead
+/// from a fixed one, only if their FLOPs per token, or their op counts,
+/// differ by at least this factor (models of different sizes).
 pub const SEPARABLE: f64 = 2.0;
 
-/// Why each parameter cannot be fitted to `cases`, None where it can.
-fn not_fitted(cases: &[Case]) -> [Option<&'static str>; 5] {
-    let per_token: Vec<f64> =
-        cases.iter().filter(|c| c.tokens > 0 && c.cost.flops > 0.0).map(|c| c.cost.flops / c.tokens as f64).collect();
-    // No arithmetic at all: nothing for an overhead to be mistaken for.
-    let spread = match per_token.is_empty() {
+/// Largest over smallest of the positive `values`; infinite for none.
+fn spread(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.filter(|v| *v > 0.0).collect();
+    match v.is_empty() {
         true => f64::INFINITY,
-        false => {
-            per_token.iter().copied().fold(0.0, f64::max) / per_token.iter().copied().fold(f64::INFINITY, f64::min)
-        }
-    };
+        false => v.iter().copied().fold(0.0, f64::max) / v.iter().copied().fold(f64::INFINITY, f64::min),
+    }
+}
+
+/// Why each parameter cannot be fitted to `cases`, None where it can.
+fn not_fitted(cases: &[Case]) -> [Option<&'static str>; N] {
+    // No arithmetic at all: nothing for an overhead to be mistaken for.
+    let per_token = spread(cases.iter().filter(|c| c.tokens > 0).map(|c| c.cost.flops / c.tokens as f64));
+    let counted = cases.iter().any(|c| c.cost.ops > 0);
+    let ops = spread(cases.iter().map(|c| c.cost.ops as f64));
     [
         (!cases.iter().any(|c| !c.int8_kernels))
             .then_some("no case ran fp32 kernels; compute_int8 scaled by the profile's peak_fp32 / peak_int8"),
         (!cases.iter().any(|c| c.int8_kernels))
             .then_some("no case ran int8 kernels; compute scaled by the profile's peak_int8 / peak_fp32"),
         None,
-        None,
+        // Of one model, the overhead is counted per op: a model of more
+        // layers then pays more, as measured (ORT, pythia-70m cut to 1-6 layers).
+        (counted && ops < SEPARABLE).then_some(
+            "the cases' op counts differ by less than 2x (one model), so a fixed cost cannot be told from a per-op one; the overhead is counted per op; 0",
+        ),
+        (!counted).then_some("the cases carry no op counts (measured before edgehil recorded them); 0"),
         if !cases.iter().any(|c| c.tokens > 0) {
             Some("no case had prompt tokens; 0")
-        } else if spread < SEPARABLE {
+        } else if per_token < SEPARABLE {
             Some("the cases' FLOPs per token differ by less than 2x (one model), so it cannot be told from arithmetic; 0")
         } else {
             None
@@ -396,7 +411,8 @@ pub fn fit(cases: &[Case], int8_ratio: f64) -> Result<Fit, CalibrateError> {
     }
     let seconds = median(cases.iter().map(|c| c.measured_ms / 1e3).collect());
     let tokens = median(cases.iter().filter(|c| c.tokens > 0).map(|c| c.tokens as f64).collect()).max(1.0);
-    let problem = Problem { cases, int8_ratio, free, seconds, per_token: seconds / tokens };
+    let ops = median(cases.iter().filter(|c| c.cost.ops > 0).map(|c| c.cost.ops as f64).collect()).max(1.0);
+    let problem = Problem { cases, int8_ratio, free, seconds, per_op: seconds / ops, per_token: seconds / tokens };
 
     // Log grid over the rates, overheads at 0: the rate that would make each
     // case bound by it alone, from a tenth of the slowest to 100× the fastest.
@@ -417,13 +433,13 @@ pub fn fit(cases: &[Case], int8_ratio: f64) -> Result<Fit, CalibrateError> {
         span(cases.iter().map(|c| (c.cost.weight_bytes + c.cost.io_bytes) as f64 / (c.measured_ms / 1e3)).collect());
     const STEPS_PER_E: f64 = 3.5; // about 8 points a decade
     let steps = |lo: f64, hi: f64| ((hi - lo) * STEPS_PER_E).ceil().max(1.0) as usize;
-    let mut best = ([0.0; 5], f64::INFINITY);
+    let mut best = ([0.0; N], f64::INFINITY);
     for i in 0..=steps(c_lo, c_hi) {
         for j in 0..=steps(w_lo, w_hi) {
             let c = c_lo + i as f64 / STEPS_PER_E;
             let c8 = if primary == 0 { c + int8_ratio.ln() } else { c };
             let c32 = if primary == 0 { c } else { c - int8_ratio.ln() };
-            let x = [c32, c8, w_lo + j as f64 / STEPS_PER_E, 0.0, 0.0];
+            let x = [c32, c8, w_lo + j as f64 / STEPS_PER_E, 0.0, 0.0, 0.0];
             let f = problem.objective(&x);
             if f < best.1 {
                 best = (x, f);
@@ -456,12 +472,12 @@ pub fn fit(cases: &[Case], int8_ratio: f64) -> Result<Fit, CalibrateError> {
 
 /// Moves one free coordinate at a time to its best value among steps of
 /// several sizes, until no step helps.
-fn coordinate_descent(problem: &Problem, mut x: [f64; 5]) -> [f64; 5] {
+fn coordinate_descent(problem: &Problem, mut x: [f64; N]) -> [f64; N] {
     const STEPS: [f64; 10] = [2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.003, 0.001];
     let mut f = problem.objective(&x);
     for _ in 0..500 {
         let before = f;
-        for i in (0..5).filter(|i| problem.free[*i]) {
+        for i in (0..N).filter(|i| problem.free[*i]) {
             // Overheads may also drop to exactly 0.
             let zero = (i >= 3).then_some(-x[i]);
             for step in STEPS.iter().flat_map(|s| [*s, -*s]).chain(zero) {
@@ -481,8 +497,8 @@ fn coordinate_descent(problem: &Problem, mut x: [f64; 5]) -> [f64; 5] {
 }
 
 /// Nelder–Mead over the free coordinates, from `x`.
-fn nelder_mead(problem: &Problem, x: [f64; 5]) -> [f64; 5] {
-    let start: Vec<f64> = (0..5).filter(|i| problem.free[*i]).map(|i| x[i]).collect();
+fn nelder_mead(problem: &Problem, x: [f64; N]) -> [f64; N] {
+    let start: Vec<f64> = (0..N).filter(|i| problem.free[*i]).map(|i| x[i]).collect();
     let n = start.len();
     let f = |y: &[f64]| problem.objective(&problem.with(&x, y));
     let mut simplex: Vec<(Vec<f64>, f64)> = vec![(start.clone(), f(&start))];
@@ -562,7 +578,7 @@ pub fn calibrate(measured: &Measured, profile: &Profile, out: &Path) -> Result<C
         fit.max_abs_pct
     );
     let fitted =
-        "least squares on log latency of FLOPs / compute + bytes / bandwidth + call overhead + tokens x token overhead";
+        "least squares on log latency of FLOPs / compute + bytes / bandwidth + call overhead + ops x op overhead + tokens x token overhead";
     let why = |index: usize| fit.not_fitted[index].map_or(fitted.to_string(), |w| format!("not fitted: {w}"));
     fn figure<T>(value: T, source: &str, reasoning: String) -> Figure<T> {
         Figure { value, source: source.to_string(), reasoning: Some(reasoning) }
@@ -574,7 +590,8 @@ pub fn calibrate(measured: &Measured, profile: &Profile, out: &Path) -> Result<C
         compute_int8: figure(OpRate(round4(p.compute_int8)), &source, why(1)),
         bandwidth: figure(ByteRate(round4(p.bandwidth)), &source, why(2)),
         call_overhead: figure(Seconds(round4(p.call_overhead)), &source, why(3)),
-        token_overhead: figure(Seconds(round4(p.token_overhead)), &source, why(4)),
+        op_overhead: Some(figure(Seconds(round4(p.op_overhead)), &source, why(4))),
+        token_overhead: figure(Seconds(round4(p.token_overhead)), &source, why(5)),
     };
     let name = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let calibrated = Profile {
@@ -593,21 +610,27 @@ pub fn calibrate(measured: &Measured, profile: &Profile, out: &Path) -> Result<C
 mod tests {
     use super::*;
 
-    const TRUE: Params =
-        Params { compute: 150e9, compute_int8: 90e9, bandwidth: 20e9, call_overhead: 300e-6, token_overhead: 20e-6 };
+    const TRUE: Params = Params {
+        compute: 150e9,
+        compute_int8: 90e9,
+        bandwidth: 20e9,
+        call_overhead: 300e-6,
+        op_overhead: 2e-6,
+        token_overhead: 20e-6,
+    };
 
-    fn cost(flops: f64, bytes: u64, int8: bool) -> GraphCost {
-        GraphCost { flops, weight_bytes: bytes, io_bytes: 0, int8_weights: int8 }
+    fn cost(flops: f64, bytes: u64, int8: bool, ops: u64) -> GraphCost {
+        GraphCost { flops, weight_bytes: bytes, io_bytes: 0, int8_weights: int8, ops }
     }
 
-    /// Prefills of three model sizes in fp32 and int8 at several lengths, as
+    /// Prefills of three model sizes (more layers, more ops) in fp32 and int8 at several lengths, as
     /// `truth` times them, times a deterministic ±`noise` factor.
     fn cases(truth: &Params, noise: f64) -> Vec<Case> {
         let mut out = Vec::new();
         for (params, int8) in [(20e6, false), (70e6, false), (160e6, false), (70e6, true), (160e6, true)] {
             for (k, tokens) in [1u64, 4, 16, 64, 256].into_iter().enumerate() {
                 let bytes = (params * if int8 { 1.0 } else { 4.0 }) as u64;
-                let c = cost(2.0 * params * tokens as f64, bytes, int8);
+                let c = cost(2.0 * params * tokens as f64, bytes, int8, (params / 2e5) as u64);
                 let wobble = 1.0 + noise * [1.0, -1.0, 0.5, -0.5, 0.0][k];
                 out.push(Case {
                     label: format!("{params} {int8} {tokens}"),
@@ -628,11 +651,12 @@ mod tests {
     #[test]
     fn recovers_known_parameters_from_exact_points() {
         let f = fit(&cases(&TRUE, 0.0), 4.0).unwrap();
-        assert_eq!(f.not_fitted, [None; 5]);
+        assert_eq!(f.not_fitted, [None; N]);
         close("compute", f.params.compute, TRUE.compute, 0.01);
         close("compute_int8", f.params.compute_int8, TRUE.compute_int8, 0.01);
         close("bandwidth", f.params.bandwidth, TRUE.bandwidth, 0.01);
         close("call", f.params.call_overhead, TRUE.call_overhead, 0.02);
+        close("op", f.params.op_overhead, TRUE.op_overhead, 0.02);
         close("token", f.params.token_overhead, TRUE.token_overhead, 0.05);
         assert!(f.max_abs_pct < 0.5, "{}", f.table());
     }
@@ -650,7 +674,7 @@ mod tests {
     fn a_rate_no_case_exercises_follows_the_profiles_ratio() {
         let fp32: Vec<Case> = cases(&TRUE, 0.0).into_iter().filter(|c| !c.int8_kernels).collect();
         let f = fit(&fp32, 4.0).unwrap();
-        assert_eq!(f.not_fitted.map(|w| w.is_none()), [true, false, true, true, true]);
+        assert_eq!(f.not_fitted.map(|w| w.is_none()), [true, false, true, true, true, true]);
         close("compute", f.params.compute, TRUE.compute, 0.01);
         close("compute_int8", f.params.compute_int8, 4.0 * f.params.compute, 1e-12);
     }
@@ -660,7 +684,7 @@ mod tests {
         let mut no_tokens = cases(&Params { token_overhead: 0.0, ..TRUE }, 0.0);
         no_tokens.iter_mut().for_each(|c| c.tokens = 0);
         let f = fit(&no_tokens, 4.0).unwrap();
-        assert_eq!(f.not_fitted[4], Some("no case had prompt tokens; 0"));
+        assert_eq!(f.not_fitted[5], Some("no case had prompt tokens; 0"));
         assert_eq!(f.params.token_overhead, 0.0);
         assert!(f.max_abs_pct < 0.5, "{}", f.table());
     }
@@ -673,14 +697,18 @@ mod tests {
             cases(truth, 0.0).into_iter().filter(|c| c.label.starts_with("70000000 ")).collect()
         };
         let f = fit(&one_model(&TRUE), 4.0).unwrap();
-        assert!(f.not_fitted[4].is_some_and(|w| w.contains("less than 2x")), "{:?}", f.not_fitted);
+        assert!(f.not_fitted[5].is_some_and(|w| w.contains("less than 2x")), "{:?}", f.not_fitted);
         assert_eq!(f.params.token_overhead, 0.0);
+        // Nor can its fixed overhead be told from its ops': all of it goes per op.
+        assert!(f.not_fitted[3].is_some_and(|w| w.contains("op counts differ")), "{:?}", f.not_fitted);
+        assert_eq!(f.params.call_overhead, 0.0);
         assert!(f.max_abs_pct < 20.0, "{}", f.table());
         let truth = Params { token_overhead: 0.0, ..TRUE };
         let f = fit(&one_model(&truth), 4.0).unwrap();
         close("compute", f.params.compute, truth.compute, 0.01);
         close("compute_int8", f.params.compute_int8, truth.compute_int8, 0.01);
         close("bandwidth", f.params.bandwidth, truth.bandwidth, 0.01);
+        close("op", f.params.op_overhead * 350.0, truth.call_overhead + 350.0 * truth.op_overhead, 0.01);
     }
 
     #[test]
@@ -689,7 +717,7 @@ mod tests {
         let e = fit(&[&all[..2], &all[20..22]].concat(), 4.0).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "4 usable cases for 5 parameters (compute, compute_int8, bandwidth, call_overhead, token_overhead): \
+            "4 usable cases for 6 parameters (compute, compute_int8, bandwidth, call_overhead, op_overhead, token_overhead): \
              measure more runs (status ok, with a latency and a cost)"
         );
         assert!(matches!(fit(&[], 4.0), Err(CalibrateError::TooFewCases { usable: 0, .. })));
@@ -704,13 +732,14 @@ mod tests {
         let empty: Vec<Case> = (1..=4u64)
             .map(|t| Case {
                 label: t.to_string(),
-                cost: cost(0.0, 0, false),
+                cost: cost(0.0, 0, false, 0),
                 tokens: t,
                 int8_kernels: false,
                 measured_ms: 0.5 + 0.1 * t as f64,
             })
             .collect();
         let f = fit(&empty, 4.0).unwrap();
+        assert!(f.not_fitted[4].is_some_and(|w| w.contains("no op counts")), "{:?}", f.not_fitted);
         close("call", f.params.call_overhead, 0.5e-3, 0.01);
         close("token", f.params.token_overhead, 0.1e-3, 0.01);
     }

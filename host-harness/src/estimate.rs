@@ -1,6 +1,7 @@
 //! The roofline latency model for a board the run did not happen on.
 //!
-//! predicted = FLOPs / compute + bytes moved / bandwidth + call overhead + tokens × token overhead
+//! predicted = FLOPs / compute + bytes moved / bandwidth + call overhead + ops × op overhead
+//!             + tokens × token overhead
 //!
 //! The compute and memory times add rather than overlap (the max of a pure
 //! roofline): on CPU engines a layer streams its weights and then multiplies,
@@ -46,6 +47,10 @@ pub struct GraphCost {
     pub io_bytes: u64,
     /// Some weights are stored as int8.
     pub int8_weights: bool,
+    /// Operations per call (those that depend on an input): each costs an
+    /// engine a dispatch whatever its size.
+    #[serde(default)]
+    pub ops: u64,
 }
 
 pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateError> {
@@ -78,7 +83,7 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
     }
     let weight_bytes = edgehil_runtime::engine::model_file_bytes(path).saturating_sub(gathered);
     let model = model.into_decluttered().map_err(err)?;
-    let mut flops = 0f64;
+    let (mut flops, mut ops) = (0f64, 0u64);
     // Arithmetic on weights alone (dequantizing a table tract did not fold)
     // is load-time work for an engine that folds or fuses it, not the
     // model's arithmetic per call: only nodes that depend on an input count.
@@ -90,6 +95,7 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         if on_weights[id] {
             continue;
         }
+        ops += 1;
         let facts: Vec<&TypedFact> =
             node.inputs.iter().map(|o| model.outlet_fact(*o)).collect::<Result<_, _>>().map_err(err)?;
         for (cost, count) in node.op.cost(&facts).map_err(err)? {
@@ -113,7 +119,7 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         .sum::<Result<usize, _>>()
         .map_err(err)? as u64;
     let in_bytes: u64 = inputs.iter().map(|t| t.values.len() as u64 * dtype_size(t.values.dtype())).sum();
-    Ok(GraphCost { flops, weight_bytes, io_bytes: in_bytes + out_bytes, int8_weights })
+    Ok(GraphCost { flops, weight_bytes, io_bytes: in_bytes + out_bytes, int8_weights, ops })
 }
 
 fn dtype_size(d: DType) -> u64 {
@@ -135,7 +141,7 @@ pub struct Prediction {
     pub latency_ms: f64,
     pub compute_ms: f64,
     pub memory_ms: f64,
-    /// The call's fixed overhead plus the tokens' overhead.
+    /// The call's fixed overhead plus its ops' and tokens' overhead.
     pub overhead_ms: f64,
     pub bound: Bound,
     /// "fp32" or "int8": which of the compute rates was used.
@@ -157,6 +163,7 @@ pub struct Params {
     pub compute_int8: f64,
     pub bandwidth: f64,
     pub call_overhead: f64,
+    pub op_overhead: f64,
     pub token_overhead: f64,
 }
 
@@ -168,6 +175,7 @@ impl Params {
             compute_int8: profile.peak_int8.value.0,
             bandwidth: profile.bandwidth.value.0,
             call_overhead: profile.call_overhead.value.0,
+            op_overhead: 0.0,
             token_overhead: 0.0,
         }
     }
@@ -179,6 +187,7 @@ impl Params {
             compute_int8: c.compute_int8.value.0,
             bandwidth: c.bandwidth.value.0,
             call_overhead: c.call_overhead.value.0,
+            op_overhead: c.op_overhead.as_ref().map_or(0.0, |f| f.value.0),
             token_overhead: c.token_overhead.value.0,
         })
     }
@@ -191,11 +200,12 @@ impl Params {
 
     fn parts(&self, cost: &GraphCost, tokens: u64, int8_kernels: bool) -> (f64, f64, f64) {
         let rate = if int8_kernels { self.compute_int8 } else { self.compute };
-        (
-            cost.flops / rate,
-            (cost.weight_bytes + cost.io_bytes) as f64 / self.bandwidth,
-            self.call_overhead + tokens as f64 * self.token_overhead,
-        )
+        (cost.flops / rate, (cost.weight_bytes + cost.io_bytes) as f64 / self.bandwidth, self.overhead_s(cost, tokens))
+    }
+
+    /// The seconds a call costs beyond its arithmetic and memory traffic.
+    pub fn overhead_s(&self, cost: &GraphCost, tokens: u64) -> f64 {
+        self.call_overhead + cost.ops as f64 * self.op_overhead + tokens as f64 * self.token_overhead
     }
 }
 

@@ -116,6 +116,10 @@ pub struct Calibration {
     pub bandwidth: Figure<ByteRate>,
     /// Fixed cost of one call.
     pub call_overhead: Figure<Seconds>,
+    /// Cost of each operation a call runs (dispatch, threads' hand-over);
+    /// absent in calibrations made before edgehil counted ops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_overhead: Option<Figure<Seconds>>,
     /// Cost of each prompt token beyond its arithmetic and memory traffic.
     pub token_overhead: Figure<Seconds>,
 }
@@ -213,6 +217,9 @@ impl Profile {
             row(&mut s, "compute_int8", gflops(c.compute_int8.value.0, "GOP/s"), &c.compute_int8);
             row(&mut s, "bandwidth", gflops(c.bandwidth.value.0, "GB/s"), &c.bandwidth);
             row(&mut s, "call_overhead", format!("{:.1} us", c.call_overhead.value.0 * 1e6), &c.call_overhead);
+            if let Some(op) = &c.op_overhead {
+                row(&mut s, "op_overhead", format!("{:.2} us", op.value.0 * 1e6), op);
+            }
             row(&mut s, "token_overhead", format!("{:.2} us", c.token_overhead.value.0 * 1e6), &c.token_overhead);
         }
         s
