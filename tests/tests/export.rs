@@ -175,8 +175,10 @@ fn quantized_exports_stay_within_bounds_and_engines_agree() {
                 between.cosine.unwrap(),
                 between.max_abs.unwrap()
             );
-            // int8 at Level1 is the same arithmetic on both; tract's Q4_0 keeps scales in fp16.
-            let (min_cos, max_abs) = if quant == Quant::Int8 { (0.999_999, 1e-4) } else { (0.9999, 0.05) };
+            // tract keeps both as blocks with fp16 scales (int8 as Q8_1, int4 as Q4_0), ONNX
+            // Runtime (Level1) the file's fp32 scales. Measured on the five models: int8 cosine
+            // ≥ 0.9999997, max abs 2.1e-3–4.5e-3 (it was ≤ 1e-4 while tract dequantized to fp32).
+            let (min_cos, max_abs) = if quant == Quant::Int8 { (0.99999, 1e-2) } else { (0.9999, 0.05) };
             assert!(
                 between.cosine.unwrap() >= min_cos && between.max_abs.unwrap() <= max_abs,
                 "{model} {quant:?}: engines differ: {between:?}"

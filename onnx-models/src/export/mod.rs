@@ -334,7 +334,7 @@ fn write_folder(
             block: (opts.quant == Quant::Int4).then_some(opts.block),
             engines: match opts.quant {
                 Quant::None => "tract and ONNX Runtime: fp32".into(),
-                Quant::Int8 => "tract and ONNX Runtime Level1: dequantize then fp32 MatMul; ONNX Runtime Level2+ fuses it and quantizes activations too".into(),
+                Quant::Int8 => "tract: Q8_1 block-quantized matmul (fp16 scales) with fp32 activations; ONNX Runtime Level1: dequantize then fp32 MatMul; Level2+ fuses it and quantizes activations too".into(),
                 Quant::Int4 if opts.ort_fp32_activations => "ONNX Runtime: MatMulNBits with fp32 activations (accuracy_level 0); tract: Q4_0 block-quantized matmul".into(),
                 Quant::Int4 => "ONNX Runtime: MatMulNBits with int8 activations (accuracy_level 4); tract: Q4_0 block-quantized matmul with fp32 activations".into(),
             },
