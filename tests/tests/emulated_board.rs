@@ -9,8 +9,10 @@ use edgehil_runtime::wire::{EngineKind, OptLevel};
 
 const FIXTURES: [&str; 4] = ["mlp.onnx", "mlp-int8.onnx", "block.onnx", "block-int8.onnx"];
 
-fn assert_matches_reference(engine: EngineKind, opt_level: OptLevel, tolerance: f64) {
+/// `tolerance` for the fp32 fixtures; the int8 ones get `tolerance_int8`.
+fn assert_matches_reference(engine: EngineKind, opt_level: OptLevel, tolerance: f64, tolerance_int8: f64) {
     for model in FIXTURES {
+        let tolerance = if model.contains("int8") { tolerance_int8 } else { tolerance };
         let mut opts = options(model, engine);
         opts.board.opt_level = opt_level;
         let r = run_on(&opts, "jetson-orin-nano");
@@ -28,12 +30,15 @@ fn assert_matches_reference(engine: EngineKind, opt_level: OptLevel, tolerance: 
 
 #[test]
 fn tract_on_the_board_equals_tract_on_the_host() {
-    assert_matches_reference(EngineKind::Tract, OptLevel::All, 1e-5);
+    assert_matches_reference(EngineKind::Tract, OptLevel::All, 1e-5, 1e-5);
 }
 
 #[test]
 fn onnx_runtime_basic_matches_the_tract_reference() {
-    assert_matches_reference(EngineKind::Ort, OptLevel::Basic, 1e-4);
+    // The reference runs int8 weights as tract's Q8_1 blocks, whose f16 scales
+    // round the file's fp32 ones by up to 2^-11 relative: measured 4.7e-4 on
+    // block-int8, whose outputs are about 1.
+    assert_matches_reference(EngineKind::Ort, OptLevel::Basic, 1e-4, 2e-3);
 }
 
 #[test]
