@@ -24,7 +24,7 @@ use edgehil_runtime::wire::{EngineKind, GenParams, GenReport, OptLevel};
 
 const THREADS: usize = 2;
 const NEW_TOKENS: u32 = 32;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 const PROMPT: [u32; 8] = [464, 3290, 318, 257, 1332, 286, 262, 1175];
 
 fn bin(name: &str) -> PathBuf {
