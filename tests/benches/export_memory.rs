@@ -1,7 +1,9 @@
 //! Memory and speed of export and of running its output, at true size: the
 //! TinyLlama 1.1B configuration with random weights (`edgehil models synth`),
 //! exported to int4, then run with `edgehil run` on the Jetson Orin Nano
-//! profile with each engine (a 128-token prefill on an empty cache).
+//! profile with each engine (a 128-token prefill on an empty cache); ONNX
+//! Runtime also on the export with `--ort-fp32-activations`, as the default's
+//! int8 activations cost it RAM for the weights' block sums.
 //!
 //! Targets: export peak RSS at most 1.5× the output size; each engine's
 //! agent peak RSS at most 1.15 × weight bytes + KV cache + 30 MB.
@@ -47,29 +49,41 @@ fn main() {
             measure(Command::new(bin("edgehil")).args(["models", "synth", "tinyllama-1.1b", "--out"]).arg(&hf));
         println!("synth tinyllama-1.1b: {secs:.1} s");
     }
-    let (secs, rss) =
-        measure(Command::new(bin("edgehil")).arg("export").arg(&hf).arg("--out").arg(&out).args(["--quant", "int4"]));
-    let output = size(&out.join("model.onnx")) + size(&out.join("model.onnx.data"));
-    let source = size(&hf.join("model.safetensors"));
-    println!(
-        "export int4: {secs:.1} s, source {:.0} MB, output {:.0} MB, peak RSS {:.0} MB = {:.2}× the output (target ≤ 1.5)",
-        source as f64 / MB,
-        output as f64 / MB,
-        rss as f64 / MB,
-        rss as f64 / output as f64
-    );
+    let export = |out: &Path, extra: &[&str]| {
+        let (secs, rss) = measure(
+            Command::new(bin("edgehil"))
+                .arg("export")
+                .arg(&hf)
+                .arg("--out")
+                .arg(out)
+                .args(["--quant", "int4"])
+                .args(extra),
+        );
+        let output = size(&out.join("model.onnx")) + size(&out.join("model.onnx.data"));
+        println!(
+            "export int4 {extra:?}: {secs:.1} s, source {:.0} MB, output {:.0} MB, peak RSS {:.0} MB = {:.2}× the output (target ≤ 1.5)",
+            size(&hf.join("model.safetensors")) as f64 / MB,
+            output as f64 / MB,
+            rss as f64 / MB,
+            rss as f64 / output as f64
+        );
+        output
+    };
+    let output = export(&out, &[]);
+    let fp32_activations = dir.join("int4-ort-fp32-activations");
+    export(&fp32_activations, &["--ort-fp32-activations"]);
 
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("edgehil.json")).expect("manifest")).expect("json");
     let kv_heads: u64 = manifest["kv_heads"].as_array().expect("kv_heads").iter().filter_map(|v| v.as_u64()).sum();
     let kv_bytes = 2 * kv_heads * manifest["head_dim"].as_u64().expect("head_dim") * PROMPT * 4;
-    for engine in ["tract", "ort"] {
+    for (engine, out) in [("tract", &out), ("ort", &out), ("ort", &fp32_activations)] {
         let json = dir.join(format!("run-{engine}.json"));
         let (secs, _) = measure(
             Command::new(bin("edgehil"))
                 .args(["run", "--profile", "jetson-orin-nano", "--runs", "2", "--warmup", "1", "--engine", engine])
                 .args(["--prompt-tokens", &PROMPT.to_string(), "--outputs", "digest", "--model"])
-                .arg(&out)
+                .arg(out)
                 .arg("--json")
                 .arg(&json),
         );
@@ -79,7 +93,8 @@ fn main() {
         let rss = r["memory"]["peak_rss"].as_u64().expect("peak RSS");
         let budget = 1.15 * output as f64 + kv_bytes as f64 + 30.0 * MB;
         println!(
-            "run {engine}: {secs:.1} s in all, median prefill {:.0} ms; agent peak RSS {:.0} MB = {:.2} of (1.15 × {:.0} MB weights + {:.1} MB KV cache + 30 MB) (target ≤ 1)",
+            "run {engine} on {}: {secs:.1} s in all, median prefill {:.0} ms; agent peak RSS {:.0} MB = {:.2} of (1.15 × {:.0} MB weights + {:.1} MB KV cache + 30 MB) (target ≤ 1)",
+            out.display(),
             r["latency_ms"]["median"].as_f64().unwrap_or(f64::NAN),
             rss as f64 / MB,
             rss as f64 / budget,
