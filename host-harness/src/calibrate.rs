@@ -372,8 +372,8 @@ fn spread(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Why each parameter cannot be fitted to `cases`, None where it can.
-fn not_fitted(cases: &[Case]) -> [Option<&'static str>; N] {
+/// Why each parameter cannot be fitted to `cases` (or is given), None where it can.
+fn not_fitted(cases: &[Case], bandwidth_given: bool) -> [Option<&'static str>; N] {
     // No arithmetic at all: nothing for an overhead to be mistaken for.
     let per_token = spread(cases.iter().filter(|c| c.tokens > 0).map(|c| c.cost.flops / c.tokens as f64));
     let counted = cases.iter().any(|c| c.cost.ops > 0);
@@ -383,7 +383,7 @@ fn not_fitted(cases: &[Case]) -> [Option<&'static str>; N] {
             .then_some("no case ran fp32 kernels; compute_int8 scaled by the profile's peak_fp32 / peak_int8"),
         (!cases.iter().any(|c| c.int8_kernels))
             .then_some("no case ran int8 kernels; compute scaled by the profile's peak_int8 / peak_fp32"),
-        None,
+        bandwidth_given.then_some("given as measured on the board (--bandwidth)"),
         None,
         if !counted {
             Some("the cases carry no op counts (measured before edgehil recorded them); 0")
@@ -403,9 +403,11 @@ fn not_fitted(cases: &[Case]) -> [Option<&'static str>; N] {
 }
 
 /// Fits the latency model to `cases`; `int8_ratio` (the profile's
-/// peak_int8 / peak_fp32) gives the compute rate no case exercises.
-pub fn fit(cases: &[Case], int8_ratio: f64) -> Result<Fit, CalibrateError> {
-    let not_fitted = not_fitted(cases);
+/// peak_int8 / peak_fp32) gives the compute rate no case exercises. A
+/// `bandwidth` measured on the board (B/s) is taken as it is: one model's
+/// few weight sizes barely tell bandwidth from a fixed overhead.
+pub fn fit(cases: &[Case], int8_ratio: f64, bandwidth: Option<f64>) -> Result<Fit, CalibrateError> {
+    let not_fitted = not_fitted(cases, bandwidth.is_some());
     let free = not_fitted.map(|why| why.is_none());
     let parameters: Vec<&'static str> = PARAMETERS.iter().zip(free).filter(|(_, f)| *f).map(|(n, _)| *n).collect();
     if cases.len() < parameters.len() {
@@ -431,8 +433,12 @@ pub fn fit(cases: &[Case], int8_ratio: f64) -> Result<Fit, CalibrateError> {
     let rate = |c: &Case, int8: bool| if c.int8_kernels == int8 { c.cost.flops / (c.measured_ms / 1e3) } else { 0.0 };
     let primary = if free[0] { 0 } else { 1 };
     let (c_lo, c_hi) = span(cases.iter().map(|c| rate(c, primary == 1)).collect());
-    let (w_lo, w_hi) =
-        span(cases.iter().map(|c| (c.cost.weight_bytes + c.cost.io_bytes) as f64 / (c.measured_ms / 1e3)).collect());
+    let (w_lo, w_hi) = match bandwidth {
+        Some(b) => (b.ln(), b.ln()),
+        None => {
+            span(cases.iter().map(|c| (c.cost.weight_bytes + c.cost.io_bytes) as f64 / (c.measured_ms / 1e3)).collect())
+        }
+    };
     const STEPS_PER_E: f64 = 3.5; // about 8 points a decade
     let steps = |lo: f64, hi: f64| ((hi - lo) * STEPS_PER_E).ceil().max(1.0) as usize;
     let mut best = ([0.0; N], f64::INFINITY);
@@ -568,8 +574,13 @@ pub struct Calibrated {
 
 /// `profile` with a calibration section fitted to `measured`, named after
 /// `out` (a profile's name is its file's stem) and checked to load from there.
-pub fn calibrate(measured: &Measured, profile: &Profile, out: &Path) -> Result<Calibrated, CalibrateError> {
-    let fit = fit(&measured.cases, profile.peak_int8.value.0 / profile.peak_fp32.value.0)?;
+pub fn calibrate(
+    measured: &Measured,
+    profile: &Profile,
+    out: &Path,
+    bandwidth: Option<f64>,
+) -> Result<Calibrated, CalibrateError> {
+    let fit = fit(&measured.cases, profile.peak_int8.value.0 / profile.peak_fp32.value.0, bandwidth)?;
     let source = format!(
         "edgehil calibrate: fitted to {} cases of {} ({} on {}), median |error| {:.1} %, max {:.1} %",
         measured.cases.len(),
@@ -652,7 +663,7 @@ mod tests {
 
     #[test]
     fn recovers_known_parameters_from_exact_points() {
-        let f = fit(&cases(&TRUE, 0.0), 4.0).unwrap();
+        let f = fit(&cases(&TRUE, 0.0), 4.0, None).unwrap();
         assert_eq!(f.not_fitted, [None; N]);
         close("compute", f.params.compute, TRUE.compute, 0.01);
         close("compute_int8", f.params.compute_int8, TRUE.compute_int8, 0.01);
@@ -665,7 +676,7 @@ mod tests {
 
     #[test]
     fn noisy_points_give_parameters_near_the_truth() {
-        let f = fit(&cases(&TRUE, 0.05), 4.0).unwrap();
+        let f = fit(&cases(&TRUE, 0.05), 4.0, None).unwrap();
         close("compute", f.params.compute, TRUE.compute, 0.1);
         close("compute_int8", f.params.compute_int8, TRUE.compute_int8, 0.1);
         close("bandwidth", f.params.bandwidth, TRUE.bandwidth, 0.1);
@@ -675,7 +686,7 @@ mod tests {
     #[test]
     fn a_rate_no_case_exercises_follows_the_profiles_ratio() {
         let fp32: Vec<Case> = cases(&TRUE, 0.0).into_iter().filter(|c| !c.int8_kernels).collect();
-        let f = fit(&fp32, 4.0).unwrap();
+        let f = fit(&fp32, 4.0, None).unwrap();
         assert_eq!(f.not_fitted.map(|w| w.is_none()), [true, false, true, true, true, true]);
         close("compute", f.params.compute, TRUE.compute, 0.01);
         close("compute_int8", f.params.compute_int8, 4.0 * f.params.compute, 1e-12);
@@ -685,7 +696,7 @@ mod tests {
     fn without_tokens_there_is_no_token_overhead() {
         let mut no_tokens = cases(&Params { token_overhead: 0.0, ..TRUE }, 0.0);
         no_tokens.iter_mut().for_each(|c| c.tokens = 0);
-        let f = fit(&no_tokens, 4.0).unwrap();
+        let f = fit(&no_tokens, 4.0, None).unwrap();
         assert_eq!(f.not_fitted[5], Some("no case had prompt tokens; 0"));
         assert_eq!(f.params.token_overhead, 0.0);
         assert!(f.max_abs_pct < 0.5, "{}", f.table());
@@ -698,7 +709,7 @@ mod tests {
         let one_model = |truth: &Params| -> Vec<Case> {
             cases(truth, 0.0).into_iter().filter(|c| c.label.starts_with("70000000 ")).collect()
         };
-        let f = fit(&one_model(&TRUE), 4.0).unwrap();
+        let f = fit(&one_model(&TRUE), 4.0, None).unwrap();
         assert!(f.not_fitted[5].is_some_and(|w| w.contains("less than 2x")), "{:?}", f.not_fitted);
         assert_eq!(f.params.token_overhead, 0.0);
         // Nor can its ops' overhead be told from the fixed one: all of it is fixed.
@@ -706,7 +717,7 @@ mod tests {
         assert_eq!(f.params.op_overhead, 0.0);
         assert!(f.max_abs_pct < 20.0, "{}", f.table());
         let truth = Params { token_overhead: 0.0, ..TRUE };
-        let f = fit(&one_model(&truth), 4.0).unwrap();
+        let f = fit(&one_model(&truth), 4.0, None).unwrap();
         close("compute", f.params.compute, truth.compute, 0.01);
         close("compute_int8", f.params.compute_int8, truth.compute_int8, 0.01);
         close("bandwidth", f.params.bandwidth, truth.bandwidth, 0.01);
@@ -714,19 +725,32 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_bandwidth_is_kept_and_the_rest_fitted_around_it() {
+        let truth = Params { token_overhead: 0.0, op_overhead: 0.0, ..TRUE };
+        let one_model: Vec<Case> =
+            cases(&truth, 0.0).into_iter().filter(|c| c.label.starts_with("70000000 ")).collect();
+        let f = fit(&one_model, 4.0, Some(truth.bandwidth)).unwrap();
+        assert_eq!(f.not_fitted[2], Some("given as measured on the board (--bandwidth)"));
+        close("bandwidth", f.params.bandwidth, truth.bandwidth, 1e-12);
+        close("compute", f.params.compute, truth.compute, 0.01);
+        close("compute_int8", f.params.compute_int8, truth.compute_int8, 0.01);
+        close("call", f.params.call_overhead, truth.call_overhead, 0.02);
+    }
+
+    #[test]
     fn degenerate_input() {
         let all = cases(&TRUE, 0.0);
-        let e = fit(&[&all[..2], &all[20..22]].concat(), 4.0).unwrap_err();
+        let e = fit(&[&all[..2], &all[20..22]].concat(), 4.0, None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "4 usable cases for 6 parameters (compute, compute_int8, bandwidth, call_overhead, op_overhead, token_overhead): \
              measure more runs (status ok, with a latency and a cost)"
         );
-        assert!(matches!(fit(&[], 4.0), Err(CalibrateError::TooFewCases { usable: 0, .. })));
+        assert!(matches!(fit(&[], 4.0, None), Err(CalibrateError::TooFewCases { usable: 0, .. })));
         // One point measured five times cannot separate the parameters, but
         // the fit still explains it with finite, non-negative figures.
         let same = vec![all[7].clone(); 5];
-        let f = fit(&same, 4.0).unwrap();
+        let f = fit(&same, 4.0, None).unwrap();
         let p = f.params;
         assert!(p.compute.is_finite() && p.bandwidth.is_finite() && p.call_overhead >= 0.0 && p.token_overhead >= 0.0);
         assert!(f.max_abs_pct < 0.1, "{}", f.table());
@@ -740,7 +764,7 @@ mod tests {
                 measured_ms: 0.5 + 0.1 * t as f64,
             })
             .collect();
-        let f = fit(&empty, 4.0).unwrap();
+        let f = fit(&empty, 4.0, None).unwrap();
         assert!(f.not_fitted[4].is_some_and(|w| w.contains("no op counts")), "{:?}", f.not_fitted);
         close("call", f.params.call_overhead, 0.5e-3, 0.01);
         close("token", f.params.token_overhead, 0.1e-3, 0.01);
@@ -817,7 +841,7 @@ mod tests {
         };
         let out = default_out(&pi.name);
         assert_eq!(out, PathBuf::from("raspberry-pi-5-calibrated.toml"));
-        let c = calibrate(&measured, pi, &out).unwrap();
+        let c = calibrate(&measured, pi, &out, None).unwrap();
         assert_eq!(c.profile.name, "raspberry-pi-5-calibrated");
         assert_eq!(Profile::parse(&c.toml, &out).unwrap(), c.profile);
         let cal = c.profile.calibration.as_ref().unwrap();

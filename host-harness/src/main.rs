@@ -13,7 +13,7 @@ use edgehil::profile::Profiles;
 use edgehil::report::Status;
 use edgehil::run::{self, RunOptions};
 use edgehil::suite::{self, file::Tolerances};
-use edgehil::units::{human_bytes, human_rate, Bytes};
+use edgehil::units::{human_bytes, human_rate, ByteRate, Bytes};
 use edgehil_hil::{Faults, Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
 
@@ -85,7 +85,7 @@ enum Cmd {
         #[command(subcommand)]
         command: ProfilesCmd,
     },
-    /// Fit a profile's latency model (compute, bandwidth, call and token overheads) to measured runs.
+    /// Fit a profile's latency model (compute, bandwidth, call, op and token overheads) to measured runs.
     Calibrate {
         /// A suite journal (JSON lines), or the JSON array `edgehil run --json` writes.
         #[arg(long)]
@@ -102,6 +102,10 @@ enum Cmd {
         /// Only the cases on this target (emu, serial:PORT).
         #[arg(long)]
         target: Option<String>,
+        /// The board's memory bandwidth as measured there (e.g. a STREAM copy: "20 GB/s"),
+        /// kept instead of fitted: one model's runs barely tell it from a fixed overhead.
+        #[arg(long, value_parser = parse_byte_rate)]
+        bandwidth: Option<f64>,
     },
 }
 
@@ -452,6 +456,10 @@ fn parse_outputs(s: &str) -> Result<OutputMode, String> {
     }
 }
 
+fn parse_byte_rate(s: &str) -> Result<f64, String> {
+    ByteRate::try_from(s.to_string()).map(|b| b.0)
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     s.parse::<u64>().or_else(|_| Bytes::try_from(s.to_string()).map(|b| b.0))
 }
@@ -526,8 +534,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Calibrate { measured, profile, out, engine, target } => {
-            calibrate_cmd(profiles.get(&profile)?, &measured, out, engine, target.as_deref())
+        Cmd::Calibrate { measured, profile, out, engine, target, bandwidth } => {
+            calibrate_cmd(profiles.get(&profile)?, &measured, out, engine, target.as_deref(), bandwidth)
         }
     }
 }
@@ -871,12 +879,13 @@ fn calibrate_cmd(
     out: Option<PathBuf>,
     engine: Option<EngineKind>,
     target: Option<&str>,
+    bandwidth: Option<f64>,
 ) -> Result<u8> {
     use edgehil::calibrate::{calibrate, default_out, read, Filter};
     let cases = read(measured, &Filter { profile: &profile.name, engine, target })?;
     println!("{}", cases.summary());
     let out = out.unwrap_or_else(|| default_out(&profile.name));
-    let calibrated = calibrate(&cases, profile, &out)
+    let calibrated = calibrate(&cases, profile, &out, bandwidth)
         .with_context(|| format!("calibrating {} with {}", profile.name, measured.display()))?;
     print!("{}", calibrated.fit.table());
     std::fs::write(&out, &calibrated.toml).with_context(|| format!("writing {}", out.display()))?;

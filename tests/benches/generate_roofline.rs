@@ -1,7 +1,7 @@
 //! Generation speed against this machine's memory-bandwidth roofline.
 //!
 //! Decoding one token reads every weight once, so tokens/s can be no more
-//! than bandwidth / weight bytes. This measures the bandwidth (a copy of a
+//! than bandwidth / weight bytes. This measures the bandwidth (reading a
 //! buffer far larger than the caches, on the engine's threads), then the
 //! generation tok/s of the GPT-2-small configuration (synth, 124M) in int8
 //! and int4, on tract and ONNX Runtime, in-process and through the agent on
@@ -15,12 +15,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Timeouts};
 use edgehil_runtime::engine::{self, LoadOptions};
 use edgehil_runtime::generate;
 use edgehil_runtime::wire::{EngineKind, GenParams, GenReport, OptLevel};
+
+#[path = "common/bandwidth.rs"]
+mod bandwidth;
 
 const THREADS: usize = 2;
 const NEW_TOKENS: u32 = 32;
@@ -35,28 +38,6 @@ fn bin(name: &str) -> PathBuf {
 fn edgehil(args: &[&str]) {
     let status = Command::new(bin("edgehil")).args(args).status().expect("edgehil");
     assert!(status.success(), "edgehil {args:?}");
-}
-
-/// Bytes per second moved by copying a 512 MiB buffer with `threads`
-/// threads (STREAM Copy: read + write counted; best of 3). The copy is
-/// libc's memcpy, so the figure does not depend on this crate's opt-level.
-fn bandwidth(threads: usize) -> f64 {
-    let size = 512usize << 20;
-    let src = vec![1u8; size];
-    let mut dst = vec![0u8; size];
-    let chunk = size / threads;
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
-                    s.spawn(move || d.copy_from_slice(c));
-                }
-            });
-            std::hint::black_box(&dst);
-            (2 * size) as f64 / t.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
 }
 
 fn params() -> GenParams {
@@ -122,8 +103,13 @@ fn main() {
         edgehil(&["models", "synth", "gpt2", "--out", &hf.display().to_string()]);
     }
     let ort = edgehil::run::find_ort_library(None).ok();
-    let bw = bandwidth(THREADS);
-    println!("memory bandwidth (copy, {THREADS} threads, 512 MiB): {:.2} GB/s", bw / 1e9);
+    // Decoding reads the weights, so the roofline is the read bandwidth.
+    let (bw, copy) = (bandwidth::read(THREADS), bandwidth::copy(THREADS));
+    println!(
+        "memory bandwidth ({THREADS} threads, 512 MiB): read {:.2} GB/s (the roofline's), copy {:.2} GB/s",
+        bw / 1e9,
+        copy / 1e9
+    );
     // int4 twice: as exported by default (ONNX Runtime quantizes activations to int8), and with fp32 activations.
     for (name, extra) in [("int8", None), ("int4-acc4", None), ("int4-ort-fp32-act", Some("--ort-fp32-activations"))] {
         let out = dir.join(name);
