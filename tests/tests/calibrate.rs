@@ -161,6 +161,22 @@ fn calibrates_on_measured_runs_and_the_profile_loads_and_predicts() {
     assert_eq!((a.compute.value, a.bandwidth.value), (b.compute.value, b.bandwidth.value));
     assert_eq!((a.call_overhead.value, a.token_overhead.value), (b.call_overhead.value, b.token_overhead.value));
 
+    // A bandwidth measured on the board is kept; a figure without its unit is refused.
+    let args = |bandwidth: &str| {
+        let given = dir.join("given.toml");
+        let (runs, given) = (runs.to_str().unwrap().to_string(), given.to_str().unwrap().to_string());
+        ["calibrate", "--measured", &runs, "--profile", PROFILE, "--out", &given, "--bandwidth", bandwidth]
+            .map(String::from)
+    };
+    let o = edgehil(&args("20 GB/s").each_ref().map(String::as_str));
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(stdout.contains("20.0 GB/s (not fitted: given as measured on the board (--bandwidth))"), "{stdout}");
+    let o = edgehil(&args("20").each_ref().map(String::as_str));
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bandwidth") && err.contains("GB/s"), "{err}");
+
     // A run on the calibrated profile predicts with it.
     let o = edgehil(&[
         "--profiles-dir",
