@@ -24,7 +24,7 @@
 //! after `cargo build --workspace --bins` (it drives the agent binary).
 //! Synthesized and exported models are kept under target/debug/bench-fidelity,
 //! with the measured cases (calibration.json, predicted.json, in the form
-//! `edgehil calibrate --measured` reads) and the calibrated profile.
+//! `edgehil calibrate --measured` reads) and the two calibrated profiles.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -237,8 +237,11 @@ fn main() {
     let predicted: Vec<Case> = predicted.into_iter().flat_map(Subject::cases).collect();
     save(&dir.join("predicted.json"), &predicted);
     // The same measurements calibrated twice: bandwidth fitted, and given as measured.
-    for (how, given) in [("bandwidth fitted", None), ("bandwidth given as measured", Some(bandwidth))] {
-        let out = dir.join(calibrate::default_out(PROFILE));
+    for (how, file, given) in [
+        ("bandwidth fitted", "fitted-bandwidth", None),
+        ("bandwidth given as measured", "given-bandwidth", Some(bandwidth)),
+    ] {
+        let out = dir.join(format!("{PROFILE}-calibrated-{file}.toml"));
         let calibrated = calibrate::calibrate(&measured, profile, &out, given).expect("calibrate");
         std::fs::write(&out, &calibrated.toml).expect("write the calibrated profile");
         println!("\n== {how}: calibration on {CALIBRATION} ({}):\n{}", out.display(), calibrated.fit.table());

@@ -96,16 +96,16 @@ fn journal(path: &Path, reports: &[serde_json::Value]) {
     }
 }
 
+/// `edgehil calibrate` of `measured` for PROFILE into `out`, with `extra` arguments.
+fn run_calibrate(measured: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["calibrate", "--measured", measured.to_str().unwrap(), "--profile", PROFILE];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    edgehil(&args)
+}
+
 fn calibrate(measured: &Path, out: &Path) -> String {
-    let o = edgehil(&[
-        "calibrate",
-        "--measured",
-        measured.to_str().unwrap(),
-        "--profile",
-        PROFILE,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_calibrate(measured, out, &[]);
     let (stdout, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{err}");
     stdout
@@ -162,17 +162,12 @@ fn calibrates_on_measured_runs_and_the_profile_loads_and_predicts() {
     assert_eq!((a.call_overhead.value, a.token_overhead.value), (b.call_overhead.value, b.token_overhead.value));
 
     // A bandwidth measured on the board is kept; a figure without its unit is refused.
-    let args = |bandwidth: &str| {
-        let given = dir.join("given.toml");
-        let (runs, given) = (runs.to_str().unwrap().to_string(), given.to_str().unwrap().to_string());
-        ["calibrate", "--measured", &runs, "--profile", PROFILE, "--out", &given, "--bandwidth", bandwidth]
-            .map(String::from)
-    };
-    let o = edgehil(&args("20 GB/s").each_ref().map(String::as_str));
+    let given = dir.join("given.toml");
+    let o = run_calibrate(&runs, &given, &["--bandwidth", "20 GB/s"]);
     let (stdout, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(stdout.contains("20.0 GB/s (not fitted: given as measured on the board (--bandwidth))"), "{stdout}");
-    let o = edgehil(&args("20").each_ref().map(String::as_str));
+    let o = run_calibrate(&runs, &given, &["--bandwidth", "20"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--bandwidth") && err.contains("GB/s"), "{err}");
@@ -247,15 +242,7 @@ fn bad_files_are_errors_naming_file_and_line() {
     ];
     for (file, wanted) in cases {
         let out = dir.join("never.toml");
-        let o = edgehil(&[
-            "calibrate",
-            "--measured",
-            file.to_str().unwrap(),
-            "--profile",
-            PROFILE,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = run_calibrate(file, &out, &[]);
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains(&wanted), "no `{wanted}` in\n{err}");
