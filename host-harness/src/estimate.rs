@@ -12,17 +12,20 @@
 //! the run's input shapes; bytes moved are the weights plus the inputs and
 //! outputs, each read or written once per inference (activations are assumed
 //! to stay in cache). Peak compute is the profile's int8 rate only when the
-//! engine runs int8 kernels (ONNX Runtime at Extended or All fuses
-//! DequantizeLinear→MatMul into one); otherwise weights are dequantized and
-//! the multiply runs in fp32.
+//! engine runs int8 kernels (ONNX Runtime at Extended or All fuses an int8
+//! DequantizeLinear→MatMul into one; a 4-bit MatMulNBits quantizes its
+//! activations only at `accuracy_level` 4); otherwise weights are dequantized
+//! and the multiply runs in fp32.
 //!
 //! The parameters are the profile's datasheet figures (no token overhead),
 //! or, for the engine a profile was calibrated with, the figures
 //! `edgehil calibrate` fitted to measured runs.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto};
 use tract_onnx::prelude::{Datum, Framework, InferenceFact, InferenceModelExt, TypedFact};
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::Cost;
@@ -45,7 +48,7 @@ pub struct GraphCost {
     pub flops: f64,
     pub weight_bytes: u64,
     pub io_bytes: u64,
-    /// Some weights are stored as int8.
+    /// ONNX Runtime can multiply some weights in int8 (see [`int8_kernels`]).
     pub int8_weights: bool,
     /// Operations per call (those that depend on an input): each costs an
     /// engine a dispatch whatever its size.
@@ -58,7 +61,17 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         path: path.display().to_string(),
         reason: format!("{e:#}"),
     };
-    let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+    let onnx = tract_onnx::onnx();
+    let proto = onnx.proto_model_for_path(path).map_err(err)?;
+    let int8_weights = proto.graph.as_ref().is_some_and(int8_arithmetic);
+    let parsed = onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(err)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(EstimateError::Graph {
+            path: path.display().to_string(),
+            reason: format!("inputs {:?} are neither graph inputs nor initializers", parsed.unresolved_inputs),
+        });
+    }
+    let mut model = parsed.model;
     for (i, t) in inputs.iter().enumerate() {
         let shape: Vec<usize> = t.shape.iter().map(|d| *d as usize).collect();
         let fact = match t.values.dtype() {
@@ -72,10 +85,8 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
     // blocks behind an fp32 fact, so counting its constants would see fp32.
     // An embedding table only gathered from is not read whole: one row per token.
     let mut gathered = 0u64;
-    let mut int8_weights = false;
     for node in model.nodes() {
         let Some(c) = node.op_as::<Const>() else { continue };
-        int8_weights |= c.val().datum_type().size_of() == 1;
         let successors = &node.outputs[0].successors;
         if !successors.is_empty() && successors.iter().all(|s| model.node(s.node).op.name() == "Gather") {
             gathered += (c.val().len() * c.val().datum_type().size_of()) as u64;
@@ -120,6 +131,20 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         .map_err(err)? as u64;
     let in_bytes: u64 = inputs.iter().map(|t| t.values.len() as u64 * dtype_size(t.values.dtype())).sum();
     Ok(GraphCost { flops, weight_bytes, io_bytes: in_bytes + out_bytes, int8_weights, ops })
+}
+
+/// Whether ONNX Runtime can multiply in int8 here: int8 tables behind
+/// `DequantizeLinear` (fused with their MatMul from Extended on), or 4-bit
+/// `MatMulNBits` told to quantize its activations (`accuracy_level` 4).
+fn int8_arithmetic(graph: &GraphProto) -> bool {
+    let bytes = [DataType::Int8 as i32, DataType::Uint8 as i32];
+    let tables: HashSet<&str> =
+        graph.initializer.iter().filter(|t| bytes.contains(&t.data_type)).map(|t| t.name.as_str()).collect();
+    graph.node.iter().any(|n| match n.op_type.as_str() {
+        "DequantizeLinear" => n.input.first().is_some_and(|i| tables.contains(i.as_str())),
+        "MatMulNBits" => n.attribute.iter().any(|a| a.name == "accuracy_level" && a.i == 4),
+        _ => false,
+    })
 }
 
 fn dtype_size(d: DType) -> u64 {

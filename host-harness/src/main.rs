@@ -148,10 +148,10 @@ struct ExportArgs {
     /// A PEFT LoRA adapter folder to merge before quantization.
     #[arg(long)]
     lora: Option<PathBuf>,
-    /// int4: keep ONNX Runtime's activations in fp32 (MatMulNBits accuracy_level 0) instead of int8
-    /// (level 4, the default): about half the speed, and the same arithmetic as tract.
+    /// int4: let ONNX Runtime quantize activations to int8 (MatMulNBits accuracy_level 4) instead of
+    /// keeping them fp32 (level 0, the default): about twice the speed, about 1.3× the RAM of the weights.
     #[arg(long)]
-    ort_fp32_activations: bool,
+    ort_int8_activations: bool,
 }
 
 #[derive(Subcommand)]
@@ -660,7 +660,7 @@ fn export_cmd(args: ExportArgs) -> Result<u8> {
         block: args.block,
         prune: args.prune,
         lora: args.lora,
-        ort_fp32_activations: args.ort_fp32_activations,
+        ort_int8_activations: args.ort_int8_activations,
         progress: Some(&mut progress),
     };
     let result = export(&args.hf_dir, &args.out, opts);

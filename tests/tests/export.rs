@@ -147,13 +147,9 @@ fn quantized_exports_stay_within_bounds_and_engines_agree() {
         let (_, ids) = reference.i64s("input_ids");
         let fp32 = reference.f32s("logits");
         for (quant, min_cos, min_top1) in BOUNDS {
-            // fp32 activations on ONNX Runtime too, so both engines do the same arithmetic.
-            let ort_fp32_activations = quant == Quant::Int4;
-            let (dir, manifest) = export_to(
-                model,
-                &format!("{quant:?}-fp32-act"),
-                ExportOptions { quant, ort_fp32_activations, ..Default::default() },
-            );
+            // By default ONNX Runtime keeps fp32 activations, so both engines do the same arithmetic.
+            let (dir, manifest) =
+                export_to(model, &format!("{quant:?}"), ExportOptions { quant, ..Default::default() });
             let vocab = manifest.config.vocab;
             let tract = prefill(load(&dir, EngineKind::Tract).as_mut(), &ids);
             let ort = prefill(load(&dir, EngineKind::Ort).as_mut(), &ids);
@@ -189,13 +185,13 @@ fn quantized_exports_stay_within_bounds_and_engines_agree() {
 }
 
 #[test]
-fn int4_by_default_has_ort_quantize_activations_within_the_int4_bounds() {
+fn int4_with_ort_int8_activations_stays_within_the_int4_bounds() {
     let (_, min_cos, min_top1) = BOUNDS[1];
-    let opts = || ExportOptions { quant: Quant::Int4, ..Default::default() };
+    let opts = || ExportOptions { quant: Quant::Int4, ort_int8_activations: true, ..Default::default() };
     for model in MODELS {
         let reference = Reference::open(&reference_dir(model));
         let (_, ids) = reference.i64s("input_ids");
-        let (dir, manifest) = export_to(model, "int4-default", opts());
+        let (dir, manifest) = export_to(model, "int4-int8-act", opts());
         assert!(manifest.quantization.engines.contains("accuracy_level 4"), "{:?}", manifest.quantization);
         let a = agreement(
             &prefill(load(&dir, EngineKind::Ort).as_mut(), &ids),
@@ -209,9 +205,9 @@ fn int4_by_default_has_ort_quantize_activations_within_the_int4_bounds() {
         );
         assert!(a.cosine.unwrap() >= min_cos && a.top1.unwrap() >= min_top1, "{model}: {a:?}");
     }
-    let int8 = ExportOptions { quant: Quant::Int8, ort_fp32_activations: true, ..opts() };
+    let int8 = ExportOptions { quant: Quant::Int8, ..opts() };
     let err = export(&reference_dir("gpt2"), &common::scratch_dir("export").join("refused"), int8).unwrap_err();
-    assert!(err.to_string().contains("fp32 activations are a choice for int4"), "{err}");
+    assert!(err.to_string().contains("int8 activations are a choice for int4"), "{err}");
 }
 
 #[test]

@@ -84,19 +84,21 @@ pub struct ExportOptions<'a> {
     pub block: usize,
     pub prune: Option<Prune>,
     pub lora: Option<PathBuf>,
-    /// int4 only: keep ONNX Runtime's MatMulNBits activations in fp32
-    /// (`accuracy_level` 0). By default ONNX Runtime quantizes them to int8
-    /// (`accuracy_level` 4, as ONNX Runtime GenAI's CPU int4 models do): about
-    /// twice as fast on CPUs, and its logits then differ from tract's (which
-    /// keeps fp32 activations) by up to ~0.1.
-    pub ort_fp32_activations: bool,
+    /// int4 only: let ONNX Runtime quantize MatMulNBits activations to int8
+    /// (`accuracy_level` 4, as ONNX Runtime GenAI's CPU int4 models do):
+    /// about twice as fast on CPUs, but on x86 it keeps each weight block's
+    /// scale three times (the file's, a packed copy, a block sum), about 1.3×
+    /// the RAM of the weights for TinyLlama, and its logits differ from
+    /// tract's by up to ~0.1. By default activations stay fp32
+    /// (`accuracy_level` 0, the default of ONNX Runtime's own quantizer).
+    pub ort_int8_activations: bool,
     /// Called with (bytes of source weights read, total) as the export goes.
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
 }
 
 impl Default for ExportOptions<'_> {
     fn default() -> Self {
-        Self { quant: Quant::None, block: 32, prune: None, lora: None, ort_fp32_activations: false, progress: None }
+        Self { quant: Quant::None, block: 32, prune: None, lora: None, ort_int8_activations: false, progress: None }
     }
 }
 
@@ -227,9 +229,9 @@ fn check_options(config: &Config, opts: &ExportOptions) -> Result<(), ExportErro
             )));
         }
     }
-    if opts.ort_fp32_activations && opts.quant != Quant::Int4 {
+    if opts.ort_int8_activations && opts.quant != Quant::Int4 {
         return Err(ExportError::Unsupported(format!(
-            "ONNX Runtime fp32 activations are a choice for int4 (MatMulNBits), not for {:?}",
+            "ONNX Runtime int8 activations are a choice for int4 (MatMulNBits), not for {:?}",
             opts.quant
         )));
     }
@@ -290,7 +292,7 @@ fn write_folder(
     let config = model.config.clone();
     let total = config.tensors().iter().map(|(_, s)| s.iter().product::<u64>() * 4).sum();
     let mut source = Source { model, adapter, done: 0, total, progress: opts.progress.as_deref_mut() };
-    let accuracy_level = if opts.quant == Quant::Int4 && !opts.ort_fp32_activations { 4 } else { 0 };
+    let accuracy_level = if opts.quant == Quant::Int4 && opts.ort_int8_activations { 4 } else { 0 };
     let mut em = Emitter::new(&format!("edgehil-{}", config.arch.name()), dir, opts.quant, opts.block, accuracy_level)?;
     let (io, kv_heads, pruning) = if config.arch.is_decoder() {
         decoder::build(&mut source, &mut em, opts.prune.as_ref())?
@@ -335,8 +337,8 @@ fn write_folder(
             engines: match opts.quant {
                 Quant::None => "tract and ONNX Runtime: fp32".into(),
                 Quant::Int8 => "tract: Q8_1 block-quantized matmul (fp16 scales) with fp32 activations; ONNX Runtime Level1: dequantize then fp32 MatMul; Level2+ fuses it and quantizes activations too".into(),
-                Quant::Int4 if opts.ort_fp32_activations => "ONNX Runtime: MatMulNBits with fp32 activations (accuracy_level 0); tract: Q4_0 block-quantized matmul".into(),
-                Quant::Int4 => "ONNX Runtime: MatMulNBits with int8 activations (accuracy_level 4); tract: Q4_0 block-quantized matmul with fp32 activations".into(),
+                Quant::Int4 if opts.ort_int8_activations => "ONNX Runtime: MatMulNBits with int8 activations (accuracy_level 4); tract: Q4_0 block-quantized matmul with fp32 activations".into(),
+                Quant::Int4 => "ONNX Runtime: MatMulNBits with fp32 activations (accuracy_level 0); tract: Q4_0 block-quantized matmul".into(),
             },
         },
         pruning: pruning.map(|mut p| {
