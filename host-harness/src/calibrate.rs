@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use edgehil_runtime::wire::{EngineKind, OptLevel};
 
-use crate::estimate::{self, GraphCost, Params};
+use crate::estimate::{self, GraphCost, Kernels, Params};
 use crate::profile::{Calibration, Figure, Profile, ProfileError};
 use crate::report::Status;
 use crate::suite::record::{self, JournalError};
@@ -63,7 +63,7 @@ pub struct Case {
     pub cost: GraphCost,
     /// Prompt tokens (0 for a model without).
     pub tokens: u64,
-    pub int8_kernels: bool,
+    pub kernels: Kernels,
     pub measured_ms: f64,
 }
 
@@ -200,7 +200,7 @@ fn select(path: &Path, entries: Vec<Entry>, filter: &Filter) -> Result<Measured,
                         label: e.label,
                         cost,
                         tokens: e.tokens.unwrap_or(0),
-                        int8_kernels: estimate::int8_kernels(&cost, engine, opt_level),
+                        kernels: estimate::kernels(&cost, engine, opt_level, e.tokens.unwrap_or(0)),
                         measured_ms: ms,
                     };
                     kept.push((engine, e.target, case));
@@ -256,8 +256,8 @@ pub struct Fit {
 
 /// The latency model's parameters, as the calibration section names them.
 pub const PARAMETERS: [&str; N] =
-    ["compute", "compute_int8", "bandwidth", "call_overhead", "op_overhead", "token_overhead"];
-const N: usize = 6;
+    ["compute", "compute_int8", "bandwidth", "call_overhead", "op_overhead", "token_overhead", "unpack"];
+const N: usize = 7;
 
 impl Fit {
     /// Per case: measured, fitted and the error; then the median and largest error.
@@ -285,6 +285,7 @@ impl Fit {
             format!("{:.1} us", p.call_overhead * 1e6),
             format!("{:.2} us", p.op_overhead * 1e6),
             format!("{:.2} us", p.token_overhead * 1e6),
+            format!("{:.4} ns per weight", p.unpack * 1e9),
         ];
         for ((name, value), why) in PARAMETERS.iter().zip(figures).zip(self.not_fitted) {
             let _ =
@@ -300,9 +301,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The search: x = [ln compute, ln compute_int8, ln bandwidth, call, op and token overhead],
-/// the overheads in units of a typical case's latency and its share per op or token, so
-/// every coordinate moves on a scale of about 1.
+/// The search: x = [ln compute, ln compute_int8, ln bandwidth, call, op and token overhead,
+/// unpack], the overheads in units of a typical case's latency and its share per op, token
+/// or unpacked weight, so every coordinate moves on a scale of about 1.
 struct Problem<'a> {
     cases: &'a [Case],
     int8_ratio: f64,
@@ -310,6 +311,7 @@ struct Problem<'a> {
     seconds: f64,
     per_op: f64,
     per_token: f64,
+    per_weight: f64,
 }
 
 /// How strongly overheads are pulled towards 0: far below a 1 % misfit, so
@@ -332,6 +334,7 @@ impl Problem<'_> {
             call_overhead: if self.free[3] { x[3].max(0.0) * self.seconds } else { 0.0 },
             op_overhead: if self.free[4] { x[4].max(0.0) * self.per_op } else { 0.0 },
             token_overhead: if self.free[5] { x[5].max(0.0) * self.per_token } else { 0.0 },
+            unpack: if self.free[6] { x[6].max(0.0) * self.per_weight } else { 0.0 },
         }
     }
 
@@ -341,7 +344,7 @@ impl Problem<'_> {
             .iter()
             .map(|c| {
                 let measured = c.measured_ms / 1e3;
-                let fitted = p.latency_s(&c.cost, c.tokens, c.int8_kernels);
+                let fitted = p.latency_s(&c.cost, c.tokens, c.kernels);
                 let overhead = p.overhead_s(&c.cost, c.tokens) / measured;
                 (fitted / measured).ln().powi(2) + OVERHEAD_PULL * overhead.powi(2)
             })
@@ -379,9 +382,9 @@ fn not_fitted(cases: &[Case], bandwidth_given: bool) -> [Option<&'static str>; N
     let counted = cases.iter().any(|c| c.cost.ops > 0);
     let ops = spread(cases.iter().map(|c| c.cost.ops as f64));
     [
-        (!cases.iter().any(|c| !c.int8_kernels))
+        (!cases.iter().any(|c| !c.kernels.int8))
             .then_some("no case ran fp32 kernels; compute_int8 scaled by the profile's peak_fp32 / peak_int8"),
-        (!cases.iter().any(|c| c.int8_kernels))
+        (!cases.iter().any(|c| c.kernels.int8))
             .then_some("no case ran int8 kernels; compute scaled by the profile's peak_int8 / peak_fp32"),
         bandwidth_given.then_some("given as measured on the board (--bandwidth)"),
         None,
@@ -399,6 +402,9 @@ fn not_fitted(cases: &[Case], bandwidth_given: bool) -> [Option<&'static str>; N
         } else {
             None
         },
+        (!cases.iter().any(|c| c.kernels.unpacked > 0)).then_some(
+            "no case widened 4-bit weights to fp32 (ONNX Runtime int4 with fp32 activations, more than one token); 0",
+        ),
     ]
 }
 
@@ -416,7 +422,17 @@ pub fn fit(cases: &[Case], int8_ratio: f64, bandwidth: Option<f64>) -> Result<Fi
     let seconds = median(cases.iter().map(|c| c.measured_ms / 1e3).collect());
     let tokens = median(cases.iter().filter(|c| c.tokens > 0).map(|c| c.tokens as f64).collect()).max(1.0);
     let ops = median(cases.iter().filter(|c| c.cost.ops > 0).map(|c| c.cost.ops as f64).collect()).max(1.0);
-    let problem = Problem { cases, int8_ratio, free, seconds, per_op: seconds / ops, per_token: seconds / tokens };
+    let weights =
+        median(cases.iter().filter(|c| c.kernels.unpacked > 0).map(|c| c.kernels.unpacked as f64).collect()).max(1.0);
+    let problem = Problem {
+        cases,
+        int8_ratio,
+        free,
+        seconds,
+        per_op: seconds / ops,
+        per_token: seconds / tokens,
+        per_weight: seconds / weights,
+    };
 
     // Log grid over the rates, overheads at 0: the rate that would make each
     // case bound by it alone, from a tenth of the slowest to 100× the fastest.
@@ -430,7 +446,7 @@ pub fn fit(cases: &[Case], int8_ratio: f64, bandwidth: Option<f64>) -> Result<Fi
             ((lo / 10.0).ln(), (hi * 100.0).ln())
         }
     };
-    let rate = |c: &Case, int8: bool| if c.int8_kernels == int8 { c.cost.flops / (c.measured_ms / 1e3) } else { 0.0 };
+    let rate = |c: &Case, int8: bool| if c.kernels.int8 == int8 { c.cost.flops / (c.measured_ms / 1e3) } else { 0.0 };
     let primary = if free[0] { 0 } else { 1 };
     let (c_lo, c_hi) = span(cases.iter().map(|c| rate(c, primary == 1)).collect());
     let (w_lo, w_hi) = match bandwidth {
@@ -447,7 +463,7 @@ pub fn fit(cases: &[Case], int8_ratio: f64, bandwidth: Option<f64>) -> Result<Fi
             let c = c_lo + i as f64 / STEPS_PER_E;
             let c8 = if primary == 0 { c + int8_ratio.ln() } else { c };
             let c32 = if primary == 0 { c } else { c - int8_ratio.ln() };
-            let x = [c32, c8, w_lo + j as f64 / STEPS_PER_E, 0.0, 0.0, 0.0];
+            let x = [c32, c8, w_lo + j as f64 / STEPS_PER_E, 0.0, 0.0, 0.0, 0.0];
             let f = problem.objective(&x);
             if f < best.1 {
                 best = (x, f);
@@ -465,7 +481,7 @@ pub fn fit(cases: &[Case], int8_ratio: f64, bandwidth: Option<f64>) -> Result<Fi
             label: c.label.clone(),
             tokens: c.tokens,
             measured_ms: c.measured_ms,
-            fitted_ms: params.latency_s(&c.cost, c.tokens, c.int8_kernels) * 1e3,
+            fitted_ms: params.latency_s(&c.cost, c.tokens, c.kernels) * 1e3,
         })
         .collect();
     let errors: Vec<f64> = rows.iter().map(|r| r.error_pct().abs()).collect();
@@ -591,7 +607,7 @@ pub fn calibrate(
         fit.max_abs_pct
     );
     let fitted =
-        "least squares on log latency of FLOPs / compute + bytes / bandwidth + call overhead + ops x op overhead + tokens x token overhead";
+        "least squares on log latency of FLOPs / compute + unpacked weights x unpack + bytes / bandwidth + call overhead + ops x op overhead + tokens x token overhead";
     let why = |index: usize| fit.not_fitted[index].map_or(fitted.to_string(), |w| format!("not fitted: {w}"));
     fn figure<T>(value: T, source: &str, reasoning: String) -> Figure<T> {
         Figure { value, source: source.to_string(), reasoning: Some(reasoning) }
@@ -605,6 +621,7 @@ pub fn calibrate(
         call_overhead: figure(Seconds(round4(p.call_overhead)), &source, why(3)),
         op_overhead: Some(figure(Seconds(round4(p.op_overhead)), &source, why(4))),
         token_overhead: figure(Seconds(round4(p.token_overhead)), &source, why(5)),
+        unpack: Some(figure(Seconds(round4(p.unpack)), &source, why(6))),
     };
     let name = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let calibrated = Profile {
@@ -630,27 +647,41 @@ mod tests {
         call_overhead: 300e-6,
         op_overhead: 2e-6,
         token_overhead: 20e-6,
+        unpack: 0.1e-9,
     };
 
     fn cost(flops: f64, bytes: u64, int8: bool, ops: u64) -> GraphCost {
-        GraphCost { flops, weight_bytes: bytes, io_bytes: 0, int8_weights: int8, ops }
+        GraphCost { flops, weight_bytes: bytes, io_bytes: 0, int8_weights: int8, ops, fp32_activation_weights: 0 }
     }
 
-    /// Prefills of three model sizes (more layers, more ops) in fp32 and int8 at several lengths, as
-    /// `truth` times them, times a deterministic ±`noise` factor.
+    /// Prefills of three model sizes (more layers, more ops) in fp32, int8 and int4 (fp32
+    /// activations) at several lengths, as `truth` times them on ONNX Runtime, times a
+    /// deterministic ±`noise` factor.
     fn cases(truth: &Params, noise: f64) -> Vec<Case> {
         let mut out = Vec::new();
-        for (params, int8) in [(20e6, false), (70e6, false), (160e6, false), (70e6, true), (160e6, true)] {
+        let kinds = [(20e6, "fp32"), (70e6, "fp32"), (160e6, "fp32"), (70e6, "int8"), (160e6, "int8")];
+        for (params, kind) in kinds.into_iter().chain([(70e6, "int4"), (160e6, "int4")]) {
             for (k, tokens) in [1u64, 4, 16, 64, 256].into_iter().enumerate() {
-                let bytes = (params * if int8 { 1.0 } else { 4.0 }) as u64;
-                let c = cost(2.0 * params * tokens as f64, bytes, int8, (params / 2e5) as u64);
+                let bytes_per_weight = match kind {
+                    "fp32" => 4.0,
+                    "int8" => 1.0,
+                    _ => 0.625,
+                };
+                let mut c = cost(
+                    2.0 * params * tokens as f64,
+                    (params * bytes_per_weight) as u64,
+                    kind == "int8",
+                    (params / 2e5) as u64,
+                );
+                c.fp32_activation_weights = if kind == "int4" { params as u64 } else { 0 };
+                let kernels = estimate::kernels(&c, EngineKind::Ort, OptLevel::All, tokens);
                 let wobble = 1.0 + noise * [1.0, -1.0, 0.5, -0.5, 0.0][k];
                 out.push(Case {
-                    label: format!("{params} {int8} {tokens}"),
+                    label: format!("{params} {kind} {tokens}"),
                     cost: c,
                     tokens,
-                    int8_kernels: int8,
-                    measured_ms: truth.latency_s(&c, tokens, int8) * 1e3 * wobble,
+                    kernels,
+                    measured_ms: truth.latency_s(&c, tokens, kernels) * 1e3 * wobble,
                 });
             }
         }
@@ -671,6 +702,7 @@ mod tests {
         close("call", f.params.call_overhead, TRUE.call_overhead, 0.02);
         close("op", f.params.op_overhead, TRUE.op_overhead, 0.02);
         close("token", f.params.token_overhead, TRUE.token_overhead, 0.05);
+        close("unpack", f.params.unpack, TRUE.unpack, 0.02);
         assert!(f.max_abs_pct < 0.5, "{}", f.table());
     }
 
@@ -685,9 +717,9 @@ mod tests {
 
     #[test]
     fn a_rate_no_case_exercises_follows_the_profiles_ratio() {
-        let fp32: Vec<Case> = cases(&TRUE, 0.0).into_iter().filter(|c| !c.int8_kernels).collect();
+        let fp32: Vec<Case> = cases(&TRUE, 0.0).into_iter().filter(|c| !c.kernels.int8).collect();
         let f = fit(&fp32, 4.0, None).unwrap();
-        assert_eq!(f.not_fitted.map(|w| w.is_none()), [true, false, true, true, true, true]);
+        assert_eq!(f.not_fitted.map(|w| w.is_none()), [true, false, true, true, true, true, true]);
         close("compute", f.params.compute, TRUE.compute, 0.01);
         close("compute_int8", f.params.compute_int8, 4.0 * f.params.compute, 1e-12);
     }
@@ -760,7 +792,7 @@ mod tests {
                 label: t.to_string(),
                 cost: cost(0.0, 0, false, 0),
                 tokens: t,
-                int8_kernels: false,
+                kernels: Kernels::default(),
                 measured_ms: 0.5 + 0.1 * t as f64,
             })
             .collect();
@@ -803,7 +835,7 @@ mod tests {
         let m = read(&path, &Filter { engine: Some(EngineKind::Ort), ..filter("pi") }).unwrap();
         assert_eq!(m.cases.len(), 1);
         let c = &m.cases[0];
-        assert_eq!((c.tokens, c.measured_ms, c.int8_kernels), (16, 2.5, true), "ort at all runs int8 kernels");
+        assert_eq!((c.tokens, c.measured_ms, c.kernels.int8), (16, 2.5, true), "ort at all runs int8 kernels");
         assert_eq!((m.engine, m.target.as_str()), (EngineKind::Ort, "emu"));
         assert!(
             m.summary().ends_with("skipped 3: 1 with status does_not_fit, 1 of other profiles, 1 of other engines"),
@@ -846,7 +878,7 @@ mod tests {
         assert_eq!(Profile::parse(&c.toml, &out).unwrap(), c.profile);
         let cal = c.profile.calibration.as_ref().unwrap();
         assert!(
-            cal.compute.source.contains("25 cases of runs.json (ort on emu), median |error|"),
+            cal.compute.source.contains("35 cases of runs.json (ort on emu), median |error|"),
             "{}",
             cal.compute.source
         );

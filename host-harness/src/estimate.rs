@@ -1,7 +1,7 @@
 //! The roofline latency model for a board the run did not happen on.
 //!
-//! predicted = FLOPs / compute + bytes moved / bandwidth + call overhead + ops × op overhead
-//!             + tokens × token overhead
+//! predicted = FLOPs / compute + unpacked weights × unpack + bytes moved / bandwidth
+//!             + call overhead + ops × op overhead + tokens × token overhead
 //!
 //! The compute and memory times add rather than overlap (the max of a pure
 //! roofline): on CPU engines a layer streams its weights and then multiplies,
@@ -15,7 +15,9 @@
 //! engine runs int8 kernels (ONNX Runtime at Extended or All fuses an int8
 //! DequantizeLinear→MatMul into one; a 4-bit MatMulNBits quantizes its
 //! activations only at `accuracy_level` 4); otherwise weights are dequantized
-//! and the multiply runs in fp32.
+//! and the multiply runs in fp32. ONNX Runtime's 4-bit MatMulNBits with fp32
+//! activations widens every weight to fp32 again on each call of more than one
+//! row (one row has its own kernel): that is the unpack term, per weight.
 //!
 //! The parameters are the profile's datasheet figures (no token overhead),
 //! or, for the engine a profile was calibrated with, the figures
@@ -48,12 +50,16 @@ pub struct GraphCost {
     pub flops: f64,
     pub weight_bytes: u64,
     pub io_bytes: u64,
-    /// ONNX Runtime can multiply some weights in int8 (see [`int8_kernels`]).
+    /// ONNX Runtime can multiply some weights in int8 (see [`kernels`]).
     pub int8_weights: bool,
     /// Operations per call (those that depend on an input): each costs an
     /// engine a dispatch whatever its size.
     #[serde(default)]
     pub ops: u64,
+    /// 4-bit weights ONNX Runtime keeps with fp32 activations (MatMulNBits
+    /// below `accuracy_level` 4), which it widens to fp32 on calls of more than one row.
+    #[serde(default)]
+    pub fp32_activation_weights: u64,
 }
 
 pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateError> {
@@ -64,6 +70,7 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
     let onnx = tract_onnx::onnx();
     let proto = onnx.proto_model_for_path(path).map_err(err)?;
     let int8_weights = proto.graph.as_ref().is_some_and(int8_arithmetic);
+    let fp32_activation_weights = proto.graph.as_ref().map_or(0, fp32_activation_weights);
     let parsed = onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(err)?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(EstimateError::Graph {
@@ -130,7 +137,7 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         .sum::<Result<usize, _>>()
         .map_err(err)? as u64;
     let in_bytes: u64 = inputs.iter().map(|t| t.values.len() as u64 * dtype_size(t.values.dtype())).sum();
-    Ok(GraphCost { flops, weight_bytes, io_bytes: in_bytes + out_bytes, int8_weights, ops })
+    Ok(GraphCost { flops, weight_bytes, io_bytes: in_bytes + out_bytes, int8_weights, ops, fp32_activation_weights })
 }
 
 /// Whether ONNX Runtime can multiply in int8 here: int8 tables behind
@@ -145,6 +152,17 @@ fn int8_arithmetic(graph: &GraphProto) -> bool {
         "MatMulNBits" => n.attribute.iter().any(|a| a.name == "accuracy_level" && a.i == 4),
         _ => false,
     })
+}
+
+/// K × N of each MatMulNBits that keeps fp32 activations.
+fn fp32_activation_weights(graph: &GraphProto) -> u64 {
+    let int = |n: &tract_onnx::pb::NodeProto, name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "MatMulNBits" && int(n, "accuracy_level").unwrap_or(0) != 4)
+        .map(|n| (int(n, "K").unwrap_or(0) * int(n, "N").unwrap_or(0)).max(0) as u64)
+        .sum()
 }
 
 fn dtype_size(d: DType) -> u64 {
@@ -176,9 +194,24 @@ pub struct Prediction {
     pub calibrated: bool,
 }
 
-/// Whether `engine` at `opt_level` runs int8 kernels on this graph.
-pub fn int8_kernels(cost: &GraphCost, engine: EngineKind, opt_level: OptLevel) -> bool {
-    cost.int8_weights && engine == EngineKind::Ort && matches!(opt_level, OptLevel::Extended | OptLevel::All)
+/// Which kernels an engine runs for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kernels {
+    /// int8 arithmetic (the profile's int8 rate).
+    pub int8: bool,
+    /// Weights widened to fp32 during the call.
+    pub unpacked: u64,
+}
+
+/// The kernels `engine` at `opt_level` runs on this graph with `tokens`
+/// prompt tokens (0: not a language model, rows unknown). Only ONNX Runtime's
+/// are known; tract's are costed as plain fp32 arithmetic.
+pub fn kernels(cost: &GraphCost, engine: EngineKind, opt_level: OptLevel, tokens: u64) -> Kernels {
+    let ort = engine == EngineKind::Ort;
+    Kernels {
+        int8: ort && cost.int8_weights && matches!(opt_level, OptLevel::Extended | OptLevel::All),
+        unpacked: if ort && tokens != 1 { cost.fp32_activation_weights } else { 0 },
+    }
 }
 
 /// The latency model's parameters, in FLOP/s, B/s and s.
@@ -190,6 +223,8 @@ pub struct Params {
     pub call_overhead: f64,
     pub op_overhead: f64,
     pub token_overhead: f64,
+    /// Seconds per weight widened to fp32.
+    pub unpack: f64,
 }
 
 impl Params {
@@ -202,6 +237,7 @@ impl Params {
             call_overhead: profile.call_overhead.value.0,
             op_overhead: 0.0,
             token_overhead: 0.0,
+            unpack: 0.0,
         }
     }
 
@@ -214,18 +250,20 @@ impl Params {
             call_overhead: c.call_overhead.value.0,
             op_overhead: c.op_overhead.as_ref().map_or(0.0, |f| f.value.0),
             token_overhead: c.token_overhead.value.0,
+            unpack: c.unpack.as_ref().map_or(0.0, |f| f.value.0),
         })
     }
 
     /// Seconds for one call costing `cost` with `tokens` prompt tokens.
-    pub fn latency_s(&self, cost: &GraphCost, tokens: u64, int8_kernels: bool) -> f64 {
-        let (compute_s, memory_s, overhead_s) = self.parts(cost, tokens, int8_kernels);
+    pub fn latency_s(&self, cost: &GraphCost, tokens: u64, kernels: Kernels) -> f64 {
+        let (compute_s, memory_s, overhead_s) = self.parts(cost, tokens, kernels);
         compute_s + memory_s + overhead_s
     }
 
-    fn parts(&self, cost: &GraphCost, tokens: u64, int8_kernels: bool) -> (f64, f64, f64) {
-        let rate = if int8_kernels { self.compute_int8 } else { self.compute };
-        (cost.flops / rate, (cost.weight_bytes + cost.io_bytes) as f64 / self.bandwidth, self.overhead_s(cost, tokens))
+    fn parts(&self, cost: &GraphCost, tokens: u64, kernels: Kernels) -> (f64, f64, f64) {
+        let rate = if kernels.int8 { self.compute_int8 } else { self.compute };
+        let compute_s = cost.flops / rate + kernels.unpacked as f64 * self.unpack;
+        (compute_s, (cost.weight_bytes + cost.io_bytes) as f64 / self.bandwidth, self.overhead_s(cost, tokens))
     }
 
     /// The seconds a call costs beyond its arithmetic and memory traffic.
@@ -242,17 +280,17 @@ pub fn predict(
     engine: EngineKind,
     opt_level: OptLevel,
 ) -> Prediction {
-    let int8 = int8_kernels(cost, engine, opt_level);
+    let kernels = kernels(cost, engine, opt_level, tokens);
     let calibrated = Params::calibrated(profile, engine);
     let params = calibrated.unwrap_or_else(|| Params::datasheet(profile));
-    let (compute_s, memory_s, overhead_s) = params.parts(cost, tokens, int8);
+    let (compute_s, memory_s, overhead_s) = params.parts(cost, tokens, kernels);
     Prediction {
         latency_ms: (compute_s + memory_s + overhead_s) * 1e3,
         compute_ms: compute_s * 1e3,
         memory_ms: memory_s * 1e3,
         overhead_ms: overhead_s * 1e3,
         bound: if compute_s >= memory_s { Bound::Compute } else { Bound::Memory },
-        peak: if int8 { "int8" } else { "fp32" },
+        peak: if kernels.int8 { "int8" } else { "fp32" },
         calibrated: calibrated.is_some(),
     }
 }

@@ -122,6 +122,10 @@ pub struct Calibration {
     pub op_overhead: Option<Figure<Seconds>>,
     /// Cost of each prompt token beyond its arithmetic and memory traffic.
     pub token_overhead: Figure<Seconds>,
+    /// Cost of widening one 4-bit weight to fp32 (ONNX Runtime, fp32
+    /// activations, calls of more than one row); absent in older calibrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack: Option<Figure<Seconds>>,
 }
 
 impl Profile {
@@ -221,6 +225,9 @@ impl Profile {
                 row(&mut s, "op_overhead", format!("{:.2} us", op.value.0 * 1e6), op);
             }
             row(&mut s, "token_overhead", format!("{:.2} us", c.token_overhead.value.0 * 1e6), &c.token_overhead);
+            if let Some(unpack) = &c.unpack {
+                row(&mut s, "unpack", format!("{:.4} ns per weight", unpack.value.0 * 1e9), unpack);
+            }
         }
         s
     }

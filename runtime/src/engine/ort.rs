@@ -93,6 +93,9 @@ impl OrtEngine {
         let session = Session::builder(env)
             .map_err(|e| classify(e, load_err))?
             .with_optimization_level(level)
+            // No arena: it grows in doubling chunks it never returns, 40 MB of a
+            // TinyLlama int4 run's peak, on a runtime whose point is a RAM cap.
+            .and_then(|b| b.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()]))
             .and_then(|b| b.with_intra_threads(opts.threads.max(1)))
             .and_then(|b| b.with_inter_threads(1))
             .map_err(|e| classify(e, load_err))?
