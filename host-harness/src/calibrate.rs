@@ -255,9 +255,17 @@ pub struct Fit {
 }
 
 /// The latency model's parameters, as the calibration section names them.
-pub const PARAMETERS: [&str; N] =
-    ["compute", "compute_int8", "bandwidth", "call_overhead", "op_overhead", "token_overhead", "unpack"];
-const N: usize = 7;
+pub const PARAMETERS: [&str; N] = [
+    "compute",
+    "compute_int8",
+    "bandwidth",
+    "call_overhead",
+    "op_overhead",
+    "token_overhead",
+    "unpack",
+    "unpack_one_row",
+];
+const N: usize = 8;
 
 impl Fit {
     /// Per case: measured, fitted and the error; then the median and largest error.
@@ -286,6 +294,7 @@ impl Fit {
             format!("{:.2} us", p.op_overhead * 1e6),
             format!("{:.2} us", p.token_overhead * 1e6),
             format!("{:.4} ns per weight", p.unpack * 1e9),
+            format!("{:.4} ns per weight", p.unpack_one_row * 1e9),
         ];
         for ((name, value), why) in PARAMETERS.iter().zip(figures).zip(self.not_fitted) {
             let _ =
@@ -302,7 +311,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The search: x = [ln compute, ln compute_int8, ln bandwidth, call, op and token overhead,
-/// unpack], the overheads in units of a typical case's latency and its share per op, token
+/// unpack and unpack_one_row], the overheads in units of a typical case's latency and its share per op, token
 /// or unpacked weight, so every coordinate moves on a scale of about 1.
 struct Problem<'a> {
     cases: &'a [Case],
@@ -335,6 +344,7 @@ impl Problem<'_> {
             op_overhead: if self.free[4] { x[4].max(0.0) * self.per_op } else { 0.0 },
             token_overhead: if self.free[5] { x[5].max(0.0) * self.per_token } else { 0.0 },
             unpack: if self.free[6] { x[6].max(0.0) * self.per_weight } else { 0.0 },
+            unpack_one_row: if self.free[7] { x[7].max(0.0) * self.per_weight } else { 0.0 },
         }
     }
 
@@ -405,6 +415,8 @@ fn not_fitted(cases: &[Case], bandwidth_given: bool) -> [Option<&'static str>; N
         (!cases.iter().any(|c| c.kernels.unpacked > 0)).then_some(
             "no case widened 4-bit weights to fp32 (ONNX Runtime int4 with fp32 activations, more than one token); 0",
         ),
+        (!cases.iter().any(|c| c.kernels.one_row > 0))
+            .then_some("no case multiplied 4-bit weights one row at a time (ONNX Runtime int4 with fp32 activations, one token); 0"),
     ]
 }
 
@@ -422,8 +434,8 @@ pub fn fit(cases: &[Case], int8_ratio: f64, bandwidth: Option<f64>) -> Result<Fi
     let seconds = median(cases.iter().map(|c| c.measured_ms / 1e3).collect());
     let tokens = median(cases.iter().filter(|c| c.tokens > 0).map(|c| c.tokens as f64).collect()).max(1.0);
     let ops = median(cases.iter().filter(|c| c.cost.ops > 0).map(|c| c.cost.ops as f64).collect()).max(1.0);
-    let weights =
-        median(cases.iter().filter(|c| c.kernels.unpacked > 0).map(|c| c.kernels.unpacked as f64).collect()).max(1.0);
+    let quantized = |c: &Case| c.kernels.unpacked.max(c.kernels.one_row) as f64;
+    let weights = median(cases.iter().map(quantized).filter(|w| *w > 0.0).collect()).max(1.0);
     let problem = Problem {
         cases,
         int8_ratio,
@@ -463,7 +475,7 @@ pub fn fit(cases: &[Case], int8_ratio: f64, bandwidth: Option<f64>) -> Result<Fi
             let c = c_lo + i as f64 / STEPS_PER_E;
             let c8 = if primary == 0 { c + int8_ratio.ln() } else { c };
             let c32 = if primary == 0 { c } else { c - int8_ratio.ln() };
-            let x = [c32, c8, w_lo + j as f64 / STEPS_PER_E, 0.0, 0.0, 0.0, 0.0];
+            let x = [c32, c8, w_lo + j as f64 / STEPS_PER_E, 0.0, 0.0, 0.0, 0.0, 0.0];
             let f = problem.objective(&x);
             if f < best.1 {
                 best = (x, f);
@@ -607,7 +619,7 @@ pub fn calibrate(
         fit.max_abs_pct
     );
     let fitted =
-        "least squares on log latency of FLOPs / compute + unpacked weights x unpack + bytes / bandwidth + call overhead + ops x op overhead + tokens x token overhead";
+        "least squares on log latency of FLOPs / compute + 4-bit weights x unpack (or unpack_one_row) + bytes / bandwidth + call overhead + ops x op overhead + tokens x token overhead";
     let why = |index: usize| fit.not_fitted[index].map_or(fitted.to_string(), |w| format!("not fitted: {w}"));
     fn figure<T>(value: T, source: &str, reasoning: String) -> Figure<T> {
         Figure { value, source: source.to_string(), reasoning: Some(reasoning) }
@@ -622,6 +634,7 @@ pub fn calibrate(
         op_overhead: Some(figure(Seconds(round4(p.op_overhead)), &source, why(4))),
         token_overhead: figure(Seconds(round4(p.token_overhead)), &source, why(5)),
         unpack: Some(figure(Seconds(round4(p.unpack)), &source, why(6))),
+        unpack_one_row: Some(figure(Seconds(round4(p.unpack_one_row)), &source, why(7))),
     };
     let name = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let calibrated = Profile {
@@ -648,6 +661,7 @@ mod tests {
         op_overhead: 2e-6,
         token_overhead: 20e-6,
         unpack: 0.1e-9,
+        unpack_one_row: 0.03e-9,
     };
 
     fn cost(flops: f64, bytes: u64, int8: bool, ops: u64) -> GraphCost {
@@ -703,6 +717,7 @@ mod tests {
         close("op", f.params.op_overhead, TRUE.op_overhead, 0.02);
         close("token", f.params.token_overhead, TRUE.token_overhead, 0.05);
         close("unpack", f.params.unpack, TRUE.unpack, 0.02);
+        close("unpack_one_row", f.params.unpack_one_row, TRUE.unpack_one_row, 0.05);
         assert!(f.max_abs_pct < 0.5, "{}", f.table());
     }
 
@@ -719,7 +734,7 @@ mod tests {
     fn a_rate_no_case_exercises_follows_the_profiles_ratio() {
         let fp32: Vec<Case> = cases(&TRUE, 0.0).into_iter().filter(|c| !c.kernels.int8).collect();
         let f = fit(&fp32, 4.0, None).unwrap();
-        assert_eq!(f.not_fitted.map(|w| w.is_none()), [true, false, true, true, true, true, true]);
+        assert_eq!(f.not_fitted.map(|w| w.is_none()), [true, false, true, true, true, true, true, true]);
         close("compute", f.params.compute, TRUE.compute, 0.01);
         close("compute_int8", f.params.compute_int8, 4.0 * f.params.compute, 1e-12);
     }

@@ -1,7 +1,7 @@
 //! The roofline latency model for a board the run did not happen on.
 //!
-//! predicted = FLOPs / compute + unpacked weights × unpack + bytes moved / bandwidth
-//!             + call overhead + ops × op overhead + tokens × token overhead
+//! predicted = FLOPs / compute + unpacked weights × unpack (or, for one row, × unpack_one_row)
+//!             + bytes moved / bandwidth + call overhead + ops × op overhead + tokens × token overhead
 //!
 //! The compute and memory times add rather than overlap (the max of a pure
 //! roofline): on CPU engines a layer streams its weights and then multiplies,
@@ -17,7 +17,9 @@
 //! activations only at `accuracy_level` 4); otherwise weights are dequantized
 //! and the multiply runs in fp32. ONNX Runtime's 4-bit MatMulNBits with fp32
 //! activations widens every weight to fp32 again on each call of more than one
-//! row (one row has its own kernel): that is the unpack term, per weight.
+//! row: that is the unpack term, per weight. One row has its own kernel, which
+//! reads the 4-bit blocks as they are but slower than the memory allows on
+//! this machine, hence its own, smaller, cost per weight.
 //!
 //! The parameters are the profile's datasheet figures (no token overhead),
 //! or, for the engine a profile was calibrated with, the figures
@@ -201,6 +203,8 @@ pub struct Kernels {
     pub int8: bool,
     /// Weights widened to fp32 during the call.
     pub unpacked: u64,
+    /// 4-bit weights multiplied as blocks by a one-row kernel.
+    pub one_row: u64,
 }
 
 /// The kernels `engine` at `opt_level` runs on this graph with `tokens`
@@ -211,6 +215,7 @@ pub fn kernels(cost: &GraphCost, engine: EngineKind, opt_level: OptLevel, tokens
     Kernels {
         int8: ort && cost.int8_weights && matches!(opt_level, OptLevel::Extended | OptLevel::All),
         unpacked: if ort && tokens != 1 { cost.fp32_activation_weights } else { 0 },
+        one_row: if ort && tokens == 1 { cost.fp32_activation_weights } else { 0 },
     }
 }
 
@@ -225,6 +230,8 @@ pub struct Params {
     pub token_overhead: f64,
     /// Seconds per weight widened to fp32.
     pub unpack: f64,
+    /// Seconds per 4-bit weight of a one-row call.
+    pub unpack_one_row: f64,
 }
 
 impl Params {
@@ -238,6 +245,7 @@ impl Params {
             op_overhead: 0.0,
             token_overhead: 0.0,
             unpack: 0.0,
+            unpack_one_row: 0.0,
         }
     }
 
@@ -251,6 +259,7 @@ impl Params {
             op_overhead: c.op_overhead.as_ref().map_or(0.0, |f| f.value.0),
             token_overhead: c.token_overhead.value.0,
             unpack: c.unpack.as_ref().map_or(0.0, |f| f.value.0),
+            unpack_one_row: c.unpack_one_row.as_ref().map_or(0.0, |f| f.value.0),
         })
     }
 
@@ -262,7 +271,8 @@ impl Params {
 
     fn parts(&self, cost: &GraphCost, tokens: u64, kernels: Kernels) -> (f64, f64, f64) {
         let rate = if kernels.int8 { self.compute_int8 } else { self.compute };
-        let compute_s = cost.flops / rate + kernels.unpacked as f64 * self.unpack;
+        let unpack_s = kernels.unpacked as f64 * self.unpack + kernels.one_row as f64 * self.unpack_one_row;
+        let compute_s = cost.flops / rate + unpack_s;
         (compute_s, (cost.weight_bytes + cost.io_bytes) as f64 / self.bandwidth, self.overhead_s(cost, tokens))
     }
 

@@ -126,6 +126,9 @@ pub struct Calibration {
     /// activations, calls of more than one row); absent in older calibrations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpack: Option<Figure<Seconds>>,
+    /// The same kernels' cost per 4-bit weight of a one-token call (no widening).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack_one_row: Option<Figure<Seconds>>,
 }
 
 impl Profile {
@@ -225,8 +228,10 @@ impl Profile {
                 row(&mut s, "op_overhead", format!("{:.2} us", op.value.0 * 1e6), op);
             }
             row(&mut s, "token_overhead", format!("{:.2} us", c.token_overhead.value.0 * 1e6), &c.token_overhead);
-            if let Some(unpack) = &c.unpack {
-                row(&mut s, "unpack", format!("{:.4} ns per weight", unpack.value.0 * 1e9), unpack);
+            for (name, figure) in [("unpack", &c.unpack), ("unpack_one_row", &c.unpack_one_row)] {
+                if let Some(f) = figure {
+                    row(&mut s, name, format!("{:.4} ns per weight", f.value.0 * 1e9), f);
+                }
             }
         }
         s
