@@ -49,7 +49,9 @@ const OPT_LEVEL: OptLevel = OptLevel::All;
 /// Prompt tokens of the prefills, calibration and predictions alike.
 const LENGTHS: [u64; 5] = [1, 8, 32, 128, 256];
 const ROUNDS: usize = 5;
-const RUNS: u32 = 3;
+/// Timed runs per round, per length: short prefills take milliseconds and
+/// their relative noise is the largest, so they get more runs.
+const RUNS: [u32; 5] = [15, 15, 7, 3, 3];
 const WARMUP: u32 = 1;
 
 const CALIBRATION: &str = "pythia-70m";
@@ -149,7 +151,7 @@ impl Subject {
     /// The prefill of the `length`th length, once: the median of its runs.
     fn measure(&mut self, length: usize) {
         self.session.set_inputs(&self.inputs[length]).expect("inputs");
-        let r = self.session.infer(RUNS, WARMUP, OutputMode::Digest, |_, _| {}).expect("infer");
+        let r = self.session.infer(RUNS[length], WARMUP, OutputMode::Digest, |_, _| {}).expect("infer");
         self.rounds[length].push(median(r.latencies_ns.iter().map(|n| *n as f64 / 1e6).collect()));
     }
 
@@ -200,7 +202,7 @@ fn main() {
     // As `edgehil run` starts the emulated board.
     let threads = (profile.cores.value as usize).min(host_cores);
     println!(
-        "{} on the emulated board ({threads} threads), {} at opt {}, prefills of {LENGTHS:?} tokens, fastest of {ROUNDS} rounds of {RUNS} runs (median); load average {}",
+        "{} on the emulated board ({threads} threads), {} at opt {}, prefills of {LENGTHS:?} tokens, fastest of {ROUNDS} rounds of {RUNS:?} runs (median); load average {}",
         PROFILE,
         ENGINE.name(),
         OPT_LEVEL.name(),
