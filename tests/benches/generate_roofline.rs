@@ -105,7 +105,7 @@ fn main() {
     }
     let ort = edgehil::run::find_ort_library(None).ok();
     // Decoding reads the weights, so the roofline is the read bandwidth. Other
-    // tenants of a shared machine take some of it at times (12.7 to 20.9 GB/s
+    // tenants of a shared machine take some of it at times (12.7 to 22.4 GB/s
     // in one day), so it is read before each export and after the last, and
     // every ratio is judged against the highest: the roofline is what the
     // machine can do, not what was left of it at one moment.
