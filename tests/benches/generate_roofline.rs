@@ -28,7 +28,7 @@ mod bandwidth;
 
 const THREADS: usize = 2;
 const NEW_TOKENS: u32 = 32;
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 15;
 const PROMPT: [u32; 8] = [464, 3290, 318, 257, 1332, 286, 262, 1175];
 
 fn bin(name: &str) -> PathBuf {
