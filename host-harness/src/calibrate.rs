@@ -310,9 +310,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The search: x = [ln compute, ln compute_int8, ln bandwidth, call, op and token overhead,
-/// unpack and unpack_one_row], the overheads in units of a typical case's latency and its share per op, token
-/// or unpacked weight, so every coordinate moves on a scale of about 1.
+/// The search: x = [ln compute, ln compute_int8, ln bandwidth, call, op and token
+/// overhead, unpack, unpack_one_row], the overheads in units of a typical case's
+/// latency and its share per op, token or 4-bit weight, so every coordinate moves
+/// on a scale of about 1.
 struct Problem<'a> {
     cases: &'a [Case],
     int8_ratio: f64,

@@ -7,10 +7,12 @@
 //! precisions at the same lengths and compares with their measured latency.
 //! The emulated board runs on this machine, so the calibration describes this
 //! machine as the profile's board: what a real board's calibration would do.
-//! The board's memory bandwidth is measured (reading a buffer, as
-//! `generate_roofline` does) and given to the calibration (`edgehil calibrate --bandwidth`): one
-//! model's three weight sizes barely tell it from a fixed overhead, and a fit
-//! that trades one for the other mispredicts larger models at a few tokens.
+//! The same measurements are calibrated twice: with bandwidth fitted, and
+//! with the board's bandwidth measured (reading a buffer, as
+//! `generate_roofline` does) and given (`edgehil calibrate --bandwidth`),
+//! because one model's three weight sizes barely tell bandwidth from a fixed
+//! overhead, and a fit that trades one for the other mispredicts larger
+//! models at a few tokens.
 //!
 //! A latency is the fastest of several rounds (each the median of a few timed
 //! runs): other tenants of this shared 2-core machine only ever add time (in
