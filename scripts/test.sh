@@ -19,6 +19,9 @@ PY
 )
 export EDGEHIL_ORT_LIBRARY
 
+# A from-scratch build gains nothing from incremental state, and it would take
+# gigabytes of CI's disk.
+export CARGO_INCREMENTAL=0
 cargo build -p edgehil-runtime --no-default-features
 cargo build --workspace --bins --tests
 cargo test --workspace --exclude edgehil-hil-tests

@@ -1,6 +1,6 @@
 //! The agent also serves on stdin/stdout (a board reached over ssh or adb).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};

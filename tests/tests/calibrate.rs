@@ -1,7 +1,7 @@
 //! `edgehil calibrate` on runs measured on the emulated board: the fixtures
 //! and two tiny reference models at several prompt lengths.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! The `edgehil` command as a user runs it.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 
@@ -267,7 +267,7 @@ fn export_writes_the_folder_and_its_manifest() {
 
 #[test]
 fn a_prompt_longer_than_the_context_is_an_error_not_a_crash() {
-    let (dir, manifest) = export_to("gpt2", "context", Default::default());
+    let (dir, manifest) = export_to("gpt2", "cli-context", Default::default());
     let o = edgehil(&["run", "--model", dir.to_str().unwrap(), "--prompt-tokens", "1000", "--runs", "1"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");

@@ -1,7 +1,7 @@
 //! Every fixture through the real agent binary on a real pseudo-terminal,
 //! with both engines, compared with the host reference.
 
-mod common;
+use crate::common;
 
 use common::*;
 use edgehil::report::Status;

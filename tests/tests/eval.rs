@@ -1,7 +1,7 @@
 //! Task evaluation on LaMP-format data, and retrieval with real MiniLM held
 //! on the emulated board.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

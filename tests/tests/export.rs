@@ -2,7 +2,7 @@
 //! and logits from transformers (onnx-models/reference/make_reference.py),
 //! run through tract and ONNX Runtime; MiniLM against sentence-transformers.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! corrupted on the link, an agent of another protocol version, an agent
 //! killed or frozen mid-run.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

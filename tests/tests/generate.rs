@@ -1,7 +1,7 @@
 //! Generation with the KV cache: against transformers' greedy continuation,
 //! and on the emulated board against the same loop on the host.
 
-mod common;
+use crate::common;
 
 use common::{board, export_to, profile, reference_dir, Reference};
 use edgehil::generate::{generate, GenerateHostError, GenerateOptions};

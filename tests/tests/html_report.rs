@@ -1,7 +1,7 @@
 //! The suite's HTML page as a user sees it: opened from disk in headless
 //! Chromium, with the DOM read after its script has drawn the charts.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! kill, failing cases that do not stop the night, reports, regressions
 //! against a baseline, and emulated against a board on a serial line.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! What the end-to-end tests share: where the binaries, fixtures and the
 //! ONNX Runtime library are, and a run on the emulated board.
-#![allow(dead_code)] // each test file uses its own part of this module
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use edgehil::profile::{Profile, Profiles};
@@ -77,11 +77,30 @@ pub fn run_on(opts: &RunOptions, profile_name: &str) -> RunReport {
     run::run(opts, &profile(profile_name)).expect("host side of the run")
 }
 
-/// A fresh folder under target/ for what a test writes.
+/// A folder under target/ for what a test writes, in one folder per test
+/// process. The first call removes the folders of test processes that have
+/// ended, so a run's exports do not pile up run after run on CI's disk.
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = bin_dir().join("edgehil-test-scratch").join(format!("{name}-{}", std::process::id()));
+    static OURS: OnceLock<PathBuf> = OnceLock::new();
+    let ours = OURS.get_or_init(|| {
+        let all = bin_dir().join("edgehil-test-scratch");
+        for entry in std::fs::read_dir(&all).into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
+            if pid.is_some_and(|pid| !running(pid)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        all.join(std::process::id().to_string())
+    });
+    let dir = ours.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+fn running(pid: i32) -> bool {
+    // Signal 0 only asks whether the process exists; EPERM means it does.
+    let signalled = unsafe { libc::kill(pid, 0) };
+    signalled == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// A tiny Hugging Face model made by onnx-models/reference/make_reference.py.
