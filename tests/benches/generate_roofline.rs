@@ -101,7 +101,10 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
     for round in 0..=ROUNDS {
         let mut in_process = || {
             let mut arrivals = Vec::new();
-            let on_token = |_, _, nanos| Ok::<(), ()>(arrivals.push(nanos));
+            let on_token = |_, _, nanos| {
+                arrivals.push(nanos);
+                Ok::<(), ()>(())
+            };
             let r = generate::generate(local.as_mut(), &PROMPT, &params(), on_token);
             here.push(tg(&r.expect("generate").expect("no stop").1));
             if round > 0 {
