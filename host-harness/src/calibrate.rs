@@ -402,9 +402,10 @@ fn not_fitted(cases: &[Case], bandwidth_given: bool) -> [Option<&'static str>; N
             .then_some("no case ran int8 kernels; compute scaled by the profile's peak_int8 / peak_fp32"),
         bandwidth_given.then_some("given as measured on the board (--bandwidth)"),
         // One model's cases cannot tell a fixed cost from a cost per op. It is
-        // all put per op: an engine's fixed cost is mostly handing each op to
-        // its threads, so a deeper model pays more (predicting models of other
-        // depths, a fixed figure missed one-token calls by up to 25 %).
+        // all put per op, taking an engine's fixed cost to be mostly handing
+        // each op to its threads, so a deeper model pays more: calibrated on
+        // pythia-160m, a fixed figure missed pythia-70m at one token by up to
+        // 48 %, per op by 11 % (the latency_fidelity bench, one run's data).
         (counted && ops < SEPARABLE).then_some(
             "the cases' op counts differ by less than 2x (one model), so a fixed cost cannot be told from one per op: it is all counted per op; 0",
         ),
