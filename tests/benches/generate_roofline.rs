@@ -174,14 +174,7 @@ fn main() {
         }
     }
     reads.push(bandwidth::read(THREADS));
-    let bw = reads.iter().copied().fold(0.0, f64::max);
-    let gb: Vec<String> = reads.iter().map(|r| format!("{:.2}", r / 1e9)).collect();
-    println!(
-        "memory bandwidth ({THREADS} threads, 512 MiB): read {} GB/s before each export and after; the roofline's is the highest, {:.2} GB/s (copy {:.2} GB/s)",
-        gb.join(", "),
-        bw / 1e9,
-        bandwidth::copy(THREADS) / 1e9
-    );
+    let bw = bandwidth::highest(&reads, THREADS, "before each export and after", "is the roofline's");
     let mut best: Vec<(&str, f64)> = Vec::new();
     for (i, (name, quant, bytes, engine, m)) in measured.iter().enumerate() {
         let SideBySide { local, agent, step_ratio, round_ratio } = m;

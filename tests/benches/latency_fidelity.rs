@@ -235,14 +235,8 @@ fn main() {
         eprintln!("round {round} in {:.0} s, load average {}", t.elapsed().as_secs_f64(), load_average());
         reads.push(bandwidth::read(threads));
     }
-    let bandwidth = reads.iter().copied().fold(0.0, f64::max);
-    let gb: Vec<String> = reads.iter().map(|r| format!("{:.2}", r / 1e9)).collect();
-    println!(
-        "memory bandwidth ({threads} threads, 512 MiB): read {} GB/s before the first round and after each; the highest, {:.2} GB/s, is given to the calibration (copy {:.2} GB/s)",
-        gb.join(", "),
-        bandwidth / 1e9,
-        bandwidth::copy(threads) / 1e9
-    );
+    let bandwidth =
+        bandwidth::highest(&reads, threads, "before the first round and after each", "is given to the calibration");
     let predicted = subjects.split_off(calibration_quants.len());
     let cases: Vec<Case> = subjects.into_iter().flat_map(Subject::cases).collect();
 
