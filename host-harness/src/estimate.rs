@@ -30,10 +30,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto};
-use tract_onnx::prelude::{Datum, Framework, InferenceFact, InferenceModelExt, TypedFact};
+use tract_onnx::prelude::{Datum, InferenceFact, InferenceModelExt, TypedFact};
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::Cost;
 
+use edgehil_runtime::engine::tract;
 use edgehil_runtime::wire::{DType, EngineKind, OptLevel, Tensor};
 
 use crate::profile::Profile;
@@ -69,18 +70,10 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         path: path.display().to_string(),
         reason: format!("{e:#}"),
     };
-    let onnx = tract_onnx::onnx();
-    let proto = onnx.proto_model_for_path(path).map_err(err)?;
+    let (proto, mut model) =
+        tract::parse(path).map_err(|reason| EstimateError::Graph { path: path.display().to_string(), reason })?;
     let int8_weights = proto.graph.as_ref().is_some_and(int8_arithmetic);
     let fp32_activation_weights = proto.graph.as_ref().map_or(0, fp32_activation_weights);
-    let parsed = onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(err)?;
-    if !parsed.unresolved_inputs.is_empty() {
-        return Err(EstimateError::Graph {
-            path: path.display().to_string(),
-            reason: format!("inputs {:?} are neither graph inputs nor initializers", parsed.unresolved_inputs),
-        });
-    }
-    let mut model = parsed.model;
     for (i, t) in inputs.iter().enumerate() {
         let shape: Vec<usize> = t.shape.iter().map(|d| *d as usize).collect();
         let fact = match t.values.dtype() {

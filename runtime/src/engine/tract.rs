@@ -2,13 +2,15 @@
 
 use std::format;
 use std::path::Path;
-use std::string::ToString;
+use std::string::{String, ToString};
 use std::sync::Arc;
 use std::vec::Vec;
 
 use tract_linalg::block_quant::BlockQuantStorage;
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModelExt, TValue, TVec, Tensor as TTensor, TypedModel, TypedSimplePlan,
+    DatumType, Framework, InferenceModel, InferenceModelExt, TValue, TVec, Tensor as TTensor, TypedModel,
+    TypedSimplePlan,
 };
 use tract_onnx::tract_core::model::IntoRunnable;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -52,6 +54,18 @@ fn plain<T: tract_onnx::prelude::Datum + Copy>(v: &TValue) -> Result<Vec<T>, Eng
     Ok(v.to_plain_array_view::<T>().map_err(|e| EngineError::Run(format!("{e:#}")))?.iter().copied().collect())
 }
 
+/// The ONNX file at `path` (external data beside it) as its protobuf and as
+/// tract's model; the error is the reason, for the caller to name the file.
+pub fn parse(path: &Path) -> Result<(ModelProto, InferenceModel), String> {
+    let onnx = tract_onnx::onnx();
+    let proto = onnx.proto_model_for_path(path).map_err(|e| format!("{e:#}"))?;
+    let parsed = onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(|e| format!("{e:#}"))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(format!("inputs {:?} are neither graph inputs nor initializers", parsed.unresolved_inputs));
+    }
+    Ok((proto, parsed.model))
+}
+
 impl TractEngine {
     pub fn load(path: &Path, threads: usize) -> Result<Self, EngineError> {
         let load_err = |e: tract_onnx::prelude::TractError| EngineError::Load {
@@ -61,17 +75,8 @@ impl TractEngine {
         if threads > 1 {
             tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
         }
-        let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_path(path).map_err(load_err)?;
-        let dir = path.parent().and_then(Path::to_str);
-        let parsed = onnx.parse(&proto, dir).map_err(load_err)?;
-        if !parsed.unresolved_inputs.is_empty() {
-            return Err(EngineError::Load {
-                path: path.to_path_buf(),
-                reason: format!("inputs {:?} are neither graph inputs nor initializers", parsed.unresolved_inputs),
-            });
-        }
-        let mut model = parsed.model;
+        let (proto, mut model) =
+            parse(path).map_err(|reason| EngineError::Load { path: path.to_path_buf(), reason })?;
         prepack::prepack(&proto.graph.unwrap_or_default(), &mut model).map_err(load_err)?;
         let typed = model.into_typed().map_err(load_err)?;
         let weight_bytes = typed
