@@ -10,7 +10,7 @@
 //!
 //! Targets: the best engine at least 0.5 of the roofline; through agent +
 //! link at least 0.97 of the same engine in-process, judged on the median
-//! decode step of each side (the whole generations' ratio is printed too).
+//! decode step of each of several loads a side.
 //!
 //! Run: `cargo bench -p edgehil-tests --profile dev --bench generate_roofline`
 //! after `cargo build --workspace --bins` (it drives those binaries).
@@ -29,7 +29,9 @@ mod bandwidth;
 
 const THREADS: usize = 2;
 const NEW_TOKENS: u32 = 32;
-const ROUNDS: usize = 15;
+/// Copies of the model each side holds at once, and rounds after the warm-up.
+const LOADS: usize = 3;
+const ROUNDS: usize = 6;
 const PROMPT: [u32; 8] = [464, 3290, 318, 257, 1332, 286, 262, 1175];
 
 fn bin(name: &str) -> PathBuf {
@@ -65,76 +67,98 @@ fn steps(arrivals: &[u64]) -> impl Iterator<Item = f64> + '_ {
 
 /// One engine in-process and through the agent, measured side by side.
 struct SideBySide {
-    /// Generation tok/s in-process and through the agent: medians over the rounds.
+    /// Generation tok/s in-process and through the agent: medians over every
+    /// generation of every load.
     local: f64,
     agent: f64,
-    /// Agent over in-process speed from the median decode step of each side,
-    /// over every step of every round: a step is tens of milliseconds, so
-    /// another tenant's burst lands in a few steps and leaves the median, where
-    /// it would move a whole generation's mean. A cost of the link in every
-    /// step (the agent sends each token before it computes the next) stays in.
+    /// Agent over in-process speed: the mean over each side's loads of the
+    /// load's median decode step. A step is tens of milliseconds, so another
+    /// tenant's burst lands in a few steps and leaves the median, where it
+    /// would move a whole generation's mean; a cost of the link in every step
+    /// (the agent sends each token before it computes the next) stays in.
     step_ratio: f64,
-    /// The median of the rounds' agent / in-process tok/s of whole generations.
-    round_ratio: f64,
+    /// The fastest and slowest load's median step, in ms, in-process and agent.
+    local_loads: (f64, f64),
+    agent_loads: (f64, f64),
 }
 
-/// Both are loaded at once and take turns (the first alternating), and each
-/// round pairs two generations seconds apart, so drift on a shared machine
-/// hits both sides alike; the first round is a warm-up.
+/// One loaded copy of the model: in this process, or in an agent of its own.
+enum Load {
+    Local(Box<dyn engine::Engine>),
+    Agent(Box<Session>),
+}
+
+impl Load {
+    /// One greedy generation: its tok/s and the cumulative nanoseconds at which its tokens came.
+    fn generate(&mut self) -> (f64, Vec<u64>) {
+        let mut arrivals = Vec::new();
+        let report = match self {
+            Load::Local(e) => {
+                let on_token = |_, _, nanos| {
+                    arrivals.push(nanos);
+                    Ok::<(), ()>(())
+                };
+                generate::generate(e.as_mut(), &PROMPT, &params(), on_token).expect("generate").expect("no stop").1
+            }
+            Load::Agent(s) => s.generate(params(), |_, _, nanos| arrivals.push(nanos)).expect("generate").1,
+        };
+        (tg(&report), arrivals)
+    }
+}
+
+/// Each side holds LOADS copies of the model at once, and every round runs
+/// each copy once in a rotating order, so drift on a shared machine hits all
+/// alike; the first round is a warm-up. Several loads, because one load's
+/// speed differs from another's of the same file by up to 12% here, for the
+/// whole of a run and on both sides (two agents differ as much as agent and
+/// in-process): with one load a side, that difference was the ratio.
 fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideBySide {
     let opts = LoadOptions { engine, opt_level: OptLevel::All, threads: THREADS, ort_library: ort.clone() };
-    let mut local = engine::load(model, &opts).expect("load");
-    let board = EmulatedBoard::spawn(&EmulatorConfig {
-        agent: bin("edgehil-agent"),
-        cap: 0,
-        threads: THREADS,
-        ort_library: ort,
-        extra_args: vec![],
-    })
-    .expect("agent");
-    let mut s = Session::new(Box::new(board), Timeouts { request: Duration::from_secs(600), ..Timeouts::default() });
-    s.hello().expect("hello");
-    s.load(&model.display().to_string(), engine, OptLevel::All, THREADS as u16).expect("load");
-    s.set_prompt(&PROMPT).expect("prompt");
-    let (mut here, mut there) = (Vec::new(), Vec::new());
-    let (mut here_steps, mut there_steps) = (Vec::new(), Vec::new());
+    let mut loads = Vec::new();
+    for _ in 0..LOADS {
+        loads.push(Load::Local(engine::load(model, &opts).expect("load")));
+        let board = EmulatedBoard::spawn(&EmulatorConfig {
+            agent: bin("edgehil-agent"),
+            cap: 0,
+            threads: THREADS,
+            ort_library: ort.clone(),
+            extra_args: vec![],
+        })
+        .expect("agent");
+        let mut s =
+            Session::new(Box::new(board), Timeouts { request: Duration::from_secs(600), ..Timeouts::default() });
+        s.hello().expect("hello");
+        s.load(&model.display().to_string(), engine, OptLevel::All, THREADS as u16).expect("load");
+        s.set_prompt(&PROMPT).expect("prompt");
+        loads.push(Load::Agent(Box::new(s)));
+    }
+    let mut tok_s: Vec<Vec<f64>> = vec![Vec::new(); loads.len()];
+    let mut step_nanos: Vec<Vec<f64>> = vec![Vec::new(); loads.len()];
     for round in 0..=ROUNDS {
-        let mut in_process = || {
-            let mut arrivals = Vec::new();
-            let on_token = |_, _, nanos| {
-                arrivals.push(nanos);
-                Ok::<(), ()>(())
-            };
-            let r = generate::generate(local.as_mut(), &PROMPT, &params(), on_token);
-            here.push(tg(&r.expect("generate").expect("no stop").1));
+        for k in 0..loads.len() {
+            let i = (k + round) % loads.len();
+            let (tg, arrivals) = loads[i].generate();
             if round > 0 {
-                here_steps.extend(steps(&arrivals));
+                tok_s[i].push(tg);
+                step_nanos[i].extend(steps(&arrivals));
             }
-        };
-        let mut agent = || {
-            let mut arrivals = Vec::new();
-            there.push(tg(&s.generate(params(), |_, _, nanos| arrivals.push(nanos)).expect("generate").1));
-            if round > 0 {
-                there_steps.extend(steps(&arrivals));
-            }
-        };
-        // Who goes first alternates, so neither side always runs on the other's warm caches.
-        if round % 2 == 0 {
-            in_process();
-            agent();
-        } else {
-            agent();
-            in_process();
         }
     }
-    s.shutdown().expect("shutdown");
-    let ratios = here.iter().zip(&there).skip(1).map(|(h, t)| t / h).collect();
-    SideBySide {
-        local: median(here[1..].to_vec()),
-        agent: median(there[1..].to_vec()),
-        step_ratio: median(here_steps) / median(there_steps),
-        round_ratio: median(ratios),
+    for load in loads {
+        if let Load::Agent(mut s) = load {
+            s.shutdown().expect("shutdown");
+        }
     }
+    // Loads alternate local, agent: even indices are in-process.
+    let side = |agent: usize| {
+        let pick = |v: &[Vec<f64>]| v.iter().skip(agent).step_by(2).cloned().collect::<Vec<_>>();
+        let step_ms: Vec<f64> = pick(&step_nanos).into_iter().map(|s| median(s) / 1e6).collect();
+        let range =
+            (step_ms.iter().copied().fold(f64::INFINITY, f64::min), step_ms.iter().copied().fold(0.0, f64::max));
+        (median(pick(&tok_s).concat()), step_ms.iter().sum::<f64>() / step_ms.len() as f64, range)
+    };
+    let ((local, local_step, local_loads), (agent, agent_step, agent_loads)) = (side(0), side(1));
+    SideBySide { local, agent, step_ratio: local_step / agent_step, local_loads, agent_loads }
 }
 
 fn main() {
@@ -177,17 +201,21 @@ fn main() {
     let bw = bandwidth::highest(&reads, THREADS, "before each export and after", "is the roofline's");
     let mut best: Vec<(&str, f64)> = Vec::new();
     for (i, (name, quant, bytes, engine, m)) in measured.iter().enumerate() {
-        let SideBySide { local, agent, step_ratio, round_ratio } = m;
+        let SideBySide { local, agent, step_ratio, local_loads, agent_loads } = m;
         let roofline = bw / bytes;
         if i == 0 || measured[i - 1].0 != *name {
             println!("gpt2 {name}: {:.0} MB of weights, roofline {roofline:.1} tok/s", bytes / 1e6);
         }
         best.push((quant, local / roofline));
         println!(
-            "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {:.2} of roofline | agent+pty {agent:.1} tok/s, {step_ratio:.3} of in-process by median step (target ≥ 0.97: {}), {round_ratio:.3} by whole generations (median of the rounds' ratios)",
+            "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {:.2} of roofline | agent+pty {agent:.1} tok/s, {step_ratio:.3} of in-process by median step (target ≥ 0.97: {}) | median step per load: in-process {:.1}–{:.1} ms, agent {:.1}–{:.1} ms",
             engine.name(),
             local / roofline,
-            if *step_ratio >= 0.97 { "met" } else { "MISSED" }
+            if *step_ratio >= 0.97 { "met" } else { "MISSED" },
+            local_loads.0,
+            local_loads.1,
+            agent_loads.0,
+            agent_loads.1
         );
     }
     for quant in ["int8", "int4"] {
