@@ -24,7 +24,7 @@ pub type RefusalHook = fn(Refusal);
 /// Wraps an allocator `A` with a byte cap. A cap of 0 means no cap.
 ///
 /// Every allocation and free writes `in_use`, on engine threads at once
-/// (tract allocates some 29,000 times per decoded GPT-2 token), so it has a
+/// (tract allocates some 5,200 times per decoded GPT-2 token), so it has a
 /// cache line of its own, and `peak` is written only when passed. With all
 /// four on one line and the peak raised on every allocation, the cap added
 /// 91–97 ns per allocation and free on two threads, 59–67 ns now (bench
