@@ -53,8 +53,11 @@ pub trait Link: Send {
     }
 }
 
-/// How long one read waits; short, so a dead board is noticed quickly.
-pub(crate) const POLL: Duration = Duration::from_millis(20);
+/// How long one read waits before the session looks at its clocks and the
+/// board's process: short enough to notice a dead board at once, long
+/// enough that an idle host does not wake often, since on an emulated board
+/// each wake takes a core from the board's engine.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 pub struct SerialLink {
     port: TTYPort,
