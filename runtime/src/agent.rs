@@ -143,7 +143,7 @@ pub fn serve(
     mut reader: impl Read,
     writer: Box<dyn Write + Send>,
     out_fd: i32,
-    alloc: &'static CappedAlloc<std::alloc::System>,
+    alloc: &'static CappedAlloc<crate::sys::MapLarge>,
     config: AgentConfig,
 ) -> io::Result<()> {
     OUT_FD.store(out_fd, Ordering::SeqCst);
@@ -279,7 +279,7 @@ struct Stats {
 
 struct State {
     config: AgentConfig,
-    alloc: &'static CappedAlloc<std::alloc::System>,
+    alloc: &'static CappedAlloc<crate::sys::MapLarge>,
     engine: Option<Box<dyn Engine>>,
     staged: Vec<Option<Tensor>>,
     prompt: Vec<u32>,

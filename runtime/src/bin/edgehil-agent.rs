@@ -1,7 +1,6 @@
 //! The edgehil agent: runs on a board (or as the emulated board) and serves
 //! the host over a serial port or stdin/stdout.
 
-use std::alloc::System;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +9,11 @@ use std::time::Duration;
 use clap::Parser;
 use edgehil_runtime::agent::{self, AgentConfig};
 use edgehil_runtime::cap::CappedAlloc;
+use edgehil_runtime::sys::MapLarge;
 use edgehil_runtime::wire::PROTOCOL_VERSION;
 
 #[global_allocator]
-static ALLOC: CappedAlloc<System> = CappedAlloc::new(System);
+static ALLOC: CappedAlloc<MapLarge> = CappedAlloc::new(MapLarge);
 
 #[derive(Parser)]
 #[command(version, about = "edgehil board agent: loads ONNX models under a RAM cap and serves the host")]
@@ -42,7 +42,6 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    edgehil_runtime::sys::return_large_frees();
     let args = Args::parse();
     ALLOC.set_refusal_hook(agent::report_refusal);
     ALLOC.set_cap(usize::try_from(args.cap).unwrap_or(usize::MAX));
