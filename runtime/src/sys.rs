@@ -58,9 +58,18 @@ fn mapped(layout: Layout) -> bool {
     layout.size() >= MAPPED && layout.align() <= PAGE
 }
 
+/// A mapping's address, or null where the call failed.
+fn mapping(p: *mut libc::c_void) -> *mut u8 {
+    if p == libc::MAP_FAILED {
+        core::ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
 fn map(size: usize) -> *mut u8 {
     // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
-    let p = unsafe {
+    mapping(unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             size,
@@ -69,12 +78,7 @@ fn map(size: usize) -> *mut u8 {
             -1,
             0,
         )
-    };
-    if p == libc::MAP_FAILED {
-        core::ptr::null_mut()
-    } else {
-        p.cast()
-    }
+    })
 }
 
 // SAFETY: mapped blocks are page-aligned, at least `align` (checked by
@@ -121,12 +125,7 @@ unsafe impl GlobalAlloc for MapLarge {
             (true, true) => {
                 // SAFETY: `ptr` is a mapping of `layout.size()` bytes made by `map`;
                 // the kernel moves it, pages and all, without copying.
-                let p = unsafe { libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE) };
-                if p == libc::MAP_FAILED {
-                    core::ptr::null_mut()
-                } else {
-                    p.cast()
-                }
+                mapping(unsafe { libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE) })
             }
             _ => {
                 // SAFETY: `new` has a non-zero size (`new_size` > 0 by contract).
@@ -176,7 +175,7 @@ mod tests {
         let a = MapLarge;
         let layout = |size| Layout::from_size_align(size, 8).unwrap();
         // A mapping starts on a page; malloc's blocks, large or small, start 16 bytes past a chunk header.
-        let on_page = |p: *mut u8| p as usize % PAGE == 0;
+        let on_page = |p: *mut u8| (p as usize).is_multiple_of(PAGE);
         // SAFETY: each block is used within its size and freed with its layout.
         unsafe {
             let p = a.alloc(layout(1000));
@@ -198,7 +197,7 @@ mod tests {
             // Alignment beyond a page is malloc's to give.
             let wide = Layout::from_size_align(2 * MAPPED, 2 * PAGE).unwrap();
             let w = a.alloc(wide);
-            assert!(!w.is_null() && w as usize % (2 * PAGE) == 0);
+            assert!(!w.is_null() && (w as usize).is_multiple_of(2 * PAGE));
             a.dealloc(w, wide);
         }
     }
