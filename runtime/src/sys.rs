@@ -1,5 +1,6 @@
-//! What the operating system tells about this process's memory, and the
-//! process data limit that holds allocations made outside Rust.
+//! What the operating system tells about this process's memory, the
+//! process data limit that holds allocations made outside Rust, and the
+//! allocator under the agent's cap.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::string::String;
@@ -46,7 +47,8 @@ pub fn ram() -> (u64, u64) {
 /// each weight and each run's buffer in a mapping of its own: 14% slower on
 /// a TinyLlama prefill and 2–4% on GPT-2 int4 decoding than with malloc's
 /// defaults, which C and C++ code keeps this way. 1 MiB, so that the buffers
-/// of each decoding step (a logits row, one layer's cache) stay in the heap.
+/// of each decoding step (a logits row, one layer's cache) are left to malloc
+/// and not mapped and faulted in anew every token.
 pub struct MapLarge;
 
 pub const MAPPED: usize = 1 << 20;
