@@ -30,8 +30,9 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 /// After a generation's first token, tokens go out together at most this
 /// often. Each write wakes the host (and, on a pty, a kernel worker), which
 /// on an emulated board whose cores the engine fills takes an engine thread
-/// off its core: about 0.1 ms a token, 2% of a GPT-2 int4 step here. 20
-/// updates a second still read as a stream; the board times each token.
+/// off its core: about 0.1 ms a token measured against a 12 ms GPT-2 int4
+/// step here. 20 updates a second still read as a stream; the board times
+/// each token.
 pub const STREAM_EVERY: Duration = Duration::from_millis(50);
 
 /// Exit code of an agent stopped by its memory cap.
