@@ -10,7 +10,7 @@
 //!
 //! Targets: the best engine at least 0.5 of the roofline; through agent +
 //! link at least 0.97 of the same engine in-process, judged on the median
-//! decode step of each of several loads a side.
+//! decode step of each of five loads a side.
 //!
 //! Run: `cargo bench -p edgehil-tests --profile dev --bench generate_roofline`
 //! after `cargo build --workspace --bins` (it drives those binaries).
@@ -30,8 +30,8 @@ mod bandwidth;
 const THREADS: usize = 2;
 const NEW_TOKENS: u32 = 32;
 /// Copies of the model each side holds at once, and rounds after the warm-up.
-const LOADS: usize = 3;
-const ROUNDS: usize = 6;
+const LOADS: usize = 5;
+const ROUNDS: usize = 4;
 const PROMPT: [u32; 8] = [464, 3290, 318, 257, 1332, 286, 262, 1175];
 
 fn bin(name: &str) -> PathBuf {
@@ -71,11 +71,14 @@ struct SideBySide {
     /// generation of every load.
     local: f64,
     agent: f64,
-    /// Agent over in-process speed: the mean over each side's loads of the
+    /// Agent over in-process speed: the median over each side's loads of the
     /// load's median decode step. A step is tens of milliseconds, so another
     /// tenant's burst lands in a few steps and leaves the median, where it
     /// would move a whole generation's mean; a cost of the link in every step
-    /// (the agent sends each token before it computes the next) stays in.
+    /// stays in. Over loads the median too, because a load is slow or fast
+    /// for the whole of a run (see `side_by_side`): with the mean of three,
+    /// one slow load moved a ratio by 2%, so it missed on where the pages of
+    /// one load happened to land.
     step_ratio: f64,
     /// The fastest and slowest load's median step, in ms, in-process and agent.
     local_loads: (f64, f64),
@@ -155,7 +158,7 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
         let step_ms: Vec<f64> = pick(&step_nanos).into_iter().map(|s| median(s) / 1e6).collect();
         let range =
             (step_ms.iter().copied().fold(f64::INFINITY, f64::min), step_ms.iter().copied().fold(0.0, f64::max));
-        (median(pick(&tok_s).concat()), step_ms.iter().sum::<f64>() / step_ms.len() as f64, range)
+        (median(pick(&tok_s).concat()), median(step_ms), range)
     };
     let ((local, local_step, local_loads), (agent, agent_step, agent_loads)) = (side(0), side(1));
     SideBySide { local, agent, step_ratio: local_step / agent_step, local_loads, agent_loads }
