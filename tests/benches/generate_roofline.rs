@@ -53,10 +53,16 @@ fn tg(r: &GenReport) -> f64 {
     f64::from(r.generated - 1) / (r.decode_nanos as f64 / 1e9)
 }
 
-/// The middle value (the upper one of an even count).
+/// The middle value (the mean of the two middle ones of an even count, so
+/// that the 24 pairs' ratio leans to neither side).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n.is_multiple_of(2) {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
 }
 
 /// The nanoseconds of each decode step of one generation, from the
@@ -160,7 +166,7 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
         // one after the other are one of each side.
         for pair in ran.chunks_exact(2) {
             let ((first, a), (_, b)) = (pair[0], pair[1]);
-            pairs.push(if first % 2 == 0 { a / b } else { b / a });
+            pairs.push(if first.is_multiple_of(2) { a / b } else { b / a });
         }
     }
     for load in loads {
