@@ -35,8 +35,9 @@ impl LatencySummary {
     }
 }
 
-/// Linear interpolation between closest ranks (numpy's default), on sorted data.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// Linear interpolation between closest ranks (numpy's default), on sorted
+/// data: `q` = 0.5 is the median, the mean of the middle two of an even count.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let lo = pos as usize;
     let hi = (lo + 1).min(sorted.len() - 1);

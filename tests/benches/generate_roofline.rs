@@ -22,6 +22,7 @@ use std::time::Duration;
 use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Timeouts};
 use edgehil_runtime::engine::{self, LoadOptions};
 use edgehil_runtime::generate;
+use edgehil_runtime::metrics::percentile;
 use edgehil_runtime::wire::{EngineKind, GenParams, GenReport, OptLevel};
 
 #[path = "common/bandwidth.rs"]
@@ -53,16 +54,11 @@ fn tg(r: &GenReport) -> f64 {
     f64::from(r.generated - 1) / (r.decode_nanos as f64 / 1e9)
 }
 
-/// The middle value (the mean of the two middle ones of an even count, so
-/// that the 24 pairs' ratio leans to neither side).
+/// The middle value, the mean of the middle two of an even count, so that
+/// the 24 pairs' ratio leans to neither side.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n.is_multiple_of(2) {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    } else {
-        v[n / 2]
-    }
+    percentile(&v, 0.5)
 }
 
 /// The nanoseconds of each decode step of one generation, from the
@@ -184,8 +180,8 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
     };
     let ((local, local_loads), (agent, agent_loads)) = (side(0), side(1));
     pairs.sort_by(f64::total_cmp);
-    let pair_spread = (pairs[pairs.len() / 4], pairs[pairs.len() * 3 / 4]);
-    SideBySide { local, agent, step_ratio: median(pairs), pair_spread, local_loads, agent_loads }
+    let pair_spread = (percentile(&pairs, 0.25), percentile(&pairs, 0.75));
+    SideBySide { local, agent, step_ratio: percentile(&pairs, 0.5), pair_spread, local_loads, agent_loads }
 }
 
 fn main() {
