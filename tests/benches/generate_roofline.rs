@@ -3,21 +3,22 @@
 //! Decoding one token reads every weight once, so tokens/s can be no more
 //! than bandwidth / weight bytes. This measures the bandwidth (reading a
 //! buffer far larger than the caches, on the engine's threads, before each
-//! export and after the last, keeping the highest), and the generation tok/s
-//! of the GPT-2-small configuration (synth, 124M) in int8 and int4, on tract
-//! and ONNX Runtime, in-process and through the agent on
+//! round of generations, so that each round has its own roofline) and the
+//! generation tok/s of the GPT-2-small configuration (synth, 124M) in int8
+//! and int4, on tract and ONNX Runtime, in-process and through the agent on
 //! the emulated board, all in one run.
 //!
-//! Targets: the best engine at least 0.5 of the roofline; through agent +
-//! link at least 0.97 of the same engine in-process, judged on generations
-//! run in pairs, one on each side right after the other.
+//! Targets: the best engine at least 0.5 of the roofline (the median over
+//! rounds); through agent + link at least 0.97 of the same engine
+//! in-process, judged on generations run in pairs, one on each side right
+//! after the other.
 //!
 //! Run: `cargo bench -p edgehil-tests --profile dev --bench generate_roofline`
 //! after `cargo build --workspace --bins` (it drives those binaries).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Timeouts};
 use edgehil_runtime::engine::{self, LoadOptions};
@@ -30,9 +31,12 @@ mod bandwidth;
 
 const THREADS: usize = 2;
 const NEW_TOKENS: u32 = 32;
-/// Copies of the model each side holds at once, and rounds after the warm-up.
-const LOADS: usize = 4;
+/// Copies of the model each side holds at once; rounds after the warm-up,
+/// at least ROUNDS and more until BUDGET has passed, so that a fast engine's
+/// ratio rests on hundreds of pairs at no more cost than a slow one's.
+const LOADS: usize = 6;
 const ROUNDS: usize = 6;
+const BUDGET: Duration = Duration::from_secs(60);
 const PROMPT: [u32; 8] = [464, 3290, 318, 257, 1332, 286, 262, 1175];
 
 fn bin(name: &str) -> PathBuf {
@@ -82,11 +86,15 @@ struct SideBySide {
     /// moves the step from one round to the next far more than the agent
     /// does (see `side_by_side`), and a pair shares the moment it ran in.
     step_ratio: f64,
-    /// The lower and upper quartile of the pairs' ratios.
+    /// How many pairs, and the lower and upper quartile of their ratios.
+    pairs: usize,
     pair_spread: (f64, f64),
     /// The fastest and slowest load's median step, in ms, in-process and agent.
     local_loads: (f64, f64),
     agent_loads: (f64, f64),
+    /// Each round after the warm-up: the read bandwidth (B/s) measured just
+    /// before it, and the median tok/s of its in-process generations.
+    rounds: Vec<(f64, f64)>,
 }
 
 /// One loaded copy of the model: in this process, or in an agent of its own.
@@ -121,7 +129,10 @@ impl Load {
 /// round to the next and 7% more from one generation to the next, and
 /// differed by 2.4% from one load to another. Judged on each side's median
 /// load over the whole run, a few generations' luck could be the ratio
-/// (0.928 once).
+/// (0.928 once). Pairs cancel the round's share; the generations' share
+/// shrinks with the number of pairs and the loads' only with the number of
+/// loads, hence six loads and a time budget (four loads and 24 pairs still
+/// missed by 3–6% at times on a faster machine, pairs' quartiles 9 points apart).
 fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideBySide {
     let opts = LoadOptions { engine, opt_level: OptLevel::All, threads: THREADS, ort_library: ort.clone() };
     let mut loads = Vec::new();
@@ -145,14 +156,22 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
     let mut tok_s: Vec<Vec<f64>> = vec![Vec::new(); loads.len()];
     let mut step_nanos: Vec<Vec<f64>> = vec![Vec::new(); loads.len()];
     let mut pairs = Vec::new();
-    for round in 0..=ROUNDS {
+    let mut rounds = Vec::new();
+    let started = Instant::now();
+    let mut round = 0;
+    while round <= ROUNDS || started.elapsed() < BUDGET {
+        let bandwidth = bandwidth::read(THREADS);
         // (load, median step) of the round's generations, in the order they ran.
         let mut ran = Vec::new();
+        let mut local_tok_s = Vec::new();
         for k in 0..loads.len() {
             let i = (k + round) % loads.len();
             let (tg, arrivals) = loads[i].generate();
             if round > 0 {
                 tok_s[i].push(tg);
+                if i.is_multiple_of(2) {
+                    local_tok_s.push(tg);
+                }
                 let steps: Vec<f64> = steps(&arrivals).collect();
                 ran.push((i, median(steps.clone())));
                 step_nanos[i].extend(steps);
@@ -164,6 +183,10 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
             let ((first, a), (_, b)) = (pair[0], pair[1]);
             pairs.push(if first.is_multiple_of(2) { a / b } else { b / a });
         }
+        if round > 0 {
+            rounds.push((bandwidth, median(local_tok_s)));
+        }
+        round += 1;
     }
     for load in loads {
         if let Load::Agent(mut s) = load {
@@ -181,7 +204,16 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
     let ((local, local_loads), (agent, agent_loads)) = (side(0), side(1));
     pairs.sort_by(f64::total_cmp);
     let pair_spread = (percentile(&pairs, 0.25), percentile(&pairs, 0.75));
-    SideBySide { local, agent, step_ratio: percentile(&pairs, 0.5), pair_spread, local_loads, agent_loads }
+    SideBySide {
+        local,
+        agent,
+        step_ratio: percentile(&pairs, 0.5),
+        pairs: pairs.len(),
+        pair_spread,
+        local_loads,
+        agent_loads,
+        rounds,
+    }
 }
 
 fn main() {
@@ -191,12 +223,6 @@ fn main() {
         edgehil(&["models", "synth", "gpt2", "--out", &hf.display().to_string()]);
     }
     let ort = edgehil::run::find_ort_library(None).ok();
-    // Decoding reads the weights, so the roofline is the read bandwidth. Other
-    // tenants of a shared machine take some of it at times (12.7 to 22.4 GB/s
-    // in one day), so it is read before each export and after the last, and
-    // every ratio is judged against the highest: the roofline is what the
-    // machine can do, not what was left of it at one moment.
-    let mut reads = Vec::new();
     // int4 twice: as exported by default (ONNX Runtime keeps fp32 activations), and with
     // `--ort-int8-activations`; the best engine of a precision is the best over its exports.
     let exports = [("int8", None), ("int4", None), ("int4-ort-int8-act", Some("--ort-int8-activations"))];
@@ -208,7 +234,6 @@ fn main() {
             let (hf, out) = (hf.display().to_string(), out.display().to_string());
             edgehil(&[&["export", &hf, "--out", &out, "--quant", quant][..], extra.as_slice()].concat());
         }
-        reads.push(bandwidth::read(THREADS));
         let model = out.join("model.onnx");
         let bytes = engine::model_file_bytes(&model) as f64;
         for engine in EngineKind::ALL {
@@ -220,21 +245,29 @@ fn main() {
             measured.push((name, quant, bytes, engine, side_by_side(&model, engine, lib)));
         }
     }
-    reads.push(bandwidth::read(THREADS));
-    let bw = bandwidth::highest(&reads, THREADS, "before each export and after", "is the roofline's");
-    let mut best: Vec<(&str, f64)> = Vec::new();
+    let reads: Vec<f64> = measured.iter().flat_map(|m| m.4.rounds.iter().map(|r| r.0)).collect();
+    let highest = bandwidth::highest(&reads, THREADS, "one before each round", "is set beside each share");
+    let mut best: Vec<(&str, f64, f64)> = Vec::new();
     for (i, (name, quant, bytes, engine, m)) in measured.iter().enumerate() {
-        let SideBySide { local, agent, step_ratio, pair_spread, local_loads, agent_loads } = m;
-        let roofline = bw / bytes;
+        let SideBySide { local, agent, step_ratio, pairs, pair_spread, local_loads, agent_loads, rounds } = m;
         if i == 0 || measured[i - 1].0 != *name {
-            println!("gpt2 {name}: {:.0} MB of weights, roofline {roofline:.1} tok/s", bytes / 1e6);
+            println!("gpt2 {name}: {:.0} MB of weights", bytes / 1e6);
         }
-        best.push((quant, local / roofline));
+        // Decoding reads the weights, so the roofline is the read bandwidth
+        // over the weight bytes. Other tenants of a shared machine take
+        // bandwidth at times (37 to 66 GB/s within one run), so each round's
+        // speed is set against the bandwidth read just before it; the run's
+        // highest read is printed beside.
+        let share = median(rounds.iter().map(|(bw, tok_s)| tok_s * bytes / bw).collect());
+        let (lo, hi) = rounds.iter().fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| (lo.min(r.0), hi.max(r.0)));
+        best.push((quant, share, local * bytes / highest));
         println!(
-            "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {:.2} of roofline | agent+pty {agent:.1} tok/s, {step_ratio:.3} of in-process by median step, median of {} pairs (target ≥ 0.97: {}; middle half of pairs {:.3}–{:.3}) | median step per load: in-process {:.1}–{:.1} ms, agent {:.1}–{:.1} ms",
+            "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {share:.2} of roofline (median of {} rounds against the read before each, {:.1}–{:.1} GB/s; {:.2} of the run's highest read) | agent+pty {agent:.1} tok/s, {step_ratio:.3} of in-process by median step, median of {pairs} pairs (target ≥ 0.97: {}; middle half of pairs {:.3}–{:.3}) | median step per load: in-process {:.1}–{:.1} ms, agent {:.1}–{:.1} ms",
             engine.name(),
-            local / roofline,
-            LOADS * ROUNDS,
+            rounds.len(),
+            lo / 1e9,
+            hi / 1e9,
+            local * bytes / highest,
             if *step_ratio >= 0.97 { "met" } else { "MISSED" },
             pair_spread.0,
             pair_spread.1,
@@ -245,10 +278,13 @@ fn main() {
         );
     }
     for quant in ["int8", "int4"] {
-        let share = best.iter().filter(|(q, _)| *q == quant).map(|(_, s)| *s).fold(0.0, f64::max);
+        let of =
+            |pick: fn(&(&str, f64, f64)) -> f64| best.iter().filter(|b| b.0 == quant).map(pick).fold(0.0, f64::max);
+        let share = of(|b| b.1);
         println!(
-            "{quant}: best engine and export {share:.2} of roofline (target ≥ 0.5: {})",
-            if share >= 0.5 { "met" } else { "MISSED" }
+            "{quant}: best engine and export {share:.2} of roofline (target ≥ 0.5: {}); {:.2} of the run's highest read",
+            if share >= 0.5 { "met" } else { "MISSED" },
+            of(|b| b.2)
         );
     }
 }

@@ -45,14 +45,15 @@ pub fn read(threads: usize) -> f64 {
 
 /// The highest of `reads` (B/s): other tenants of a shared machine take some
 /// of the bandwidth at times, so what the machine can do is its best read.
-/// Prints the reads, taken `when`, what the highest is used for, and the copy
-/// bandwidth beside them.
+/// Prints how many reads were taken `when`, their range, what the highest is
+/// used for, and the copy bandwidth beside them.
 pub fn highest(reads: &[f64], threads: usize, when: &str, used_for: &str) -> f64 {
     let best = reads.iter().copied().fold(0.0, f64::max);
-    let gb: Vec<String> = reads.iter().map(|r| format!("{:.2}", r / 1e9)).collect();
+    let lowest = reads.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
-        "memory bandwidth ({threads} threads, 512 MiB): read {} GB/s {when}; the highest, {:.2} GB/s, {used_for} (copy {:.2} GB/s)",
-        gb.join(", "),
+        "memory bandwidth ({threads} threads, 512 MiB): {} reads {when}, {:.2} to {:.2} GB/s; the highest {used_for} (copy {:.2} GB/s)",
+        reads.len(),
+        lowest / 1e9,
         best / 1e9,
         copy(threads) / 1e9
     );
