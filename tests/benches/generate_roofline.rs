@@ -59,7 +59,7 @@ fn tg(r: &GenReport) -> f64 {
 }
 
 /// The middle value, the mean of the middle two of an even count, so that
-/// the 24 pairs' ratio leans to neither side.
+/// a ratio over an even count of pairs leans to neither side.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     percentile(&v, 0.5)
@@ -131,8 +131,9 @@ impl Load {
 /// load over the whole run, a few generations' luck could be the ratio
 /// (0.928 once). Pairs cancel the round's share; the generations' share
 /// shrinks with the number of pairs and the loads' only with the number of
-/// loads, hence six loads and a time budget (four loads and 24 pairs still
-/// missed by 3–6% at times on a faster machine, pairs' quartiles 9 points apart).
+/// loads, hence six loads and a time budget (four loads and 24 pairs gave
+/// 0.943 and 0.964 in one run on a faster machine, the middle half of a
+/// cell's pairs 5 to 12 points wide).
 fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideBySide {
     let opts = LoadOptions { engine, opt_level: OptLevel::All, threads: THREADS, ort_library: ort.clone() };
     let mut loads = Vec::new();
@@ -255,7 +256,7 @@ fn main() {
         }
         // Decoding reads the weights, so the roofline is the read bandwidth
         // over the weight bytes. Other tenants of a shared machine take
-        // bandwidth at times (37 to 66 GB/s within one run), so each round's
+        // bandwidth at times (25 to 73 GB/s within one run), so each round's
         // speed is set against the bandwidth read just before it; the run's
         // highest read is printed beside.
         let share = median(rounds.iter().map(|(bw, tok_s)| tok_s * bytes / bw).collect());
