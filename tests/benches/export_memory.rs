@@ -25,6 +25,8 @@ fn bin(name: &str) -> PathBuf {
 }
 
 /// Runs a command to completion; returns its wall time and peak RSS (bytes), from wait4.
+// wait4 reaps the child, where `Child::wait` would not give its rusage.
+#[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> (f64, u64) {
     let started = Instant::now();
     let child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

@@ -107,7 +107,7 @@ fn the_decoder_survives_any_bytes() {
     for _ in 0..2000 {
         let n = (rng.next_u64() % 300) as usize;
         let mut bytes = random_bytes(&mut rng, n);
-        if rng.next_u64() % 4 == 0 {
+        if rng.next_u64().is_multiple_of(4) {
             bytes.extend(encode_frame(&Request { id: 1, command: Command::Stats }).unwrap());
         }
         decoder.feed::<Request>(&bytes, |r| if r.is_ok() { ok += 1 } else { bad += 1 });

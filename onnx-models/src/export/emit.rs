@@ -285,10 +285,10 @@ mod tests {
         let data: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 30.0) / 10.0).collect();
         let w = Mat::new(2, 32, data);
         let (packed, scales) = quantize_q4(&w, 32);
-        assert_eq!(packed.len(), 32);
+        assert_eq!((packed.len(), scales.len()), (32, 2));
         let back = dequantize_q4(&packed, &scales, 2, 32, 32);
-        for r in 0..2 {
-            let s = scales[r].abs();
+        for (r, scale) in scales.iter().enumerate() {
+            let s = scale.abs();
             for c in 0..32 {
                 let (a, b) = (w.data[r * 32 + c], back.data[r * 32 + c]);
                 assert!((a - b).abs() <= s / 2.0 + 1e-6, "row {r} col {c}: {a} vs {b}, step {s}");
