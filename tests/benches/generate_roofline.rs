@@ -256,7 +256,7 @@ fn main() {
         }
         // Decoding reads the weights, so the roofline is the read bandwidth
         // over the weight bytes. Other tenants of a shared machine take
-        // bandwidth at times (25 to 73 GB/s within one run), so each round's
+        // bandwidth at times (31 to 73 GB/s within one run), so each round's
         // speed is set against the bandwidth read just before it; the run's
         // highest read is printed beside.
         let share = median(rounds.iter().map(|(bw, tok_s)| tok_s * bytes / bw).collect());
