@@ -65,6 +65,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 0.5)
 }
 
+/// The lowest and highest of `v`.
+fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    v.fold((f64::INFINITY, 0.0), |(lo, hi), x| (lo.min(x), hi.max(x)))
+}
+
 /// The nanoseconds of each decode step of one generation, from the
 /// cumulative times its tokens arrived at: every token after the first.
 fn steps(arrivals: &[u64]) -> impl Iterator<Item = f64> + '_ {
@@ -161,7 +166,8 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
     let started = Instant::now();
     let mut round = 0;
     while round <= ROUNDS || started.elapsed() < BUDGET {
-        let bandwidth = bandwidth::read(THREADS);
+        // None in the warm-up round, which is not judged.
+        let bandwidth = (round > 0).then(|| bandwidth::read(THREADS));
         // (load, median step) of the round's generations, in the order they ran.
         let mut ran = Vec::new();
         let mut local_tok_s = Vec::new();
@@ -184,7 +190,7 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
             let ((first, a), (_, b)) = (pair[0], pair[1]);
             pairs.push(if first.is_multiple_of(2) { a / b } else { b / a });
         }
-        if round > 0 {
+        if let Some(bandwidth) = bandwidth {
             rounds.push((bandwidth, median(local_tok_s)));
         }
         round += 1;
@@ -198,9 +204,7 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
     let side = |agent: usize| {
         let pick = |v: &[Vec<f64>]| v.iter().skip(agent).step_by(2).cloned().collect::<Vec<_>>();
         let step_ms: Vec<f64> = pick(&step_nanos).into_iter().map(|s| median(s) / 1e6).collect();
-        let range =
-            (step_ms.iter().copied().fold(f64::INFINITY, f64::min), step_ms.iter().copied().fold(0.0, f64::max));
-        (median(pick(&tok_s).concat()), range)
+        (median(pick(&tok_s).concat()), range(step_ms.into_iter()))
     };
     let ((local, local_loads), (agent, agent_loads)) = (side(0), side(1));
     pairs.sort_by(f64::total_cmp);
@@ -260,7 +264,7 @@ fn main() {
         // speed is set against the bandwidth read just before it; the run's
         // highest read is printed beside.
         let share = median(rounds.iter().map(|(bw, tok_s)| tok_s * bytes / bw).collect());
-        let (lo, hi) = rounds.iter().fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| (lo.min(r.0), hi.max(r.0)));
+        let (lo, hi) = range(rounds.iter().map(|r| r.0));
         best.push((quant, share, local * bytes / highest));
         println!(
             "  {:<5} tg{NEW_TOKENS}: in-process {local:.1} tok/s = {share:.2} of roofline (median of {} rounds against the read before each, {:.1}–{:.1} GB/s; {:.2} of the run's highest read) | agent+pty {agent:.1} tok/s, {step_ratio:.3} of in-process by median step, median of {pairs} pairs (target ≥ 0.97: {}; middle half of pairs {:.3}–{:.3}) | median step per load: in-process {:.1}–{:.1} ms, agent {:.1}–{:.1} ms",
