@@ -45,6 +45,9 @@ pub enum EstimateError {
     /// tract could not analyse the graph
     #[error("cannot analyse {path}: {reason}")]
     Graph { path: String, reason: String },
+    /// the model file failed its checks or did not parse
+    #[error(transparent)]
+    Model(#[from] edgehil_runtime::engine::EngineError),
 }
 
 /// What one inference costs, from the graph.
@@ -70,8 +73,7 @@ pub fn graph_cost(path: &Path, inputs: &[Tensor]) -> Result<GraphCost, EstimateE
         path: path.display().to_string(),
         reason: format!("{e:#}"),
     };
-    let (proto, mut model) =
-        tract::parse(path).map_err(|reason| EstimateError::Graph { path: path.display().to_string(), reason })?;
+    let (proto, mut model) = tract::parse(path)?;
     let int8_weights = proto.graph.as_ref().is_some_and(int8_arithmetic);
     let fp32_activation_weights = proto.graph.as_ref().map_or(0, fp32_activation_weights);
     for (i, t) in inputs.iter().enumerate() {

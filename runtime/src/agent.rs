@@ -252,7 +252,14 @@ impl<'a> Answer<'a> {
     fn emit(&mut self, event: Event) -> io::Result<()> {
         let seq = self.frames.len() as u32;
         let token = matches!(event, Event::Token { .. });
-        let frame = encode_frame(&ToHost::Event { id: self.id, seq, event })
+        let mut msg = ToHost::Event { id: self.id, seq, event };
+        let frame = encode_frame(&msg)
+            .or_else(|_| {
+                if let ToHost::Event { event, .. } = &mut msg {
+                    *event = too_large(event);
+                }
+                encode_frame(&msg)
+            })
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         CURRENT_SEQ.store(seq + 1, Ordering::SeqCst);
         let due = self.sent_at.is_none_or(|t| t.elapsed() >= self.stream_every);
@@ -483,7 +490,8 @@ impl State {
             .get_mut(index)
             .ok_or_else(|| AgentError::BadRequest(std::format!("input index {index} with no model input there")))?;
         match slot {
-            Some(t) if chunk.offset as usize == t.values.len() && t.name == chunk.name => {
+            // Offset 0 always starts a tensor: an empty one staged before must not take the next.
+            Some(t) if chunk.offset != 0 && chunk.offset as usize == t.values.len() && t.name == chunk.name => {
                 match (&mut t.values, chunk.values) {
                     (Values::F32(a), Values::F32(b)) => a.extend(b),
                     (Values::I64(a), Values::I64(b)) => a.extend(b),
@@ -590,6 +598,32 @@ impl State {
             Err(e) => Ok(Err(AgentError::BadRequest(e.to_string()))),
         }
     }
+}
+
+/// What goes out in place of an event larger than one frame: the host must
+/// always get an answer. An error keeps the start of its message; any other
+/// event becomes an error naming it.
+fn too_large(event: &Event) -> Event {
+    // Room for the message in one frame, with the event's other fields.
+    const KEEP: usize = 2048;
+    let cut = |text: &str| {
+        let end = (0..=KEEP.min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        std::format!("{}… ({} more bytes cut to fit one frame)", &text[..end], text.len() - end)
+    };
+    let size = postcard::to_allocvec(event).map_or(0, |v| v.len());
+    Event::Error(match event {
+        Event::Error(AgentError::BadRequest(m)) => AgentError::BadRequest(cut(m)),
+        Event::Error(AgentError::ModelLoad(m)) => AgentError::ModelLoad(cut(m)),
+        Event::Error(AgentError::Engine(m)) => AgentError::Engine(cut(m)),
+        other => {
+            let debug = std::format!("{other:?}");
+            let kind = debug.split(['(', ' ', '{']).next().unwrap_or("event");
+            AgentError::BadRequest(std::format!(
+                "the answer ({kind}) takes {size} bytes, more than one frame holds ({MAX_PAYLOAD}): \
+                 names, prompts or ids that long cannot cross the link"
+            ))
+        }
+    })
 }
 
 /// "... of size 12345 ..." in an ONNX Runtime allocation error; 0 if absent.

@@ -4,11 +4,12 @@
 use std::borrow::ToOwned;
 use std::boxed::Box;
 use std::path::{Path, PathBuf};
-use std::string::String;
+use std::string::{String, ToString};
 use std::vec::Vec;
 
 use crate::wire::{EngineKind, OptLevel, Tensor, TensorInfo};
 
+pub mod onnx;
 #[cfg(feature = "ort")]
 pub mod ort;
 pub mod tract;
@@ -52,6 +53,8 @@ pub struct ModelInfo {
     pub opt_level: OptLevel,
     /// Bytes of weights (initializers) in the model.
     pub weight_bytes: u64,
+    /// Integer inputs that index a table, and its rows.
+    pub index_bounds: onnx::IndexBounds,
 }
 
 /// A loaded model. Inputs are staged first so that `run` times only the
@@ -85,6 +88,23 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, EngineEr
     }
 }
 
+/// Runs `f`, turning a panic inside an engine into the error `wrap` makes
+/// of its message: tract asserts on some inputs our checks do not foresee,
+/// and a board or a host report must get an error, not a crash.
+fn guarded<T>(
+    wrap: impl FnOnce(String) -> EngineError,
+    f: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(wrap(std::format!("the engine panicked: {message}")))
+    })
+}
+
 /// Size of a model file and of its external data file (`<model>.data`), the
 /// weight figure for engines that do not expose their initializers.
 pub fn model_file_bytes(path: &Path) -> u64 {
@@ -94,8 +114,10 @@ pub fn model_file_bytes(path: &Path) -> u64 {
     size(path) + size(Path::new(&data))
 }
 
-/// Checks staged inputs against the model's: count, names, types and fixed dims.
-fn check_inputs(expected: &[TensorInfo], got: &[Tensor]) -> Result<(), EngineError> {
+/// Checks staged inputs against the model's: count, names, types, fixed
+/// dims, and ids within the tables they index.
+fn check_inputs(model: &ModelInfo, got: &[Tensor]) -> Result<(), EngineError> {
+    let expected = &model.inputs;
     if expected.len() != got.len() {
         return Err(EngineError::Inputs(std::format!("model takes {} inputs, got {}", expected.len(), got.len())));
     }
@@ -113,14 +135,26 @@ fn check_inputs(expected: &[TensorInfo], got: &[Tensor]) -> Result<(), EngineErr
                 g.shape
             )));
         }
-        let n: u64 = g.shape.iter().product();
-        if n != g.values.len() as u64 {
+        let n = g.shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d));
+        if n != Some(g.values.len() as u64) {
+            let n = n.map_or_else(|| "more than 2^64".into(), |n| std::format!("{n}"));
             return Err(EngineError::Inputs(std::format!(
                 "input `{}` has shape {:?} ({n} values) but {} values",
                 g.name,
                 g.shape,
                 g.values.len()
             )));
+        }
+        if let (Some(bound), crate::wire::Values::I64(ids)) = (model.index_bounds.get(&g.name), &g.values) {
+            if let Some((at, id)) = ids.iter().enumerate().find(|(_, id)| !(0..bound.rows as i64).contains(*id)) {
+                return Err(EngineError::Inputs(std::format!(
+                    "input `{}` holds {id} at index {at}, outside the {} rows of `{}` it indexes (0..{})",
+                    g.name,
+                    bound.rows,
+                    bound.table,
+                    bound.rows
+                )));
+            }
         }
     }
     Ok(())

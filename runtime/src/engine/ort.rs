@@ -83,6 +83,9 @@ pub struct OrtEngine {
 impl OrtEngine {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
         let env = environment(opts.ort_library.as_deref())?;
+        // ONNX Runtime checks the graph itself, but would block on a FIFO;
+        // and the id bounds come from the graph.
+        let index_bounds = super::onnx::index_bounds(&super::onnx::read(path)?.graph.unwrap_or_default());
         let load_err = |reason: String| EngineError::Load { path: path.to_path_buf(), reason };
         let level = match opts.opt_level {
             OptLevel::Disabled => GraphOptimizationLevel::Disable,
@@ -107,6 +110,7 @@ impl OrtEngine {
             opt_level: opts.opt_level,
             // ONNX Runtime does not expose its initializers; the files hold them.
             weight_bytes: super::model_file_bytes(path),
+            index_bounds,
         };
         Ok(Self { session, info, staged: Vec::new(), last: Vec::new() })
     }
@@ -118,7 +122,7 @@ impl Engine for OrtEngine {
     }
 
     fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), EngineError> {
-        check_inputs(&self.info.inputs, inputs)?;
+        check_inputs(&self.info, inputs)?;
         self.staged = inputs
             .iter()
             .map(|t| {

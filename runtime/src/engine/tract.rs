@@ -9,8 +9,7 @@ use std::vec::Vec;
 use tract_linalg::block_quant::BlockQuantStorage;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModel, InferenceModelExt, TValue, TVec, Tensor as TTensor, TypedModel,
-    TypedSimplePlan,
+    DatumType, InferenceModel, InferenceModelExt, TValue, TVec, Tensor as TTensor, TypedModel, TypedSimplePlan,
 };
 use tract_onnx::tract_core::model::IntoRunnable;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -54,20 +53,30 @@ fn plain<T: tract_onnx::prelude::Datum + Copy>(v: &TValue) -> Result<Vec<T>, Eng
     Ok(v.to_plain_array_view::<T>().map_err(|e| EngineError::Run(format!("{e:#}")))?.iter().copied().collect())
 }
 
-/// The ONNX file at `path` (external data beside it) as its protobuf and as
-/// tract's model; the error is the reason, for the caller to name the file.
-pub fn parse(path: &Path) -> Result<(ModelProto, InferenceModel), String> {
-    let onnx = tract_onnx::onnx();
-    let proto = onnx.proto_model_for_path(path).map_err(|e| format!("{e:#}"))?;
-    let parsed = onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(|e| format!("{e:#}"))?;
+/// The ONNX file at `path` (external data beside it), checked, as its
+/// protobuf and as tract's model.
+pub fn parse(path: &Path) -> Result<(ModelProto, InferenceModel), EngineError> {
+    let proto = super::onnx::read(path)?;
+    let load_err = |reason: String| EngineError::Load { path: path.to_path_buf(), reason };
+    let parsed = tract_onnx::onnx()
+        .parse(&proto, path.parent().and_then(Path::to_str))
+        .map_err(|e| load_err(format!("{e:#}")))?;
     if !parsed.unresolved_inputs.is_empty() {
-        return Err(format!("inputs {:?} are neither graph inputs nor initializers", parsed.unresolved_inputs));
+        return Err(load_err(format!(
+            "inputs {:?} are neither graph inputs nor initializers",
+            parsed.unresolved_inputs
+        )));
     }
     Ok((proto, parsed.model))
 }
 
 impl TractEngine {
     pub fn load(path: &Path, threads: usize) -> Result<Self, EngineError> {
+        let load_err = |reason| EngineError::Load { path: path.to_path_buf(), reason };
+        super::guarded(load_err, || Self::load_unguarded(path, threads))
+    }
+
+    fn load_unguarded(path: &Path, threads: usize) -> Result<Self, EngineError> {
         let load_err = |e: tract_onnx::prelude::TractError| EngineError::Load {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
@@ -75,9 +84,11 @@ impl TractEngine {
         if threads > 1 {
             tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
         }
-        let (proto, mut model) =
-            parse(path).map_err(|reason| EngineError::Load { path: path.to_path_buf(), reason })?;
-        prepack::prepack(&proto.graph.unwrap_or_default(), &mut model).map_err(load_err)?;
+        let (proto, mut model) = parse(path)?;
+        let graph = proto.graph.unwrap_or_default();
+        let index_bounds = super::onnx::index_bounds(&graph);
+        prepack::prepack(&graph, &mut model).map_err(load_err)?;
+        drop(graph);
         let typed = model.into_typed().map_err(load_err)?;
         let weight_bytes = typed
             .nodes()
@@ -93,7 +104,7 @@ impl TractEngine {
         let inputs = infos(&optimized, optimized.input_outlets().map_err(load_err)?)?;
         let outputs = infos(&optimized, optimized.output_outlets().map_err(load_err)?)?;
         let plan = optimized.into_runnable().map_err(load_err)?;
-        let info = ModelInfo { inputs, outputs, opt_level: OptLevel::All, weight_bytes };
+        let info = ModelInfo { inputs, outputs, opt_level: OptLevel::All, weight_bytes, index_bounds };
         Ok(Self { plan, info, staged: TVec::new(), last: None })
     }
 }
@@ -104,7 +115,7 @@ impl Engine for TractEngine {
     }
 
     fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), EngineError> {
-        check_inputs(&self.info.inputs, inputs)?;
+        check_inputs(&self.info, inputs)?;
         self.staged = inputs
             .iter()
             .map(|t| {
@@ -120,7 +131,9 @@ impl Engine for TractEngine {
     }
 
     fn run(&mut self) -> Result<(), EngineError> {
-        let out = self.plan.run(self.staged.clone()).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let out = super::guarded(EngineError::Run, || {
+            self.plan.run(self.staged.clone()).map_err(|e| EngineError::Run(format!("{e:#}")))
+        })?;
         self.last = Some(out);
         Ok(())
     }
