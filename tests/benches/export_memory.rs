@@ -3,7 +3,7 @@
 //! exported to int4, then run with `edgehil run` on the Jetson Orin Nano
 //! profile with each engine (a 128-token prefill on an empty cache); ONNX
 //! Runtime also on the export with `--ort-int8-activations`, which is faster
-//! but keeps each block's scale three times (see the README).
+//! but keeps each block's scale three times (see BENCHMARKS.md).
 //!
 //! Targets: export peak RSS at most 1.5× the output size; each engine's
 //! agent peak RSS at most 1.15 × weight bytes + KV cache + 30 MB.

@@ -357,7 +357,7 @@ fn suite_compare_lists_what_regressed_and_exits_non_zero() {
 /// Two pseudo-terminals joined back to back: a serial cable to an agent
 /// that runs as a board on the far end, opened by path like a USB serial port.
 /// As on a real board, a supervisor starts the agent again each time a
-/// session shuts it down (systemd's Restart=always in the README's recipe).
+/// session shuts it down (systemd's Restart=always in docs/guide.md's recipe).
 struct NullModem {
     host_end: PathBuf,
     supervisor: std::process::Child,
