@@ -13,5 +13,6 @@ mod export;
 mod failures;
 mod generate;
 mod html_report;
+mod noisy_link;
 mod protocol;
 mod suite;

@@ -1,0 +1,170 @@
+//! A link that flips, drops and duplicates bytes in both directions: the
+//! agent on one pseudo-terminal pair, the host on another, and a relay
+//! between the two masters that damages bytes with a seeded generator, so a
+//! run is repeatable. The session must recover, and never hand back a wrong
+//! result.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use edgehil_hil::{OutputData, SerialLink, Session, Timeouts};
+use edgehil_onnx::rng::SplitMix64;
+use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode, Tensor};
+use serialport::{SerialPort, TTYPort};
+
+/// The agent behind a noisy relay, and the host's session to it.
+struct NoisyBoard {
+    session: Session,
+    agent: Child,
+    stop: Arc<AtomicBool>,
+    relays: Vec<JoinHandle<()>>,
+    // Held open so that neither master sees a hang-up.
+    _slaves: [TTYPort; 2],
+}
+
+/// Copies `from` to `to`, damaging each byte with probability `rate`: a
+/// flipped bit, a dropped byte or a doubled one, in equal shares.
+fn relay(mut from: TTYPort, mut to: TTYPort, rate: f64, seed: u64, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut rng = SplitMix64::new(seed);
+        let threshold = (rate * u64::MAX as f64) as u64;
+        from.set_timeout(Duration::from_millis(20)).unwrap();
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) {
+            let n = match from.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(_) => return,
+            };
+            let mut out = Vec::with_capacity(2 * n);
+            for &b in &buf[..n] {
+                if rng.next_u64() >= threshold {
+                    out.push(b);
+                    continue;
+                }
+                match rng.next_u64() % 3 {
+                    0 => out.push(b ^ (1 << (rng.next_u64() % 8))),
+                    1 => {}
+                    _ => out.extend([b, b]),
+                }
+            }
+            if to.write_all(&out).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+impl NoisyBoard {
+    fn open(rate: f64, seed: u64) -> Self {
+        let (agent_master, agent_slave) = TTYPort::pair().unwrap();
+        let (host_master, host_slave) = TTYPort::pair().unwrap();
+        let agent = Command::new(binary("edgehil-agent"))
+            .arg("--port")
+            .arg(agent_slave.name().unwrap())
+            .args(["--cap", "0", "--threads", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let relays = vec![
+            relay(agent_master.try_clone_native().unwrap(), host_master.try_clone_native().unwrap(), rate, seed, stop.clone()),
+            relay(host_master, agent_master, rate, seed ^ 0x5eed, stop.clone()),
+        ];
+        let link = SerialLink::open(&host_slave.name().unwrap(), 115_200).unwrap();
+        // The MLP answers within a millisecond, so 200 ms of silence means a
+        // lost frame; the default 1.5 s would make 200 runs take minutes.
+        let timeouts = Timeouts { resend_after: Duration::from_millis(200), ..Timeouts::default() };
+        let session = Session::new(Box::new(link), timeouts);
+        NoisyBoard { session, agent, stop, relays, _slaves: [agent_slave, host_slave] }
+    }
+}
+
+impl Drop for NoisyBoard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        for r in self.relays.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    completed: u32,
+    failed: u32,
+    wrong: u32,
+}
+
+/// One user's run: stage the inputs, infer, and compare with the clean answer.
+fn one_run(s: &mut Session, inputs: &[Tensor], expected: &[OutputData], tally: &mut Tally) {
+    let result = s.set_inputs(inputs).and_then(|()| s.infer(2, 1, OutputMode::Full, |_, _| {}));
+    match result {
+        Ok(r) if r.outputs == expected && r.latencies_ns.len() == 2 => tally.completed += 1,
+        Ok(r) => {
+            println!("WRONG: {:?} ({} latencies)", r.outputs, r.latencies_ns.len());
+            tally.wrong += 1;
+        }
+        Err(e) => {
+            println!("failed: {e}");
+            tally.failed += 1;
+        }
+    }
+}
+
+/// 200 runs of the MLP fixture through a link damaging `rate` of the bytes.
+fn runs_through_noise(rate: f64, seed: u64) -> Tally {
+    // The expected outputs come from a clean link to the same agent binary.
+    let model = fixture("mlp.onnx").display().to_string();
+    let mut clean = NoisyBoard::open(0.0, seed);
+    clean.session.hello().unwrap();
+    let loaded = clean.session.load(&model, EngineKind::Tract, OptLevel::All, 1).unwrap();
+    let inputs = edgehil::inputs::seeded(&loaded.inputs, &edgehil::inputs::Seeded::new(1)).unwrap();
+    clean.session.set_inputs(&inputs).unwrap();
+    let expected = clean.session.infer(2, 1, OutputMode::Full, |_, _| {}).unwrap().outputs;
+    drop(clean);
+
+    let started = Instant::now();
+    let mut noisy = NoisyBoard::open(rate, seed);
+    let s = &mut noisy.session;
+    s.hello().expect("hello through the noise");
+    s.load(&model, EngineKind::Tract, OptLevel::All, 1).expect("load through the noise");
+    let mut tally = Tally::default();
+    for _ in 0..200 {
+        one_run(s, &inputs, &expected, &mut tally);
+    }
+    println!(
+        "{:.1}% byte noise: {} completed, {} failed, {} wrong of 200 runs in {:.1?}; link {:?}",
+        rate * 100.0,
+        tally.completed,
+        tally.failed,
+        tally.wrong,
+        started.elapsed(),
+        s.stats
+    );
+    tally
+}
+
+#[test]
+fn one_percent_byte_noise_costs_at_most_one_run_in_twenty_and_none_is_wrong() {
+    let t = runs_through_noise(0.01, 18);
+    assert_eq!(t.wrong, 0, "{t:?}");
+    assert!(t.completed >= 190, "{t:?}");
+}
+
+#[test]
+fn a_tenth_of_a_percent_byte_noise_costs_no_run() {
+    let t = runs_through_noise(0.001, 19);
+    assert_eq!(t.wrong, 0, "{t:?}");
+    assert_eq!(t.completed, 200, "{t:?}");
+}
