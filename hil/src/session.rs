@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use edgehil_runtime::wire::{
     encode_frame, AgentError, AgentStats, BoardInfo, Command, Digest, EngineKind, Event, FrameDecoder, GenParams,
-    GenReport, InferReport, LoadReport, OptLevel, OutputMode, OutputPart, Request, Tensor, ToHost, Values,
+    GenReport, InferReport, LoadReport, Missing, OptLevel, OutputMode, OutputPart, Request, Tensor, ToHost, Values,
     PROMPT_CHUNK, PROTOCOL_VERSION,
 };
 
@@ -12,18 +12,39 @@ use crate::{HilError, Link};
 /// Host-side time limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// Silence (no frame, not even a heartbeat) after which a request is sent again.
+    /// Silence (no frame, not even a heartbeat) after which a request is
+    /// first sent again; each further unanswered send waits [`BACKOFF`]
+    /// times longer, up to [`MAX_BACKOFF`] times this.
     pub resend_after: Duration,
-    /// Sends of one request before the board is declared unresponsive.
+    /// Sends in a row without a frame in return before the board is
+    /// declared unresponsive. A resend that brings frames back starts the
+    /// count again: on a noisy link every exchange may lose a frame.
     pub max_sends: u32,
-    /// Longest any one request may take, heartbeats or not.
+    /// Longest any one request may take, heartbeats, resends or not.
     pub request: Duration,
+}
+
+/// Growth of the silence waited after each unanswered send.
+pub const BACKOFF: f64 = 1.5;
+/// The longest wait, as a multiple of `resend_after`.
+pub const MAX_BACKOFF: f64 = 4.0;
+
+/// Missing events named one by one in a resend; any beyond are asked for
+/// with `Missing::from`, keeping the resend small.
+const MAX_MISSING: usize = 256;
+
+impl Timeouts {
+    /// The silence to wait after `unanswered` sends in a row.
+    fn wait(&self, unanswered: u32) -> Duration {
+        let factor = BACKOFF.powi(unanswered.saturating_sub(1).min(16) as i32).min(MAX_BACKOFF);
+        self.resend_after.mul_f64(factor)
+    }
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         // The agent sends a heartbeat every 250 ms while working.
-        Self { resend_after: Duration::from_millis(1500), max_sends: 3, request: Duration::from_secs(600) }
+        Self { resend_after: Duration::from_millis(1500), max_sends: 8, request: Duration::from_secs(600) }
     }
 }
 
@@ -283,16 +304,17 @@ impl Session {
     ) -> Result<Event, HilError> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let frame = encode_frame(&Request { id, command })
-            .map_err(|e| HilError::Encode { command: what, reason: e.to_string() })?;
+        let request = Request { id, command };
+        let frame = encode_request(what, &request)?;
         self.send_frame(&frame)?;
         let started = Instant::now();
         let mut last_heard = started;
         let mut sends = 1;
+        // Sends since a frame of this request last came back.
+        let mut unanswered = 1;
         let mut events: BTreeMap<u32, Event> = BTreeMap::new();
         let mut delivered = 0u32;
         let mut terminal_seq: Option<u32> = None;
-        let mut lost_some = false;
         let mut buf = [0u8; 4096];
         loop {
             let n = self.link.recv(&mut buf)?;
@@ -303,13 +325,14 @@ impl Session {
                 self.stats.frames_received += 1;
                 let f = if self.faults.corrupt_received.contains(&index) { Err(()) } else { f.map_err(drop) };
                 match f {
-                    Err(()) => {
-                        self.stats.bad_frames += 1;
-                        lost_some = true;
+                    Err(()) => self.stats.bad_frames += 1,
+                    Ok(ToHost::Heartbeat { id: hid, .. }) if hid == id => {
+                        last_heard = Instant::now();
+                        unanswered = 1;
                     }
-                    Ok(ToHost::Heartbeat { id: hid, .. }) if hid == id => last_heard = Instant::now(),
                     Ok(ToHost::Event { id: eid, seq, event }) if eid == id => {
                         last_heard = Instant::now();
+                        unanswered = 1;
                         if let Event::Error(error) = event {
                             // An error ends the answer whatever came before it.
                             return Err(HilError::Agent { command: what, error });
@@ -339,23 +362,54 @@ impl Session {
                 }
             }
             let silent = last_heard.elapsed();
-            if started.elapsed() > self.timeouts.request
-                || (silent > self.timeouts.resend_after && sends >= self.timeouts.max_sends)
-            {
+            let wait = self.timeouts.wait(unanswered);
+            if started.elapsed() > self.timeouts.request || (silent > wait && unanswered >= self.timeouts.max_sends) {
                 return Err(HilError::Timeout { command: what, waited: started.elapsed(), sends, silent });
             }
-            // Resend on silence, or once a lost frame leaves a gap the terminal cannot close.
-            let gap = lost_some && terminal_seq.is_some();
-            if silent > self.timeouts.resend_after || gap {
+            // Resend on silence, or at once when the terminal event came
+            // and left a gap: frames arrive in order, so the gap is a loss.
+            let gap = terminal_seq.is_some();
+            if silent > wait || gap {
                 self.stats.resends += 1;
                 sends += 1;
-                lost_some = false;
+                if !gap {
+                    unanswered += 1;
+                }
                 terminal_seq = None;
                 last_heard = Instant::now();
-                self.send_frame(&frame)?;
+                let resend = self.resend_frame(what, &request, &events, delivered);
+                self.send_frame(resend.as_deref().unwrap_or(&frame))?;
             }
         }
     }
+
+    /// The request again, asking only for the events not yet here; `None`
+    /// (send it as it was) while nothing of the answer has come, or if the
+    /// list does not fit a frame.
+    fn resend_frame(
+        &self,
+        what: &'static str,
+        request: &Request,
+        events: &BTreeMap<u32, Event>,
+        delivered: u32,
+    ) -> Option<Vec<u8>> {
+        // Before any event, the request may not have arrived, or the agent
+        // may speak another version (Hello): send it unchanged.
+        let highest = *events.keys().next_back()?;
+        let mut seqs = (delivered..highest).filter(|s| !events.contains_key(s));
+        let listed: Vec<u32> = seqs.by_ref().take(MAX_MISSING).collect();
+        let from = seqs.next().unwrap_or(highest + 1);
+        let command =
+            Command::Resend { missing: Missing { seqs: listed, from }, command: Box::new(request.command.clone()) };
+        encode_request(what, &Request { id: request.id, command }).ok()
+    }
+}
+
+/// A request's frame, after a delimiter that ends whatever a lost
+/// delimiter left in the agent's decoder (it ignores empty frames).
+fn encode_request(what: &'static str, request: &Request) -> Result<Vec<u8>, HilError> {
+    let frame = encode_frame(request).map_err(|e| HilError::Encode { command: what, reason: e.to_string() })?;
+    Ok([&[0u8][..], &frame].concat())
 }
 
 /// Flips one bit in the middle of a frame, keeping it free of zero bytes so

@@ -188,12 +188,21 @@ pub fn serve(
             Err(_) => state.stats.bad_frames += 1,
         });
         for req in requests {
+            let (req, missing) = match req {
+                Request { id, command: Command::Resend { missing, command } } => {
+                    (Request { id, command: *command }, Some(missing))
+                }
+                plain => (plain, None),
+            };
             if let Some((done, frames)) = &last {
                 if *done == req {
                     state.stats.replays += 1;
                     let mut w = writer.lock().expect("writer lock");
-                    for f in frames {
-                        w.send(f)?;
+                    let end = frames.len().saturating_sub(1) as u32;
+                    for (seq, f) in (0u32..).zip(frames) {
+                        if seq == end || missing.as_ref().is_none_or(|m| m.contains(seq)) {
+                            w.send(f)?;
+                        }
                     }
                     continue;
                 }
@@ -414,6 +423,7 @@ impl State {
                 Event::Done
             }
             Command::Shutdown => Event::Done,
+            Command::Resend { .. } => Event::Error(AgentError::BadRequest("a resend inside a resend".to_string())),
         };
         answer.emit(event)
     }

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on any change to the messages below; checked by `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest encoded frame, delimiter included.
 pub const MAX_FRAME: usize = 8192;
@@ -97,6 +97,29 @@ pub enum Command {
     Stats,
     Unload,
     Shutdown,
+    /// `command` sent again (same request id) by a host that already has
+    /// part of its answer: an agent that answered it replays only the
+    /// `missing` events; one that never saw it runs it.
+    Resend {
+        missing: Missing,
+        command: alloc::boxed::Box<Command>,
+    },
+}
+
+/// The events of an answer a host lacks: those numbered in `seqs`, and
+/// every one from `from` on. The last event always comes too, so that the
+/// host knows at once whether a gap remains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Missing {
+    pub seqs: Vec<u32>,
+    pub from: u32,
+}
+
+impl Missing {
+    pub fn contains(&self, seq: u32) -> bool {
+        seq >= self.from || self.seqs.contains(&seq)
+    }
 }
 
 /// Prompt ids per `SetPrompt` frame: a u32 takes up to 5 bytes as a varint.

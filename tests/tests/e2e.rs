@@ -14,5 +14,6 @@ mod failures;
 mod generate;
 mod hostile;
 mod html_report;
+mod noisy_link;
 mod protocol;
 mod suite;

@@ -70,6 +70,7 @@ fn every_request_round_trips() {
         "Stats",
         "Unload",
         "Shutdown",
+        "Resend",
     ] {
         assert!(seen.iter().any(|s| s.ends_with(name)), "no {name} among {seen:?}");
     }
@@ -145,6 +146,10 @@ fn message_bytes() {
         Command::Stats,
         Command::Unload,
         Command::Shutdown,
+        Command::Resend {
+            missing: Missing { seqs: vec![1, 3], from: 5 },
+            command: Box::new(Command::Infer { runs: 10, warmup: 2, outputs: OutputMode::Full }),
+        },
     ];
     let info = TensorInfo { name: "y".into(), dtype: DType::F32, shape: vec![None, Some(10)] };
     let events = vec![
