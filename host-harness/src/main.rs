@@ -1,8 +1,10 @@
 //! `edgehil`: the command line. Everything it does lives in the library; this
 //! file parses arguments, prints, and maps outcomes to exit codes.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +18,43 @@ use edgehil::suite::{self, file::Tolerances};
 use edgehil::units::{human_bytes, human_rate, ByteRate, Bytes};
 use edgehil_hil::{Faults, Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
+
+/// Whether stdout's reader has gone (`edgehil … | head -1`): from then on
+/// what would be printed is dropped and the command finishes its work (the
+/// journal, --json and --out files) with its own exit code. Rust's println!
+/// would panic instead, and restoring SIGPIPE's default would also kill the
+/// host when an emulated board's agent dies with its pipe open.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+fn write_out(args: std::fmt::Arguments) {
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => STDOUT_GONE.store(true, Ordering::Relaxed),
+        Err(e) => panic!("writing to stdout: {e}"),
+    }
+}
+
+/// Progress and errors: a closed stderr leaves nobody to tell.
+fn write_err(args: std::fmt::Arguments) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { write_out(format_args!($($t)*)) };
+}
+
+macro_rules! outln {
+    () => { write_out(format_args!("\n")) };
+    ($($t:tt)*) => { write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+macro_rules! errln {
+    ($($t:tt)*) => { write_err(format_args!("{}\n", format_args!($($t)*))) };
+}
 
 /// Exit codes: 0 all fit and ran; 1 host error; 2 usage; 3 a model did not fit; 4 a board failed;
 /// 5 something regressed against the baseline.
@@ -469,7 +508,7 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("edgehil: {e:#}");
+            errln!("edgehil: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -477,24 +516,29 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<u8> {
     let profiles = Profiles::load(cli.profiles_dir.as_deref())?;
+    // A suite's workers load the same folder: the suite has said it once.
+    let worker = matches!(&cli.command, Some(Cmd::Suite { command: SuiteCmd::Worker { .. } }));
+    for (name, file) in profiles.replaced().filter(|_| !worker) {
+        errln!("edgehil: warning: {} replaces the built-in profile `{name}`", file.display());
+    }
     match cli.command.unwrap_or(Cmd::Run(RunArgs::parse_from(["run"]))) {
         Cmd::Profiles { command: ProfilesCmd::List } => {
-            print!("{}", profiles_table(&profiles));
+            out!("{}", profiles_table(&profiles));
             Ok(0)
         }
         Cmd::Profiles { command: ProfilesCmd::Show { name } } => {
             let p = profiles.get(&name)?;
-            print!("{}", p.describe());
+            out!("{}", p.describe());
             Ok(0)
         }
         Cmd::Models { command: ModelsCmd::List { profile, context } } => {
             let profile = profile.map(|p| profiles.get(&p)).transpose()?;
-            print!("{}", models_table(profile, context));
+            out!("{}", models_table(profile, context));
             Ok(0)
         }
         Cmd::Plan { profile, task, difficulty, prompt_tokens, json } => {
             let p = edgehil::plan::plan(profiles.get(&profile)?, task, difficulty, prompt_tokens)?;
-            print!("{}", p.text());
+            out!("{}", p.text());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&p)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -510,7 +554,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 bail!("`{name}` is a {:?} model; synth writes gpt2, gpt_neox, llama and opt", model.arch);
             };
             let bytes = edgehil_onnx::hf::write_random(&config, &out, seed)?;
-            println!(
+            outln!(
                 "{}: {} parameters, {} of fp32 weights in {}",
                 name,
                 model.parameters(),
@@ -527,7 +571,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Suite { command } => suite_cmd(command, &profiles, cli.profiles_dir.as_deref()),
         Cmd::Compare { a, b, json } => {
             let pairing = suite::compare::pair(&suite::record::read(&a)?, &suite::record::read(&b)?);
-            print!("{}", pairing.text());
+            out!("{}", pairing.text());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&pairing)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -553,7 +597,7 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             let s = suite::file::Suite::load(&path, profiles)?;
             let case = serde_json::from_str(&case).context("--case: not a case")?;
             let record = run_case(&s, profiles, &out, case);
-            println!("{}", serde_json::to_string(&record)?);
+            outln!("{}", serde_json::to_string(&record)?);
             Ok(0)
         }
         SuiteCmd::Report { results, format } => {
@@ -567,20 +611,20 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
                         results.parent().unwrap_or(Path::new(".")).to_path_buf()
                     };
                     for path in write_reports(&dir, &name, &records)? {
-                        println!("{}", path.display());
+                        outln!("{}", path.display());
                     }
                 }
-                Some(ReportFormat::Json) => println!("{}", serde_json::to_string_pretty(&records)?),
-                Some(ReportFormat::Junit) => print!("{}", suite::reports::junit(&name, &records)),
-                Some(ReportFormat::Md) => print!("{}", suite::reports::markdown(&name, &records)),
-                Some(ReportFormat::Lava) => print!("{}", suite::reports::lava(&records)),
+                Some(ReportFormat::Json) => outln!("{}", serde_json::to_string_pretty(&records)?),
+                Some(ReportFormat::Junit) => out!("{}", suite::reports::junit(&name, &records)),
+                Some(ReportFormat::Md) => out!("{}", suite::reports::markdown(&name, &records)),
+                Some(ReportFormat::Lava) => out!("{}", suite::reports::lava(&records)),
             }
             Ok(0)
         }
         SuiteCmd::Compare { current, baseline, latency_pct, peak_ram_pct, accuracy_drop } => {
             let tolerances = Tolerances { latency_pct, peak_ram_pct, accuracy_drop };
             let c = suite::compare::against_baseline(&records_at(&baseline)?, &records_at(&current)?, tolerances);
-            print!("{}", c.text());
+            out!("{}", c.text());
             Ok(if c.regressions.is_empty() { 0 } else { EXIT_REGRESSED })
         }
         SuiteCmd::Run { suite: path, out, resume, baseline, profiles: on, targets, engine } => {
@@ -601,7 +645,7 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             );
             bar.set_prefix(s.name.clone());
             // Off a terminal (CI logs) the bar is hidden and would swallow these lines.
-            let say = |line: String| if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) };
+            let say = |line: String| if bar.is_hidden() { errln!("{line}") } else { bar.println(line) };
             let mut show = |p: Progress| match p {
                 Progress::Start { total, done } => {
                     bar.set_length(total as u64);
@@ -611,6 +655,12 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
                         say(format!("resuming: {done} of {total} cases already in the journal"));
                     }
                 }
+                Progress::Repaired { journal, repaired } => say(format!(
+                    "{}: the last line was cut short (a killed write); its {} bytes were removed and kept in {}",
+                    journal.display(),
+                    repaired.bytes,
+                    repaired.kept.display()
+                )),
                 Progress::Exporting(what) => bar.set_message(format!("exporting {what}")),
                 Progress::Case(case) => bar.set_message(case.id()),
                 Progress::Done(r) => {
@@ -623,8 +673,8 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             let records = run_suite(&s, &opts, &mut show)?;
             bar.finish_and_clear();
             let written = write_reports(&out, &s.name, &records)?;
-            print!("{}", suite::reports::markdown(&s.name, &records));
-            println!(
+            out!("{}", suite::reports::markdown(&s.name, &records));
+            outln!(
                 "\njournal {} and {}",
                 suite::runner::journal_path(&out).display(),
                 written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
@@ -632,7 +682,7 @@ fn suite_cmd(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             let mut code = records.iter().map(|r| r.status).fold(0, worse);
             if let Some(baseline) = baseline {
                 let c = suite::compare::against_baseline(&records_at(&baseline)?, &records, s.tolerances);
-                print!("\n{}", c.text());
+                out!("\n{}", c.text());
                 if !c.regressions.is_empty() {
                     code = code.max(EXIT_REGRESSED);
                 }
@@ -666,7 +716,7 @@ fn export_cmd(args: ExportArgs) -> Result<u8> {
     let result = export(&args.hf_dir, &args.out, opts);
     bar.finish_and_clear();
     let m = result.with_context(|| format!("exporting {}", args.hf_dir.display()))?;
-    println!(
+    outln!(
         "{} ({} parameters) → {}: {} of weights, {:?}{}{}, in {:.1} s",
         m.architecture.name(),
         m.parameters_exported,
@@ -775,7 +825,7 @@ fn run_cmd(args: RunArgs, profiles: &Profiles) -> Result<u8> {
         };
         for name in &names {
             let report = run::run(&opts, profiles.get(name)?)?;
-            println!("{}", report.table());
+            outln!("{}", report.table());
             reports.push((report.status, report));
         }
     }
@@ -799,10 +849,10 @@ fn generate_cmd(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
         };
         for name in &names {
             let profile = profiles.get(name)?;
-            println!("{} ({}): {}", profile.name, opts.board.engine.name(), opts.prompt);
+            outln!("{} ({}): {}", profile.name, opts.board.engine.name(), opts.prompt);
             let mut streamer = Streamer::new(&tokenizer, std::io::stdout());
             let report = edgehil::generate::generate(&opts, profile, |id| streamer.push(id))?;
-            println!("\n\n{}", report.table());
+            outln!("\n\n{}", report.table());
             reports.push((report.status, report));
         }
     }
@@ -826,7 +876,7 @@ fn eval_cmd(args: EvalArgs, profiles: &Profiles) -> Result<u8> {
         };
         for name in &names {
             let report = eval(&opts, profiles.get(name)?)?;
-            println!("{}", report.table());
+            outln!("{}", report.table());
             reports.push((report.status, report));
         }
     }
@@ -841,13 +891,13 @@ fn sweep_cmd(args: SweepArgs, profiles: &Profiles) -> Result<u8> {
         for name in &names {
             let profile = profiles.get(name)?;
             for model in &args.models {
-                eprintln!("{} on {} with {}…", model.display(), profile.name, board.engine.name());
+                errln!("{} on {} with {}…", model.display(), profile.name, board.engine.name());
                 rows.extend(sweep(model, profile, board, &args.tests, args.reps)?);
             }
         }
     }
     let table = render(&rows, args.format);
-    print!("{table}");
+    out!("{table}");
     if let Some(path) = &args.out {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -883,13 +933,13 @@ fn calibrate_cmd(
 ) -> Result<u8> {
     use edgehil::calibrate::{calibrate, default_out, read, Filter};
     let cases = read(measured, &Filter { profile: &profile.name, engine, target })?;
-    println!("{}", cases.summary());
+    outln!("{}", cases.summary());
     let out = out.unwrap_or_else(|| default_out(&profile.name));
     let calibrated = calibrate(&cases, profile, &out, bandwidth)
         .with_context(|| format!("calibrating {} with {}", profile.name, measured.display()))?;
-    print!("{}", calibrated.fit.table());
+    out!("{}", calibrated.fit.table());
     std::fs::write(&out, &calibrated.toml).with_context(|| format!("writing {}", out.display()))?;
-    println!(
+    outln!(
         "wrote {} to {}; use it with --profiles-dir {}",
         calibrated.profile.name,
         out.display(),

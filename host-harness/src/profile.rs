@@ -243,6 +243,8 @@ impl Profile {
 #[derive(Debug, Clone)]
 pub struct Profiles {
     by_name: BTreeMap<String, Profile>,
+    /// Built-in profiles a team's file replaced: (name, that file).
+    replaced: Vec<(String, PathBuf)>,
 }
 
 impl Profiles {
@@ -252,7 +254,7 @@ impl Profiles {
             let path = PathBuf::from(format!("device-profiles/{stem}.toml"));
             by_name.insert(stem.to_string(), Profile::parse(text, &path)?);
         }
-        Ok(Self { by_name })
+        Ok(Self { by_name, replaced: Vec::new() })
     }
 
     /// Built-in profiles plus every `*.toml` in `dir`.
@@ -270,7 +272,9 @@ impl Profiles {
             let text =
                 std::fs::read_to_string(&path).map_err(|cause| ProfileError::Read { path: path.clone(), cause })?;
             let p = Profile::parse(&text, &path)?;
-            all.by_name.insert(p.name.clone(), p);
+            if all.by_name.insert(p.name.clone(), p).is_some() {
+                all.replaced.push((stem_of(&path), path));
+            }
         }
         Ok(all)
     }
@@ -284,5 +288,40 @@ impl Profiles {
 
     pub fn iter(&self) -> impl Iterator<Item = &Profile> {
         self.by_name.values()
+    }
+
+    /// The built-in profiles that a team's file of the same name replaced,
+    /// with that file: a run on one of them does not use the shipped figures.
+    pub fn replaced(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.replaced.iter().map(|(name, path)| (name.as_str(), path.as_path()))
+    }
+}
+
+fn stem_of(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_team_profile_named_like_a_built_in_one_is_said_to_replace_it() {
+        let dir = std::env::temp_dir().join(format!("edgehil-profiles-replace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let builtin = Profiles::builtin().unwrap();
+        let mut jetson = builtin.get("jetson-orin-nano").unwrap().clone();
+        jetson.display_name = "Our Jetson".into();
+        std::fs::write(dir.join("jetson-orin-nano.toml"), jetson.to_toml().unwrap()).unwrap();
+        let mut lab = jetson.clone();
+        lab.name = "lab-orin".into();
+        std::fs::write(dir.join("lab-orin.toml"), lab.to_toml().unwrap()).unwrap();
+
+        let all = Profiles::load(Some(&dir)).unwrap();
+        assert_eq!(all.get("jetson-orin-nano").unwrap().display_name, "Our Jetson");
+        let replaced: Vec<(&str, &Path)> = all.replaced().collect();
+        assert_eq!(replaced, [("jetson-orin-nano", dir.join("jetson-orin-nano.toml").as_path())]);
+        assert_eq!(builtin.replaced().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

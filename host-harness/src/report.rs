@@ -123,6 +123,10 @@ impl RunReport {
         let verdict = match self.status {
             Status::Ok => "fits".to_string(),
             Status::DoesNotFit => match m.needed_at_least {
+                // Only known to be over the cap: no figure of its own to give.
+                Some(n) if n <= m.cap_bytes.saturating_add(1) => {
+                    format!("does not fit: needed more than the cap {} ({})", human_bytes(m.cap_bytes as f64), m.limit)
+                }
                 Some(n) => format!(
                     "does not fit: needed >= {}, cap {} ({})",
                     human_bytes(n as f64),
@@ -175,25 +179,41 @@ impl RunReport {
             m.limit,
             m.measured_by
         );
-        if !self.accuracy.is_empty() {
-            let _ = writeln!(
-                s,
-                "  accuracy   {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
-                "output", "L2R", "RMSE", "MAE", "COS", "max|err|", "top-1"
-            );
-            for a in &self.accuracy {
+        // --outputs digest: the board sent a CRC-32 of each output, no values to measure.
+        let digests_only = self.accuracy.iter().all(|a| a.digest_equal.is_some());
+        match (self.accuracy.is_empty(), digests_only) {
+            (true, _) => {}
+            (false, true) => {
+                let _ = writeln!(s, "  accuracy   {:<12} digest", "output");
+            }
+            (false, false) => {
                 let _ = writeln!(
                     s,
-                    "             {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
-                    a.output,
-                    opt(a.l2r, 6),
-                    opt(a.rmse, 6),
-                    opt(a.mae, 6),
-                    opt(a.cosine, 6),
-                    opt(a.max_abs, 6),
-                    a.top1.map_or("-".into(), |t| format!("{:.0}%", t * 100.0))
+                    "  accuracy   {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+                    "output", "L2R", "RMSE", "MAE", "COS", "max|err|", "top-1"
                 );
             }
+        }
+        for a in &self.accuracy {
+            if let Some(equal) = a.digest_equal {
+                let verdict = match equal {
+                    true => "match (the board's CRC-32 equals the reference's)",
+                    false => "differs (the board's CRC-32 is not the reference's)",
+                };
+                let _ = writeln!(s, "             {:<12} {verdict}", a.output);
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "             {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+                a.output,
+                opt(a.l2r, 6),
+                opt(a.rmse, 6),
+                opt(a.mae, 6),
+                opt(a.cosine, 6),
+                opt(a.max_abs, 6),
+                a.top1.map_or("-".into(), |t| format!("{:.0}%", t * 100.0))
+            );
         }
         let l = &self.link;
         let _ = writeln!(

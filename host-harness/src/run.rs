@@ -15,6 +15,7 @@ use crate::estimate::{self, EstimateError};
 use crate::inputs::{self, InputError};
 use crate::profile::{LinkSpec, Profile};
 use crate::report::{BoardSummary, LatencyMs, LinkSummary, LoadSummary, Memory, RunReport, Status};
+use crate::units::human_bytes;
 
 /// Host-side failures: these stop the run before any board is involved.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,24 @@ pub fn find_agent() -> Result<PathBuf, RunError> {
     })
 }
 
+/// Where the `onnxruntime` wheel's `capi` folder is, found by path without
+/// importing it: in isolated mode (`-I`) Python puts neither the working
+/// folder nor $PYTHONPATH on its path, so an `onnxruntime.py` where edgehil
+/// is run is not executed, and `find_spec` of a top-level package only looks
+/// it up. Isolated mode also leaves out the user's own site-packages (`pip
+/// install --user`), which is put back where Python would have it.
+const FIND_ONNXRUNTIME: &str = r#"
+import importlib.util, os, site, sys
+user = site.getusersitepackages()
+if os.path.isdir(user) and user not in sys.path:
+    at = next((i for i, p in enumerate(sys.path) if p.endswith(("site-packages", "dist-packages"))), len(sys.path))
+    sys.path.insert(at, user)
+spec = importlib.util.find_spec("onnxruntime")
+if spec is None or spec.origin is None:
+    sys.exit(1)
+print(os.path.join(os.path.dirname(spec.origin), "capi"))
+"#;
+
 /// libonnxruntime: the given path, $EDGEHIL_ORT_LIBRARY, or the one in the
 /// Python `onnxruntime` package (`pip install onnxruntime`).
 pub fn find_ort_library(given: Option<&Path>) -> Result<PathBuf, RunError> {
@@ -114,9 +133,7 @@ pub fn find_ort_library(given: Option<&Path>) -> Result<PathBuf, RunError> {
     {
         return Ok(p);
     }
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
-        .output();
+    let out = std::process::Command::new("python3").args(["-I", "-c", FIND_ONNXRUNTIME]).output();
     let capi = match out {
         Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
         _ => {
@@ -239,6 +256,10 @@ pub(crate) fn on_board(
 /// The status of a board's attempt and its memory verdict against `cap`.
 /// `peaks` are (heap, resident set); tract is held by the heap cap,
 /// ONNX Runtime by the process data limit.
+///
+/// One rule on every engine: a run whose measured peak is over the cap does
+/// not fit, whatever limit the board enforced, and a refusal's figures are the
+/// cap given and a need above it.
 pub(crate) fn verdict(
     engine: EngineKind,
     cap: u64,
@@ -249,34 +270,59 @@ pub(crate) fn verdict(
         EngineKind::Tract => "heap cap",
         EngineKind::Ort => "process data limit",
     };
+    let measured_by = match engine {
+        EngineKind::Tract => "peak heap",
+        EngineKind::Ort => "peak RSS",
+    };
+    let measured = match engine {
+        EngineKind::Tract => peaks.0,
+        EngineKind::Ort => peaks.1,
+    };
     let mut memory = Memory {
         cap_bytes: cap,
         limit,
         peak_heap: peaks.0,
         peak_rss: peaks.1,
-        measured_by: match engine {
-            EngineKind::Tract => "peak heap",
-            EngineKind::Ort => "peak RSS",
-        },
+        measured_by,
         fits: false,
         headroom_bytes: None,
         headroom_pct: None,
         needed_at_least: None,
     };
-    let (status, error) = match outcome {
+    let (mut status, mut error) = match outcome {
         Ok(()) => (Status::Ok, None),
         Err(
             e @ HilError::Agent {
                 error: AgentError::OutOfMemory { requested, in_use, cap: limit_bytes, limit }, ..
             },
         ) => {
-            memory.needed_at_least = Some(requested + in_use);
-            memory.limit = match limit {
-                MemLimit::Heap => "heap cap",
-                MemLimit::ProcessData => "process data limit",
-            };
-            if *limit_bytes != 0 {
-                memory.cap_bytes = *limit_bytes;
+            match limit {
+                MemLimit::Heap => {
+                    memory.limit = "heap cap";
+                    // The capped allocator counts what the cap counts: its own
+                    // cap is the board's (on an emulated board, the one given).
+                    if *limit_bytes != 0 {
+                        memory.cap_bytes = *limit_bytes;
+                    }
+                    memory.needed_at_least = Some(requested + in_use);
+                }
+                MemLimit::ProcessData => {
+                    // RLIMIT_DATA counts the whole data segment (what the agent
+                    // held before the model, thread stacks reserved whole), and
+                    // the agent sets it above the cap by that much: its figures
+                    // are not the cap's. What the refusal says in the cap's terms
+                    // is that the model needed more than the cap.
+                    memory.limit = "process data limit";
+                    memory.needed_at_least = Some(measured.unwrap_or(0));
+                    return finish(
+                        Status::DoesNotFit,
+                        Some(format!(
+                            "{e} (the data limit counts the agent's whole data segment: the cap's room, \
+                             plus what it held before the model and its thread stacks)"
+                        )),
+                        memory,
+                    );
+                }
             }
             (Status::DoesNotFit, Some(e.to_string()))
         }
@@ -287,15 +333,32 @@ pub(crate) fn verdict(
         }
         Err(e) => (Status::Failed, Some(e.to_string())),
     };
-    let measured = match engine {
-        EngineKind::Tract => peaks.0,
-        EngineKind::Ort => peaks.1,
-    };
     if let (Some(m), Status::Ok) = (measured, status) {
         let headroom = cap as i64 - m as i64;
         memory.fits = headroom >= 0;
         memory.headroom_bytes = Some(headroom);
         memory.headroom_pct = Some(100.0 * headroom as f64 / cap.max(1) as f64);
+        if headroom < 0 {
+            // The board's limit let it through (ONNX Runtime's data limit
+            // counts other memory than the resident set), but the measure is over.
+            status = Status::DoesNotFit;
+            memory.needed_at_least = Some(m);
+            error = Some(format!(
+                "{measured_by} {} is over the cap {} (the board's {} did not stop it)",
+                human_bytes(m as f64),
+                human_bytes(cap as f64),
+                memory.limit
+            ));
+        }
+    }
+    finish(status, error, memory)
+}
+
+/// A verdict's last word: a refusal is a need above the cap, whatever figure came with it.
+fn finish(status: Status, error: Option<String>, mut memory: Memory) -> (Status, Option<String>, Memory) {
+    if status == Status::DoesNotFit {
+        let over = memory.cap_bytes.saturating_add(1);
+        memory.needed_at_least = Some(memory.needed_at_least.unwrap_or(0).max(over));
     }
     (status, error, memory)
 }

@@ -277,3 +277,107 @@ fn a_prompt_longer_than_the_context_is_an_error_not_a_crash() {
     );
     assert!(err.contains(&expected) && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn onnx_runtime_over_the_cap_does_not_fit_with_the_cap_given_and_a_need_above_it() {
+    use edgehil::units::human_bytes;
+    let dir = scratch_dir("cli-ort-cap");
+    let model = fixture("block-int8.onnx");
+    let ort = |cap: Option<u64>, json: &std::path::Path| {
+        let mut args =
+            vec!["run", "--model", model.to_str().unwrap(), "--engine", "ort", "--runs", "2", "--warmup", "0"];
+        let cap = cap.map(|c| c.to_string());
+        if let Some(c) = &cap {
+            args.extend(["--cap", c.as_str()]);
+        }
+        args.extend(["--json", json.to_str().unwrap()]);
+        let o = Command::new(binary("edgehil"))
+            .args(&args)
+            .env("EDGEHIL_AGENT", binary("edgehil-agent"))
+            .env("EDGEHIL_ORT_LIBRARY", ort_library())
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        (o, report[0].clone())
+    };
+    let (o, uncapped) = ort(None, &dir.join("uncapped.json"));
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let peak = uncapped["memory"]["peak_rss"].as_u64().unwrap();
+
+    // Under the measured peak (the process data limit lets it through), then far under it (refused).
+    for cap in [peak / 10 * 9, 100 * 1024] {
+        let (o, r) = ort(Some(cap), &dir.join(format!("cap-{cap}.json")));
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(3), "cap {cap}: {out}\n{err}");
+        assert_eq!(r["status"], "does_not_fit", "cap {cap}: {r:#}");
+        let m = &r["memory"];
+        assert_eq!(m["fits"], false, "{m:#}");
+        assert_eq!(m["cap_bytes"].as_u64(), Some(cap), "the cap given: {m:#}");
+        let needed = m["needed_at_least"].as_u64().unwrap();
+        assert!(needed > cap, "a need above the cap: {needed} against {cap}");
+        let cap_text = format!("cap {} (process data limit)", human_bytes(cap as f64));
+        assert!(out.contains("status     does not fit: needed") && out.contains(&cap_text), "{cap_text}: {out}");
+        assert!(!out.contains("status     fits"), "{out}");
+    }
+}
+
+#[test]
+fn finding_onnx_runtime_does_not_run_python_files_of_the_working_folder() {
+    let dir = scratch_dir("cli-ort-isolated");
+    let marker = dir.join("imported");
+    std::fs::write(
+        dir.join("onnxruntime.py"),
+        format!("open({:?}, 'w').write('the working folder ran')\n", marker.display().to_string()),
+    )
+    .unwrap();
+    let model = fixture("mlp.onnx");
+    let o = Command::new(binary("edgehil"))
+        .args(["run", "--model", model.to_str().unwrap(), "--engine", "ort", "--runs", "1", "--warmup", "0"])
+        .current_dir(&dir)
+        .env("EDGEHIL_AGENT", binary("edgehil-agent"))
+        .env_remove("EDGEHIL_ORT_LIBRARY")
+        .env_remove("PYTHONSAFEPATH")
+        .output()
+        .unwrap();
+    assert!(!marker.exists(), "python ran {}", dir.join("onnxruntime.py").display());
+    // The installed wheel is still found.
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+    for args in [&["profiles", "list"][..], &["models", "list"][..]] {
+        let mut child =
+            Command::new(binary("edgehil")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // The reader has gone before anything is printed, as `| head -1` would after its line.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn outputs_digest_shows_whether_the_digests_match() {
+    let model = fixture("mlp.onnx");
+    let o = edgehil(&["run", "--model", model.to_str().unwrap(), "--outputs", "digest", "--runs", "1"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let row = out.lines().skip_while(|l| !l.starts_with("  accuracy")).nth(1).unwrap_or_default();
+    assert!(row.trim_start().starts_with("logits") && row.contains(" match ("), "{out}");
+    assert!(!row.contains(" - "), "{out}");
+}
+
+#[test]
+fn a_team_profile_with_a_built_in_name_says_it_replaces_it() {
+    let dir = team_profile("jetson-orin-nano", |t| t);
+    let (out, err) = text(&edgehil(&["--profiles-dir", dir.to_str().unwrap(), "profiles", "list"]));
+    let file = dir.join("jetson-orin-nano.toml");
+    assert!(err.contains(&format!("{} replaces the built-in profile `jetson-orin-nano`", file.display())), "{err}");
+    assert!(out.lines().any(|l| l.starts_with("jetson-orin-nano ")), "{out}");
+    let dir = team_profile("lab-orin", |t| t);
+    let (_, err) = text(&edgehil(&["--profiles-dir", dir.to_str().unwrap(), "profiles", "list"]));
+    assert!(!err.contains("replaces"), "a new name replaces nothing: {err}");
+}

@@ -450,3 +450,106 @@ fn compare_pairs_the_emulated_board_with_a_board_on_a_serial_line() {
     }
     assert!(text(&o).contains("| block/as-is/jetson-orin-nano/tract/run | emu ok | serial:"), "{}", text(&o));
 }
+
+/// Two quick tract cases on fixtures.
+const TWO_FIXTURES: &str = r#"
+name = "two"
+timeout = "120 s"
+profiles = ["jetson-orin-nano"]
+
+[[model]]
+name = "block"
+path = "@REPO/onnx-models/fixtures/block.onnx"
+
+[[model]]
+name = "mlp"
+path = "@REPO/onnx-models/fixtures/mlp.onnx"
+
+[[run]]
+runs = 1
+warmup = 0
+"#;
+
+#[test]
+fn resume_after_a_cut_short_last_line_repairs_the_journal_and_keeps_the_cut_bytes() {
+    let dir = scratch_dir("suite-partial-line");
+    let suite = write_suite(&dir, TWO_FIXTURES);
+    let out = dir.join("out");
+    let args = ["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let o = edgehil(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A kill in the middle of writing the second record: half its line, no newline.
+    let path = out.join("journal.jsonl");
+    let whole = std::fs::read_to_string(&path).unwrap();
+    let first_end = whole.find('\n').unwrap() + 1;
+    let cut = first_end + (whole.len() - first_end) / 2;
+    std::fs::write(&path, &whole[..cut]).unwrap();
+
+    let mut resumed = args.to_vec();
+    resumed.push("--resume");
+    let o = edgehil(&resumed);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let kept = out.join("journal.jsonl.partial-1");
+    assert!(err.contains("journal.jsonl") && err.contains(&kept.display().to_string()), "says so: {err}");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), whole[first_end..cut], "the cut bytes are kept");
+    assert!(text(&o).contains("resuming: 1 of 2 cases already in the journal"), "{}", text(&o));
+    let lines = journal_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(lines[0], whole[..first_end - 1], "the complete record is kept as it was");
+    let ids: Vec<String> = journal(&out).iter().map(|r| r.case.id()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    // The journal reads again: reports and another resume.
+    let o = edgehil(&["suite", "report", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = edgehil(&resumed);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("resuming: 2 of 2 cases already in the journal"), "{}", text(&o));
+}
+
+#[test]
+fn names_in_a_suite_are_identifiers_not_paths() {
+    let dir = scratch_dir("suite-names");
+    let out = dir.join("results").join("out");
+    let victim = dir.join("victim");
+    let cases = [
+        (TWO_FIXTURES.replace("name = \"block\"", "name = \"../../victim\""), ":7: key `model.name`"),
+        (TWO_FIXTURES.replace("name = \"block\"", "name = \"a/b\""), ":7: key `model.name`"),
+        (TWO_FIXTURES.replace("name = \"block\"", "name = \"\""), ":7: key `model.name`"),
+        (TWO_FIXTURES.replace("name = \"block\"", "name = \"..\""), ":7: key `model.name`"),
+        (TWO_FIXTURES.replace("name = \"two\"", "name = \"../../victim\""), ":2: key `name`"),
+        (TWO_FIXTURES.replace("[[run]]", "[[run]]\nname = \"../run\""), ":15: key `name`"),
+    ];
+    for (body, place) in cases {
+        let suite = write_suite(&dir, &body);
+        let o = edgehil(&["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(t.contains("suite.toml"), "names the file: {t}");
+        assert!(t.contains(place), "names the line and key ({place}): {t}");
+        assert!(t.contains("a name cannot"), "says why: {t}");
+        assert!(!out.exists() && !victim.exists(), "nothing ran or was written");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_suite_quietly_with_its_journal_whole() {
+    let dir = scratch_dir("suite-closed-stdout");
+    let suite = write_suite(&dir, TWO_FIXTURES);
+    let out = dir.join("out");
+    let mut child = edgehil_cmd(&["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before anything is printed, as `| head -1` would after its line.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(journal(&out).len(), 2);
+    assert!(out.join("report.html").is_file());
+}

@@ -38,7 +38,7 @@ pub enum SuiteError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    name: String,
+    name: Spanned<String>,
     /// Longest one case may take, e.g. "600 s".
     timeout: Option<Spanned<Seconds>>,
     profiles: Vec<Spanned<String>>,
@@ -287,6 +287,23 @@ pub struct Suite {
     pub workloads: Vec<Workload>,
 }
 
+/// Why `name` cannot name a suite, model or workload: names become folder
+/// and file names under `--out` (and a suite's name the default `--out`), so
+/// they are identifiers, not paths.
+fn not_an_identifier(name: &str) -> Option<&'static str> {
+    if name.trim().is_empty() {
+        Some("a name cannot be empty")
+    } else if name.contains(['/', '\\']) {
+        Some("a name cannot hold a path separator (/ or \\)")
+    } else if name.contains("..") {
+        Some("a name cannot hold `..`")
+    } else if name.chars().any(char::is_control) {
+        Some("a name cannot hold control characters")
+    } else {
+        None
+    }
+}
+
 /// Line (1-based) of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -318,6 +335,11 @@ impl Suite {
             }
         };
 
+        let identifier = |name: &Spanned<String>, key: &'static str| match not_an_identifier(name.get_ref()) {
+            Some(why) => Err(invalid(name.span(), key, format!("`{}`: {why}", name.get_ref()))),
+            None => Ok(()),
+        };
+        identifier(&raw.name, "name")?;
         if raw.profiles.is_empty() {
             return Err(invalid(0..0, "profiles", "name at least one device profile".into()));
         }
@@ -339,6 +361,7 @@ impl Suite {
 
         let mut models: Vec<Model> = Vec::new();
         for m in &raw.models {
+            identifier(&m.name, "model.name")?;
             let name = m.name.get_ref();
             if models.iter().any(|o| &o.name == name) {
                 return Err(invalid(m.name.span(), "model.name", format!("`{name}` is named twice")));
@@ -383,6 +406,10 @@ impl Suite {
         }
         let find = |name: &str| text.find(&format!("\"{name}\"")).unwrap_or(0);
         for (i, w) in workloads.iter().enumerate() {
+            if let Some(why) = not_an_identifier(w.name()) {
+                let at = find(w.name());
+                return Err(invalid(at..at, "name", format!("workload `{}`: {why}", w.name())));
+            }
             if workloads[..i].iter().any(|o| o.name() == w.name()) {
                 let at = find(w.name());
                 return Err(invalid(at..at, "name", format!("workload `{}` is named twice", w.name())));
@@ -396,7 +423,7 @@ impl Suite {
         }
 
         Ok(Suite {
-            name: raw.name,
+            name: raw.name.into_inner(),
             path: path.into(),
             timeout_s: raw.timeout.map_or(1800.0, |t| t.get_ref().0),
             profiles: raw.profiles.into_iter().map(Spanned::into_inner).collect(),

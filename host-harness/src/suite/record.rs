@@ -108,6 +108,47 @@ pub fn append(path: &Path, record: &Record) -> Result<(), JournalError> {
     f.sync_data().map_err(io)
 }
 
+/// What [`repair`] took off a journal's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// Where the removed bytes were kept, beside the journal.
+    pub kept: PathBuf,
+    pub bytes: u64,
+}
+
+/// Makes a journal safe to append to: a last line without its newline (a
+/// kill in the middle of a write) is cut off, its bytes kept beside the
+/// journal as `NAME.partial-N` (the first N not taken). Without this, the
+/// next record would be appended to the partial line and the journal would
+/// no longer read. `None` if the journal ended cleanly (or is not there).
+pub fn repair(path: &Path) -> Result<Option<Repaired>, JournalError> {
+    let io = |cause| JournalError::Io { path: path.into(), cause };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let tail = &bytes[complete..];
+    let name = path.file_name().map_or_else(|| "journal".into(), |n| n.to_string_lossy().into_owned());
+    let kept = (1..)
+        .map(|n| path.with_file_name(format!("{name}.partial-{n}")))
+        .find(|p| !p.exists())
+        .expect("some number is free");
+    let kept_io = |cause| JournalError::Io { path: kept.clone(), cause };
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&kept).map_err(kept_io)?;
+    f.write_all(tail).map_err(kept_io)?;
+    f.sync_data().map_err(kept_io)?;
+    // The copy is on disk before the journal loses the bytes.
+    let journal = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+    journal.set_len(complete as u64).map_err(io)?;
+    journal.sync_data().map_err(io)?;
+    Ok(Some(Repaired { kept, bytes: tail.len() as u64 }))
+}
+
 /// Every record of a journal, or of a suite's report.json (a JSON array of
 /// records). A last journal line without its newline is what a kill in the
 /// middle of a write leaves: it is dropped, not an error.
@@ -139,4 +180,57 @@ pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
         records.push(record);
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(model: &str) -> Record {
+        Record {
+            suite: "s".into(),
+            case: Case {
+                model: model.into(),
+                compression: "none".into(),
+                profile: "p".into(),
+                target: "emu".into(),
+                engine: "tract".into(),
+                workload: "w".into(),
+            },
+            status: Status::Ok,
+            reason: None,
+            started_unix_s: 0.0,
+            duration_s: 0.0,
+            measurements: Measurements::default(),
+            report: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_partial_last_line_is_cut_off_kept_beside_and_appending_goes_on_cleanly() {
+        let dir = std::env::temp_dir().join(format!("edgehil-journal-repair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.jsonl");
+        append(&path, &record("a")).unwrap();
+        assert_eq!(repair(&path).unwrap(), None, "a clean journal is left alone");
+        let clean = std::fs::read(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"suite\":\"s\",\"ca").unwrap();
+        drop(f);
+
+        let repaired = repair(&path).unwrap().expect("the partial line is cut off");
+        assert_eq!(repaired.kept, dir.join("journal.jsonl.partial-1"));
+        assert_eq!(repaired.bytes, 16);
+        assert_eq!(std::fs::read(&repaired.kept).unwrap(), b"{\"suite\":\"s\",\"ca");
+        assert_eq!(std::fs::read(&path).unwrap(), clean);
+        append(&path, &record("b")).unwrap();
+        let models: Vec<String> = read(&path).unwrap().into_iter().map(|r| r.case.model).collect();
+        assert_eq!(models, ["a", "b"]);
+
+        // A second repair keeps its bytes under the next free name.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{").unwrap();
+        assert_eq!(repair(&path).unwrap().unwrap().kept, dir.join("journal.jsonl.partial-2"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -55,6 +55,11 @@ pub enum Progress<'a> {
     Exporting(&'a str),
     Case(&'a Case),
     Done(&'a Record),
+    /// The journal ended in a partial line (a killed write): cut off, its bytes kept.
+    Repaired {
+        journal: &'a Path,
+        repaired: &'a record::Repaired,
+    },
 }
 
 pub fn journal_path(out: &Path) -> PathBuf {
@@ -159,7 +164,12 @@ pub fn run_suite(
     let journal = journal_path(&opts.out);
     let done: std::collections::BTreeSet<String> = match (journal.exists(), opts.resume) {
         (true, false) => return Err(SuiteRunError::JournalExists(journal)),
-        (true, true) => record::read(&journal)?.iter().map(|r| r.case.id()).collect(),
+        (true, true) => {
+            if let Some(repaired) = record::repair(&journal)? {
+                progress(Progress::Repaired { journal: &journal, repaired: &repaired });
+            }
+            record::read(&journal)?.iter().map(|r| r.case.id()).collect()
+        }
         (false, _) => Default::default(),
     };
     let cases = suite.cases();
