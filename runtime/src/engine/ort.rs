@@ -83,10 +83,12 @@ pub struct OrtEngine {
 impl OrtEngine {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
         let env = environment(opts.ort_library.as_deref())?;
-        // ONNX Runtime checks the graph itself, but would block on a FIFO;
-        // and the id bounds come from the graph.
-        let index_bounds = super::onnx::index_bounds(&super::onnx::read(path)?.graph.unwrap_or_default());
         let load_err = |reason: String| EngineError::Load { path: path.to_path_buf(), reason };
+        // ONNX Runtime checks the graph and its Gather indices itself, but
+        // would block on a FIFO. The graph is not decoded here: an inline
+        // model's weights would land on the capped Rust heap, not where
+        // ONNX Runtime holds them.
+        super::onnx::regular_file(path).map_err(load_err)?;
         let level = match opts.opt_level {
             OptLevel::Disabled => GraphOptimizationLevel::Disable,
             OptLevel::Basic => GraphOptimizationLevel::Level1,
@@ -110,7 +112,7 @@ impl OrtEngine {
             opt_level: opts.opt_level,
             // ONNX Runtime does not expose its initializers; the files hold them.
             weight_bytes: super::model_file_bytes(path),
-            index_bounds,
+            index_bounds: Default::default(),
         };
         Ok(Self { session, info, staged: Vec::new(), last: Vec::new() })
     }
