@@ -288,7 +288,7 @@ struct BoardArgs {
     /// RAM cap instead of the profile's usable RAM, e.g. "64 MiB".
     #[arg(long, value_parser = parse_bytes)]
     cap: Option<u64>,
-    /// Seconds of silence from the board before a request is sent again (three sends at most).
+    /// Seconds of silence from the board before a request is sent again (eight unanswered sends in a row at most, each waiting longer).
     #[arg(long, default_value_t = 1.5)]
     resend_after: f64,
     /// Longest one request may take, in seconds.
