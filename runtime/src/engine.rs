@@ -113,8 +113,9 @@ fn check_inputs(expected: &[TensorInfo], got: &[Tensor]) -> Result<(), EngineErr
                 g.shape
             )));
         }
-        let n: u64 = g.shape.iter().product();
-        if n != g.values.len() as u64 {
+        let n = g.shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d));
+        if n != Some(g.values.len() as u64) {
+            let n = n.map_or("more than 2^64".into(), |n| std::format!("{n}"));
             return Err(EngineError::Inputs(std::format!(
                 "input `{}` has shape {:?} ({n} values) but {} values",
                 g.name,
