@@ -25,6 +25,14 @@ pub enum InputError {
         "a {sequence}-token prompt is longer than the model's context of {context} positions; lower --prompt-tokens"
     )]
     TooLong { sequence: u64, context: u64 },
+    /// a shape whose element count does not fit in 64 bits
+    #[error("input `{input}`: shape {shape} holds more than 2^64 values")]
+    TooLarge { input: String, shape: String },
+}
+
+/// Elements of a tensor of `shape`; `None` when the count does not fit in a `u64` (or a `usize`).
+fn elements(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d)).filter(|n| usize::try_from(*n).is_ok())
 }
 
 /// How to make inputs from a seed.
@@ -85,7 +93,9 @@ pub fn seeded(infos: &[TensorInfo], how: &Seeded) -> Result<Vec<Tensor>, InputEr
                     (None, false) => Err(dynamic()),
                 })
                 .collect::<Result<_, _>>()?;
-            let n = shape.iter().product::<u64>() as usize;
+            let n = elements(&shape)
+                .ok_or_else(|| InputError::TooLarge { input: info.name.clone(), shape: format!("{shape:?}") })?
+                as usize;
             let values = match (info.dtype, info.name.as_str()) {
                 (DType::I64, "attention_mask") => Values::I64(vec![1; n]),
                 (DType::I64, "position_ids") => Values::I64((0..n as i64).collect()),
@@ -101,7 +111,8 @@ pub fn seeded(infos: &[TensorInfo], how: &Seeded) -> Result<Vec<Tensor>, InputEr
 /// Tokens in a language model's prompt: the elements of its `input_ids`
 /// (none for a model without that input).
 pub fn prompt_tokens(inputs: &[Tensor]) -> Option<u64> {
-    inputs.iter().find(|t| t.name == "input_ids").map(|t| t.shape.iter().product())
+    // The shapes were checked when the inputs were made; saturating keeps an unchecked one from wrapping.
+    inputs.iter().find(|t| t.name == "input_ids").map(|t| t.shape.iter().fold(1u64, |n, d| n.saturating_mul(*d)))
 }
 
 #[derive(Deserialize)]
@@ -123,7 +134,14 @@ pub fn from_file(path: &Path, infos: &[TensorInfo]) -> Result<Vec<Tensor>, Input
         .map(|info| {
             let t =
                 file.remove(&info.name).ok_or_else(|| format(format!("no entry for model input `{}`", info.name)))?;
-            let n: u64 = t.shape.iter().product();
+            let Some(n) = elements(&t.shape) else {
+                return Err(format(format!(
+                    "`{}`: shape {:?} holds more than 2^64 values, the file has {}",
+                    info.name,
+                    t.shape,
+                    t.values.len()
+                )));
+            };
             if n != t.values.len() as u64 {
                 return Err(format(format!(
                     "`{}`: shape {:?} holds {n} values, the file has {}",
@@ -148,4 +166,30 @@ pub fn from_file(path: &Path, infos: &[TensorInfo]) -> Result<Vec<Tensor>, Input
             Some(extra) => Err(format(format!("`{extra}` is not an input of the model"))),
             None => Ok(v),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, shape: &[Option<u64>]) -> TensorInfo {
+        TensorInfo { name: name.into(), dtype: DType::F32, shape: shape.to_vec() }
+    }
+
+    #[test]
+    fn shapes_whose_element_count_overflows_are_errors_not_zero_values() {
+        let huge = [info("x", &[Some(1 << 62), Some(4)])];
+        let e = seeded(&huge, &Seeded::new(1)).unwrap_err().to_string();
+        assert_eq!(e, "input `x`: shape [4611686018427387904, 4] holds more than 2^64 values");
+
+        let dir = std::env::temp_dir().join(format!("edgehil-inputs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("inputs.json");
+        std::fs::write(&file, r#"{"x": {"shape": [4611686018427387904, 4], "values": []}}"#).unwrap();
+        let e = from_file(&file, &[info("x", &[None, None])]).unwrap_err().to_string();
+        assert!(e.contains("`x`: shape [4611686018427387904, 4] holds more than 2^64 values, the file has 0"), "{e}");
+        std::fs::write(&file, r#"{"x": {"shape": [2, 2], "values": [1, 2, 3, 4]}}"#).unwrap();
+        assert_eq!(from_file(&file, &[info("x", &[None, None])]).unwrap()[0].shape, [2, 2]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

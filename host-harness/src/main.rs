@@ -172,9 +172,14 @@ enum ModelsCmd {
 struct ExportArgs {
     /// Hugging Face folder: config.json, model.safetensors, tokenizer.json.
     hf_dir: PathBuf,
-    /// Output folder (replaced if it exists): model.onnx, model.onnx.data, tokenizer.json, edgehil.json.
+    /// Output folder: model.onnx, model.onnx.data, tokenizer.json, edgehil.json. An earlier export there is
+    /// replaced; any other non-empty folder only with --force.
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out even if it is a non-empty folder that is not an earlier export (never the source folder
+    /// or a folder containing it).
+    #[arg(long)]
+    force: bool,
     /// Weight precision: none (fp32), int8 (per channel) or int4 (blocks, MatMulNBits).
     #[arg(long, default_value = "none")]
     quant: edgehil_onnx::export::Quant,
@@ -712,6 +717,7 @@ fn export_cmd(args: ExportArgs) -> Result<u8> {
         lora: args.lora,
         ort_int8_activations: args.ort_int8_activations,
         progress: Some(&mut progress),
+        force: args.force,
     };
     let result = export(&args.hf_dir, &args.out, opts);
     bar.finish_and_clear();

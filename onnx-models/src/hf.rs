@@ -41,7 +41,37 @@ pub enum HfError {
     /// a tensor has the wrong shape
     #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
     Shape { path: PathBuf, tensor: String, found: Vec<u64>, expected: Vec<u64> },
+    /// config.json's layer count disagrees with the layers the weights hold
+    #[error(
+        "{config}: field `{field}` = {layers} does not match {weights}, which holds the tensors of {} ({detail})",
+        count(*.present, "layer")
+    )]
+    LayerCount { config: PathBuf, field: String, layers: u64, weights: PathBuf, present: u64, detail: String },
 }
+
+/// "1 layer", "2 layers".
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Elements of a tensor of `shape`; `None` when the product does not fit in a `u64`.
+pub fn elements(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d))
+}
+
+/// The largest size a dimension of config.json may give: every export
+/// writes sizes as ONNX's i64 and indexes them as usize, and the product of
+/// two stays far from overflowing.
+pub const MAX_DIM: u64 = (1 << 31) - 1;
+
+/// Rotary tables (`max_positions × rotary dims`, for cos and for sin) have
+/// no tensor in the weights to be checked against; this bounds them (2 GiB
+/// each), far above the 1 M-position Llama fine-tunes.
+pub const MAX_ROTARY_VALUES: u64 = 1 << 29;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,6 +148,53 @@ pub struct Config {
     pub type_vocab: u64,
 }
 
+/// The `config.json` keys of a configuration's values, for errors that name them.
+#[derive(Debug, Clone)]
+struct Keys {
+    hidden: String,
+    layers: String,
+    heads: String,
+    kv_heads: String,
+    intermediate: String,
+    vocab: String,
+    max_positions: String,
+    type_vocab: String,
+    rotary: String,
+    rope_theta: String,
+    norm_eps: String,
+}
+
+impl Keys {
+    /// The keys Hugging Face writes for `arch` (those of [`Config::to_hf_json`]).
+    fn of(arch: Arch) -> Self {
+        let gpt2 = arch == Arch::Gpt2;
+        let pick = |gpt2_key: &str, other: &str| if gpt2 { gpt2_key } else { other }.to_string();
+        Keys {
+            hidden: pick("n_embd", "hidden_size"),
+            layers: pick("n_layer", "num_hidden_layers"),
+            heads: pick("n_head", "num_attention_heads"),
+            kv_heads: "num_key_value_heads".into(),
+            intermediate: match arch {
+                Arch::Gpt2 => "n_inner",
+                Arch::Opt => "ffn_dim",
+                _ => "intermediate_size",
+            }
+            .into(),
+            vocab: "vocab_size".into(),
+            max_positions: pick("n_positions", "max_position_embeddings"),
+            type_vocab: "type_vocab_size".into(),
+            rotary: if arch == Arch::GptNeox { "rotary_pct" } else { "partial_rotary_factor" }.into(),
+            rope_theta: if arch == Arch::GptNeox { "rotary_emb_base" } else { "rope_theta" }.into(),
+            norm_eps: match arch {
+                Arch::Gpt2 => "layer_norm_epsilon",
+                Arch::Llama => "rms_norm_eps",
+                _ => "layer_norm_eps",
+            }
+            .into(),
+        }
+    }
+}
+
 impl Config {
     /// A configuration with Hugging Face's defaults for everything but the sizes.
     #[allow(clippy::too_many_arguments)]
@@ -167,12 +244,102 @@ impl Config {
         }
     }
 
+    /// Dimensions of each head (0 for a configuration without heads, which [`Config::validate`] refuses).
     pub fn head_dim(&self) -> u64 {
-        self.hidden / self.heads
+        self.hidden.checked_div(self.heads).unwrap_or(0)
+    }
+
+    /// Checks every size is one an export can be built for: positive, at
+    /// most [`MAX_DIM`], heads dividing the hidden size and key/value heads
+    /// dividing the heads, rotary dimensions even. The error names the field
+    /// of `config.json` and what was expected.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_keys(&Keys::of(self.arch))
+    }
+
+    fn validate_keys(&self, k: &Keys) -> Result<(), String> {
+        let mut dims = vec![
+            (&k.hidden, self.hidden),
+            (&k.layers, self.layers),
+            (&k.heads, self.heads),
+            (&k.kv_heads, self.kv_heads),
+            (&k.intermediate, self.intermediate),
+            (&k.vocab, self.vocab),
+            (&k.max_positions, self.max_positions),
+        ];
+        if self.arch == Arch::Bert {
+            dims.push((&k.type_vocab, self.type_vocab));
+        }
+        for (key, v) in dims {
+            if v == 0 {
+                return Err(format!("field `{key}` = 0: expected a positive whole number"));
+            }
+            if v > MAX_DIM {
+                return Err(format!("field `{key}` = {v}: expected at most {MAX_DIM}"));
+            }
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err(format!(
+                "field `{}` = {}: expected a divisor of `{}` = {} (heads × head size must equal the hidden size)",
+                k.heads, self.heads, k.hidden, self.hidden
+            ));
+        }
+        if self.arch == Arch::Llama {
+            if !self.heads.is_multiple_of(self.kv_heads) {
+                return Err(format!(
+                    "field `{}` = {}: expected a divisor of `{}` = {} (each key/value head serves an equal group of query heads)",
+                    k.kv_heads, self.kv_heads, k.heads, self.heads
+                ));
+            }
+        } else if self.kv_heads != self.heads {
+            return Err(format!(
+                "field `{}` = {}: expected `{}` = {} ({} attention has as many key/value heads as query heads)",
+                k.kv_heads,
+                self.kv_heads,
+                k.heads,
+                self.heads,
+                self.arch.name()
+            ));
+        }
+        if matches!(self.arch, Arch::Llama | Arch::GptNeox) {
+            if !(self.rotary_pct > 0.0 && self.rotary_pct <= 1.0) {
+                return Err(format!(
+                    "field `{}` = {}: expected a share above 0 and at most 1",
+                    k.rotary, self.rotary_pct
+                ));
+            }
+            let (rot, hd) = (self.rotary_dims(), self.head_dim());
+            if rot < 2 || !rot.is_multiple_of(2) {
+                return Err(format!(
+                    "field `{}` = {} gives {rot} rotary dimensions of each head's {hd} (`{}` / `{}`): expected an even number, at least 2",
+                    k.rotary, self.rotary_pct, k.hidden, k.heads
+                ));
+            }
+            if self.max_positions * rot > MAX_ROTARY_VALUES {
+                return Err(format!(
+                    "field `{}` = {}: expected at most {} (the rotary tables, {rot} values per position, are written into the export)",
+                    k.max_positions,
+                    self.max_positions,
+                    MAX_ROTARY_VALUES / rot
+                ));
+            }
+            if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+                return Err(format!("field `{}` = {}: expected a positive number", k.rope_theta, self.rope_theta));
+            }
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return Err(format!("field `{}` = {}: expected a number of at least 0", k.norm_eps, self.norm_eps));
+        }
+        Ok(())
     }
 
     /// Reads `config.json`, naming the field that is missing or wrong.
     pub fn read(path: &Path) -> Result<Self, HfError> {
+        Self::read_keys(path).map(|(config, _)| config)
+    }
+
+    /// Reads `config.json`, with the keys the sizes came from.
+    fn read_keys(path: &Path) -> Result<(Self, Keys), HfError> {
         let text = std::fs::read_to_string(path).map_err(|cause| HfError::Io { path: path.into(), cause })?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| HfError::Config { path: path.into(), message: e.to_string() })?;
@@ -195,10 +362,20 @@ impl Config {
             path: path.into(),
             message: format!("field `{field}`: {value} is not supported ({why})"),
         };
+        // The key a value was read from, or the key Hugging Face writes when none is there.
+        let key = |names: &[&str], default: &str| -> String {
+            names.iter().find(|n| json.get(**n).is_some_and(|v| !v.is_null())).copied().unwrap_or(default).to_string()
+        };
+        let mut keys = Keys::of(arch);
+        keys.hidden = key(&["hidden_size", "n_embd"], &keys.hidden);
+        keys.layers = key(&["num_hidden_layers", "n_layer"], &keys.layers);
+        keys.heads = key(&["num_attention_heads", "n_head"], &keys.heads);
+        keys.max_positions = key(&["max_position_embeddings", "n_positions"], &keys.max_positions);
+        keys.norm_eps = key(&["layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps"], &keys.norm_eps);
         let hidden = field(&["hidden_size", "n_embd"])?;
         let heads = field(&["num_attention_heads", "n_head"])?;
         let intermediate = match arch {
-            Arch::Gpt2 => json.get("n_inner").and_then(serde_json::Value::as_u64).unwrap_or(4 * hidden),
+            Arch::Gpt2 => json.get("n_inner").and_then(serde_json::Value::as_u64).unwrap_or(hidden.saturating_mul(4)),
             Arch::Opt => field(&["ffn_dim"])?,
             _ => field(&["intermediate_size"])?,
         };
@@ -228,9 +405,19 @@ impl Config {
                 return Err(unsupported(name, rope, "only plain RoPE is exported"));
             }
         }
+        let rope_name =
+            if json.get("rope_parameters").is_some_and(|v| !v.is_null()) { "rope_parameters" } else { "rope_scaling" };
         let rope_theta = rope.and_then(|r| r.get("rope_theta")).and_then(serde_json::Value::as_f64);
+        keys.rope_theta = match rope_theta {
+            Some(_) => format!("{rope_name}.rope_theta"),
+            None => key(&["rope_theta", "rotary_emb_base"], &keys.rope_theta),
+        };
         config.rope_theta = rope_theta.or_else(|| float(&["rope_theta", "rotary_emb_base"])).unwrap_or(10000.0);
         let partial = rope.and_then(|r| r.get("partial_rotary_factor")).and_then(serde_json::Value::as_f64);
+        keys.rotary = match partial {
+            Some(_) => format!("{rope_name}.partial_rotary_factor"),
+            None => key(&["rotary_pct", "partial_rotary_factor"], &keys.rotary),
+        };
         config.rotary_pct =
             partial.or_else(|| float(&["rotary_pct", "partial_rotary_factor"])).unwrap_or(config.rotary_pct);
         config.norm_eps = float(&["layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps"]).unwrap_or(config.norm_eps);
@@ -264,16 +451,22 @@ impl Config {
         must("word_embed_proj_dim", &|v| v.as_u64() == Some(hidden), "must equal hidden_size")?;
         must("position_embedding_type", &|v| v.as_str() == Some("absolute"), "absolute positions only")?;
         must("scale_attn_by_inverse_layer_idx", &is_false, "GPT-2 standard attention scaling only")?;
-        if hidden % heads != 0 || heads % config.kv_heads != 0 {
-            return Err(HfError::Config {
-                path: path.into(),
-                message: format!(
-                    "hidden_size {hidden} / num_attention_heads {heads} / num_key_value_heads {} do not divide",
-                    config.kv_heads
-                ),
-            });
+        config.validate_keys(&keys).map_err(|message| HfError::Config { path: path.into(), message })?;
+        // Export takes a head's size to be hidden / heads; a config that says otherwise is another model.
+        if let Some(head_dim) = json.get("head_dim").and_then(serde_json::Value::as_u64) {
+            if head_dim != config.head_dim() {
+                return Err(HfError::Config {
+                    path: path.into(),
+                    message: format!(
+                        "field `head_dim` = {head_dim}: expected `{}` / `{}` = {} (heads × head_dim must equal the hidden size)",
+                        keys.hidden,
+                        keys.heads,
+                        config.head_dim()
+                    ),
+                });
+            }
         }
-        Ok(config)
+        Ok((config, keys))
     }
 
     /// `config.json` as Hugging Face writes it for this architecture.
@@ -314,6 +507,27 @@ impl Config {
 
     /// Every tensor the architecture needs, with its shape, in Hugging Face's names.
     pub fn tensors(&self) -> Vec<(String, Vec<u64>)> {
+        self.tensors_of(0..self.layers, true)
+    }
+
+    /// The tensors of layer `l` alone.
+    pub fn layer_tensors(&self, l: u64) -> Vec<(String, Vec<u64>)> {
+        self.tensors_of(l..l + 1, false)
+    }
+
+    /// The prefix of the layers' tensor names (`model.layers.` for `model.layers.{l}.…`).
+    pub fn layer_prefix(&self) -> &'static str {
+        match self.arch {
+            Arch::Gpt2 => "h.",
+            Arch::GptNeox => "gpt_neox.layers.",
+            Arch::Llama => "model.layers.",
+            Arch::Opt => "model.decoder.layers.",
+            Arch::Bert => "encoder.layer.",
+        }
+    }
+
+    /// The tensors of `layers`, and with `outer` those outside the layers, in file order.
+    fn tensors_of(&self, layers: std::ops::Range<u64>, outer: bool) -> Vec<(String, Vec<u64>)> {
         let (h, i, v) = (self.hidden, self.intermediate, self.vocab);
         let q = self.heads * self.head_dim();
         let kv = self.kv_heads * self.head_dim();
@@ -327,9 +541,11 @@ impl Config {
         };
         match self.arch {
             Arch::Gpt2 => {
-                add("wte.weight".into(), &[v, h]);
-                add("wpe.weight".into(), &[self.max_positions, h]);
-                for l in 0..self.layers {
+                if outer {
+                    add("wte.weight".into(), &[v, h]);
+                    add("wpe.weight".into(), &[self.max_positions, h]);
+                }
+                for l in layers {
                     let p = format!("h.{l}");
                     norm(&mut add, format!("{p}.ln_1"), true);
                     // Conv1D: weights stored [in, out].
@@ -343,11 +559,15 @@ impl Config {
                     add(format!("{p}.mlp.c_proj.weight"), &[i, h]);
                     add(format!("{p}.mlp.c_proj.bias"), &[h]);
                 }
-                norm(&mut add, "ln_f".into(), true);
+                if outer {
+                    norm(&mut add, "ln_f".into(), true);
+                }
             }
             Arch::GptNeox => {
-                add("gpt_neox.embed_in.weight".into(), &[v, h]);
-                for l in 0..self.layers {
+                if outer {
+                    add("gpt_neox.embed_in.weight".into(), &[v, h]);
+                }
+                for l in layers {
                     let p = format!("gpt_neox.layers.{l}");
                     norm(&mut add, format!("{p}.input_layernorm"), true);
                     norm(&mut add, format!("{p}.post_attention_layernorm"), true);
@@ -360,14 +580,18 @@ impl Config {
                     add(format!("{p}.mlp.dense_4h_to_h.weight"), &[h, i]);
                     add(format!("{p}.mlp.dense_4h_to_h.bias"), &[h]);
                 }
-                norm(&mut add, "gpt_neox.final_layer_norm".into(), true);
-                if !self.tied_embeddings {
-                    add("embed_out.weight".into(), &[v, h]);
+                if outer {
+                    norm(&mut add, "gpt_neox.final_layer_norm".into(), true);
+                    if !self.tied_embeddings {
+                        add("embed_out.weight".into(), &[v, h]);
+                    }
                 }
             }
             Arch::Llama => {
-                add("model.embed_tokens.weight".into(), &[v, h]);
-                for l in 0..self.layers {
+                if outer {
+                    add("model.embed_tokens.weight".into(), &[v, h]);
+                }
+                for l in layers {
                     let p = format!("model.layers.{l}");
                     norm(&mut add, format!("{p}.input_layernorm"), false);
                     norm(&mut add, format!("{p}.post_attention_layernorm"), false);
@@ -379,16 +603,20 @@ impl Config {
                     add(format!("{p}.mlp.up_proj.weight"), &[i, h]);
                     add(format!("{p}.mlp.down_proj.weight"), &[h, i]);
                 }
-                norm(&mut add, "model.norm".into(), false);
-                if !self.tied_embeddings {
-                    add("lm_head.weight".into(), &[v, h]);
+                if outer {
+                    norm(&mut add, "model.norm".into(), false);
+                    if !self.tied_embeddings {
+                        add("lm_head.weight".into(), &[v, h]);
+                    }
                 }
             }
             Arch::Opt => {
-                add("model.decoder.embed_tokens.weight".into(), &[v, h]);
-                // OPT's learned positions are offset by 2.
-                add("model.decoder.embed_positions.weight".into(), &[self.max_positions + 2, h]);
-                for l in 0..self.layers {
+                if outer {
+                    add("model.decoder.embed_tokens.weight".into(), &[v, h]);
+                    // OPT's learned positions are offset by 2.
+                    add("model.decoder.embed_positions.weight".into(), &[self.max_positions + 2, h]);
+                }
+                for l in layers {
                     let p = format!("model.decoder.layers.{l}");
                     for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
                         add(format!("{p}.self_attn.{proj}.weight"), &[h, h]);
@@ -401,14 +629,18 @@ impl Config {
                     add(format!("{p}.fc2.bias"), &[h]);
                     norm(&mut add, format!("{p}.final_layer_norm"), true);
                 }
-                norm(&mut add, "model.decoder.final_layer_norm".into(), true);
+                if outer {
+                    norm(&mut add, "model.decoder.final_layer_norm".into(), true);
+                }
             }
             Arch::Bert => {
-                add("embeddings.word_embeddings.weight".into(), &[v, h]);
-                add("embeddings.position_embeddings.weight".into(), &[self.max_positions, h]);
-                add("embeddings.token_type_embeddings.weight".into(), &[self.type_vocab, h]);
-                norm(&mut add, "embeddings.LayerNorm".into(), true);
-                for l in 0..self.layers {
+                if outer {
+                    add("embeddings.word_embeddings.weight".into(), &[v, h]);
+                    add("embeddings.position_embeddings.weight".into(), &[self.max_positions, h]);
+                    add("embeddings.token_type_embeddings.weight".into(), &[self.type_vocab, h]);
+                    norm(&mut add, "embeddings.LayerNorm".into(), true);
+                }
+                for l in layers {
                     let p = format!("encoder.layer.{l}");
                     for proj in ["query", "key", "value"] {
                         add(format!("{p}.attention.self.{proj}.weight"), &[h, h]);
@@ -433,21 +665,65 @@ impl Config {
 pub struct HfModel {
     pub dir: PathBuf,
     pub config: Config,
+    keys: Keys,
     weights_path: PathBuf,
     weights: memmap2::Mmap,
 }
 
 impl HfModel {
+    /// Opens the folder: config.json read and checked, the weights mapped
+    /// and their index parsed, and the layer count held against the layers
+    /// whose tensors the weights hold. Nothing is allocated in proportion
+    /// to the configuration's sizes before they agree with the weights.
     pub fn open(dir: &Path) -> Result<Self, HfError> {
-        let config = Config::read(&dir.join("config.json"))?;
+        let (config, keys) = Config::read_keys(&dir.join("config.json"))?;
         let weights_path = dir.join("model.safetensors");
         let io = |cause| HfError::Io { path: weights_path.clone(), cause };
         let file = std::fs::File::open(&weights_path).map_err(io)?;
         // SAFETY: the map is read-only; a file changed underneath would only give wrong weights.
         let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let model = Self { dir: dir.into(), config, weights_path, weights };
-        model.tensors()?;
+        let model = Self { dir: dir.into(), config, keys, weights_path, weights };
+        model.check_layers(&model.tensors()?)?;
         Ok(model)
+    }
+
+    /// The layer count of config.json against the layers whose tensors are
+    /// in the weights, before any list of `layers` entries is made: a
+    /// count the weights do not hold is an error naming the first missing
+    /// tensor (or the first tensor of a layer past the count).
+    fn check_layers(&self, st: &safetensors::SafeTensors<'_>) -> Result<(), HfError> {
+        let layers = self.config.layers;
+        let prefix = self.config.layer_prefix();
+        let mut present = std::collections::BTreeSet::new();
+        let mut past: Option<(u64, String)> = None;
+        for name in st.names() {
+            let base = ["transformer.", "bert."].iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
+            let Some(l) = base.strip_prefix(prefix).and_then(|r| r.split_once('.')).and_then(|(l, _)| l.parse().ok())
+            else {
+                continue;
+            };
+            present.insert(l);
+            if l >= layers && past.as_ref().is_none_or(|(p, n)| (l, name) < (*p, n.as_str())) {
+                past = Some((l, name.to_string()));
+            }
+        }
+        let error = |detail: String| HfError::LayerCount {
+            config: self.dir.join("config.json"),
+            field: self.keys.layers.clone(),
+            layers,
+            weights: self.weights_path.clone(),
+            present: present.len() as u64,
+            detail,
+        };
+        // The first layer without tensors is at most the number of layers present.
+        if let Some(missing) = (0..layers).find(|l| !present.contains(l)) {
+            let tensor = self.config.layer_tensors(missing).swap_remove(0).0;
+            return Err(error(format!("tensor `{tensor}` is missing")));
+        }
+        if let Some((_, tensor)) = past {
+            return Err(error(format!("tensor `{tensor}` is past the last layer")));
+        }
+        Ok(())
     }
 
     /// The parsed safetensors index over the mapped bytes.
@@ -519,21 +795,25 @@ pub fn write_random(config: &Config, dir: &Path, seed: u64) -> Result<u64, HfErr
     fn io(path: &Path) -> impl Fn(std::io::Error) -> HfError + '_ {
         move |cause| HfError::Io { path: path.into(), cause }
     }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let config_path = dir.join("config.json");
+    config.validate().map_err(|message| HfError::Config { path: config_path.clone(), message })?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("json");
     std::fs::write(&config_path, text).map_err(io(&config_path))?;
 
     let tensors = config.tensors();
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
+    let too_big = |name: &str| HfError::Config {
+        path: config_path.clone(),
+        message: format!("{name} would take more than 2^64 bytes"),
+    };
     for (name, shape) in &tensors {
-        let bytes = shape.iter().product::<u64>() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
-        );
-        offset += bytes;
+        let bytes =
+            elements(shape).and_then(|n| n.checked_mul(4)).ok_or_else(|| too_big(&format!("tensor `{name}`")))?;
+        let end = offset.checked_add(bytes).ok_or_else(|| too_big("all tensors together"))?;
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}));
+        offset = end;
     }
     let mut header = serde_json::to_vec(&header).expect("json");
     // The format pads the header with spaces to a multiple of 8.
@@ -545,7 +825,7 @@ pub fn write_random(config: &Config, dir: &Path, seed: u64) -> Result<u64, HfErr
     out.write_all(&header).map_err(io(&tmp))?;
     let mut rng = SplitMix64::new(seed);
     for (name, shape) in &tensors {
-        let n = shape.iter().product::<u64>();
+        let n = elements(shape).ok_or_else(|| too_big(&format!("tensor `{name}`")))?;
         let is_norm = shape.len() == 1 && name.ends_with(".weight");
         for _ in 0..n {
             let v = if is_norm { 1.0 } else { rng.symmetric() * 0.02 };

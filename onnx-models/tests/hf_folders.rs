@@ -38,17 +38,33 @@ fn damaged_folders_name_the_file_and_tensor() {
     let config = d.join("config.json");
     let original = std::fs::read_to_string(&config).unwrap();
 
-    // More layers in the config than in the weights: a missing tensor.
+    // More layers in the config than in the weights: the layer count and the first missing tensor.
     std::fs::write(&config, original.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3")).unwrap();
-    let e = HfModel::open(&d).unwrap().check().unwrap_err();
-    assert!(matches!(e, HfError::MissingTensor { .. }), "{e}");
+    let e = HfModel::open(&d).err().unwrap();
+    assert!(matches!(e, HfError::LayerCount { .. }), "{e}");
     assert_eq!(
         e.to_string(),
         format!(
-            "{}: tensor `model.layers.2.input_layernorm.weight` is missing (llama with 3 layers needs it)",
+            "{}: field `num_hidden_layers` = 3 does not match {}, which holds the tensors of 2 layers \
+             (tensor `model.layers.2.input_layernorm.weight` is missing)",
+            config.display(),
             weights.display()
         )
     );
+
+    // A tensor missing inside a layer the weights hold.
+    let st_bytes = std::fs::read(&weights).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = {
+        let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+        st.tensors().into_iter().filter(|(n, _)| n != "model.layers.1.mlp.up_proj.weight").collect()
+    };
+    let partial = dir("damaged-partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("config.json"), &original).unwrap();
+    safetensors::serialize_to_file(kept, None, &partial.join("model.safetensors")).unwrap();
+    let e = HfModel::open(&partial).unwrap().check().unwrap_err();
+    assert!(matches!(e, HfError::MissingTensor { .. }), "{e}");
+    assert!(e.to_string().contains("tensor `model.layers.1.mlp.up_proj.weight` is missing"), "{e}");
 
     // Fewer KV heads in the config: k_proj has the wrong shape.
     std::fs::write(&config, original.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 1")).unwrap();
@@ -72,4 +88,140 @@ fn damaged_folders_name_the_file_and_tensor() {
     std::fs::OpenOptions::new().write(true).open(&weights).unwrap().set_len(len - 100).unwrap();
     let e = HfModel::open(&d).err().unwrap().to_string();
     assert!(e.starts_with(&format!("{}: not a valid safetensors file", weights.display())), "{e}");
+}
+
+/// A copy of the reference folder `name` (onnx-models/reference) with
+/// config.json's `"key": value` replaced by `"key": to` (or added when absent).
+fn reference_with(name: &str, key: &str, to: &str) -> PathBuf {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference").join(name);
+    let tag: String = format!("{key}-{to}").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let d = dir(&format!("ref-{name}-{tag}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(from.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+    json[key] = serde_json::from_str(to).unwrap();
+    std::fs::write(d.join("config.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    d
+}
+
+#[test]
+fn zero_or_inconsistent_sizes_are_errors_naming_the_file_and_field() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("gpt2", "n_head", "0", "field `n_head` = 0: expected a positive whole number"),
+        ("gpt2", "n_embd", "0", "field `n_embd` = 0: expected a positive whole number"),
+        ("gpt2", "n_layer", "0", "field `n_layer` = 0: expected a positive whole number"),
+        ("gpt2", "n_inner", "0", "field `n_inner` = 0: expected a positive whole number"),
+        ("gpt2", "n_positions", "0", "field `n_positions` = 0: expected a positive whole number"),
+        ("gpt2", "vocab_size", "0", "field `vocab_size` = 0: expected a positive whole number"),
+        ("gpt2", "n_head", "3", "field `n_head` = 3: expected a divisor of `n_embd` = 64"),
+        ("gpt2", "n_head", "128", "field `n_head` = 128: expected a divisor of `n_embd` = 64"),
+        ("gpt2", "num_key_value_heads", "2", "field `num_key_value_heads` = 2: expected `n_head` = 4"),
+        ("gpt2", "n_embd", "4294967296", "field `n_embd` = 4294967296: expected at most 2147483647"),
+        ("opt", "num_attention_heads", "0", "field `num_attention_heads` = 0: expected a positive whole number"),
+        ("opt", "ffn_dim", "0", "field `ffn_dim` = 0: expected a positive whole number"),
+        ("neox", "num_attention_heads", "5", "field `num_attention_heads` = 5: expected a divisor of `hidden_size`"),
+        (
+            "neox",
+            "rope_parameters",
+            r#"{"partial_rotary_factor": 0.0, "rope_type": "default"}"#,
+            "field `rope_parameters.partial_rotary_factor` = 0: expected a share above 0 and at most 1",
+        ),
+        (
+            "neox",
+            "rope_parameters",
+            r#"{"partial_rotary_factor": 0.1, "rope_type": "default"}"#,
+            "field `rope_parameters.partial_rotary_factor` = 0.1 gives 1 rotary dimensions of each head's 16 \
+             (`hidden_size` / `num_attention_heads`): expected an even number, at least 2",
+        ),
+        (
+            "neox",
+            "rope_parameters",
+            r#"{"rope_theta": -5, "rope_type": "default"}"#,
+            "field `rope_parameters.rope_theta` = -5: expected a positive number",
+        ),
+        ("llama-gqa", "num_key_value_heads", "0", "field `num_key_value_heads` = 0: expected a positive whole number"),
+        (
+            "llama-gqa",
+            "num_key_value_heads",
+            "3",
+            "field `num_key_value_heads` = 3: expected a divisor of `num_attention_heads` = 4",
+        ),
+        (
+            "llama-gqa",
+            "num_attention_heads",
+            "8",
+            "field `head_dim` = 16: expected `hidden_size` / `num_attention_heads` = 8",
+        ),
+        ("llama-gqa", "head_dim", "8", "field `head_dim` = 8: expected `hidden_size` / `num_attention_heads` = 16"),
+        ("llama-gqa", "intermediate_size", "0", "field `intermediate_size` = 0: expected a positive whole number"),
+        (
+            "llama-gqa",
+            "max_position_embeddings",
+            "1000000000000",
+            "field `max_position_embeddings` = 1000000000000: expected at most 2147483647",
+        ),
+        (
+            "llama-gqa",
+            "max_position_embeddings",
+            "1073741824",
+            "field `max_position_embeddings` = 1073741824: expected at most 33554432",
+        ),
+        ("llama-gqa", "rms_norm_eps", "-1.0", "field `rms_norm_eps` = -1: expected a number of at least 0"),
+    ];
+    for (model, key, to, expected) in cases {
+        let d = reference_with(model, key, to);
+        let config = d.join("config.json");
+        let e = Config::read(&config).err().unwrap_or_else(|| panic!("{model} {key} = {to} was accepted"));
+        assert!(matches!(e, HfError::Config { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.starts_with(&format!("{}: ", config.display())), "{e}");
+        assert!(e.contains(expected), "{model} {key} = {to}:\n{e}\nhas no `{expected}`");
+        // Opening the folder gives the same error, not a panic.
+        assert_eq!(HfModel::open(&d).err().unwrap().to_string(), e);
+    }
+    // The references themselves are fine.
+    for model in ["gpt2", "neox", "opt", "llama-gqa", "llama-tied"] {
+        let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference").join(model);
+        HfModel::open(&from).unwrap().check().unwrap();
+    }
+}
+
+#[test]
+fn a_layer_count_the_weights_do_not_hold_fails_before_allocating() {
+    let d = reference_with("gpt2", "n_layer", "1000000000");
+    let started = std::time::Instant::now();
+    let e = HfModel::open(&d).err().unwrap();
+    assert!(matches!(e, HfError::LayerCount { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: field `n_layer` = 1000000000 does not match {}, which holds the tensors of 2 layers \
+             (tensor `h.2.ln_1.weight` is missing)",
+            d.join("config.json").display(),
+            d.join("model.safetensors").display()
+        )
+    );
+    // The export fails the same way, before anything in proportion to a billion layers.
+    let out = dir("billion-layers-out");
+    let e = edgehil_onnx::export::export(&d, &out, Default::default()).err().unwrap().to_string();
+    assert!(e.contains("field `n_layer` = 1000000000 does not match"), "{e}");
+    assert!(!out.exists());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    // Fewer layers in the config than in the weights: the first tensor past them.
+    let d = reference_with("llama-gqa", "num_hidden_layers", "1");
+    let e = HfModel::open(&d).err().unwrap().to_string();
+    assert!(e.contains("field `num_hidden_layers` = 1 does not match"), "{e}");
+    assert!(e.contains("which holds the tensors of 2 layers"), "{e}");
+    assert!(e.contains("(tensor `model.layers.1.input_layernorm.weight` is past the last layer)"), "{e}");
+}
+
+#[test]
+fn shape_products_do_not_wrap() {
+    use edgehil_onnx::hf::elements;
+    assert_eq!(elements(&[1 << 62, 4]), None);
+    assert_eq!(elements(&[u64::MAX, 1]), Some(u64::MAX));
+    assert_eq!(elements(&[3, 0, 1 << 63]), Some(0));
+    assert_eq!(elements(&[]), Some(1));
 }

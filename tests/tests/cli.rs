@@ -186,6 +186,9 @@ fn export_of_bad_input_names_the_file_and_tensor_and_writes_nothing() {
     let shape = damaged("shape", |d| edit_config(d, "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4"));
     let arch = damaged("arch", |d| edit_config(d, "\"model_type\": \"llama\"", "\"model_type\": \"mamba\""));
     let rope = damaged("rope", |d| edit_config(d, "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\""));
+    let billion =
+        damaged("billion", |d| edit_config(d, "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1000000000"));
+    let no_heads = damaged("no-heads", |d| edit_config(d, "\"num_attention_heads\": 4", "\"num_attention_heads\": 0"));
     let adapter = reference("llama-gqa-lora");
     let cases: Vec<(std::path::PathBuf, Vec<&str>, Vec<String>)> = vec![
         (
@@ -205,6 +208,24 @@ fn export_of_bad_input_names_the_file_and_tensor_and_writes_nothing() {
             vec![arch.join("config.json").display().to_string(), "field `model_type`: `mamba` is not supported".into()],
         ),
         (rope.clone(), vec![], vec!["field `rope_parameters`".into(), "only plain RoPE is exported".into()]),
+        (
+            billion.clone(),
+            vec![],
+            vec![
+                billion.join("config.json").display().to_string(),
+                "field `num_hidden_layers` = 1000000000 does not match".into(),
+                "which holds the tensors of 2 layers (tensor `model.layers.2.input_layernorm.weight` is missing)"
+                    .into(),
+            ],
+        ),
+        (
+            no_heads.clone(),
+            vec![],
+            vec![
+                no_heads.join("config.json").display().to_string(),
+                "field `num_attention_heads` = 0: expected a positive whole number".into(),
+            ],
+        ),
         (
             reference("gpt2"),
             vec!["--lora", adapter.to_str().unwrap()],
@@ -380,4 +401,85 @@ fn a_team_profile_with_a_built_in_name_says_it_replaces_it() {
     let dir = team_profile("lab-orin", |t| t);
     let (_, err) = text(&edgehil(&["--profiles-dir", dir.to_str().unwrap(), "profiles", "list"]));
     assert!(!err.contains("replaces"), "a new name replaces nothing: {err}");
+}
+
+#[test]
+fn export_replaces_only_an_earlier_export_and_never_its_source() {
+    let root = scratch_dir("export-out-guard");
+    // A copy of the source, in a parent folder of its own.
+    let parent = root.join("models");
+    let src = parent.join("gpt2");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(reference("gpt2").join(f), src.join(f)).unwrap();
+    }
+    let source_files = || {
+        let mut f: Vec<String> =
+            std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        f.sort();
+        f
+    };
+    let before = source_files();
+    let export = |out: &std::path::Path, force: bool| {
+        let mut args = vec!["export", src.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        let o = edgehil(&args);
+        let (stdout, err) = text(&o);
+        (o.status.code(), format!("{stdout}\n{err}"))
+    };
+
+    // The source folder itself, and a folder containing it: refused, --force or not.
+    for (out, what) in [(&src, "the source folder"), (&parent, "a folder that contains the source folder")] {
+        for force in [false, true] {
+            let (code, text) = export(out, force);
+            assert_eq!(code, Some(1), "{} force={force}: {text}", out.display());
+            assert!(text.contains(&format!("refusing to replace {what}")), "{text}");
+            assert_eq!(source_files(), before, "the source was touched");
+        }
+    }
+    // The same through a path that is not spelled like the source.
+    let dotted = src.join("..").join("gpt2");
+    let (code, text) = export(&dotted, true);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refusing to replace the source folder"), "{text}");
+
+    // A user's folder: refused without --force, its files kept.
+    let users = root.join("my-notes");
+    std::fs::create_dir_all(&users).unwrap();
+    std::fs::write(users.join("notes.txt"), "mine").unwrap();
+    let (code, text) = export(&users, false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("is not empty and holds no edgehil.json"), "{text}");
+    assert!(text.contains("--force"), "{text}");
+    assert_eq!(std::fs::read_to_string(users.join("notes.txt")).unwrap(), "mine");
+    // A file: refused too.
+    let file = root.join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let (code, text) = export(&file, false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("is not a folder"), "{text}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+
+    // With --force the user's folder is replaced.
+    let (code, text) = export(&users, true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(users.join("edgehil.json").is_file());
+    assert!(!users.join("notes.txt").exists());
+
+    // An earlier export, or an empty folder, is replaced without --force.
+    let (code, text) = export(&users, false);
+    assert_eq!(code, Some(0), "{text}");
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, text) = export(&empty, false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(empty.join("model.onnx").is_file());
+    assert_eq!(source_files(), before);
+    // Nothing left beside the outputs.
+    let mut left: Vec<String> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    left.sort();
+    assert_eq!(left, ["a-file", "empty", "models", "my-notes"]);
 }

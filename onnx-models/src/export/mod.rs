@@ -44,6 +44,12 @@ pub enum ExportError {
     /// an option's value is malformed
     #[error("{0}")]
     Option(String),
+    /// the destination is not one export may replace
+    #[error("{path}: {message}")]
+    Destination { path: PathBuf, message: String },
+    /// a size of the model does not fit in 64 bits
+    #[error("{0}")]
+    Overflow(String),
     #[error(transparent)]
     Onnx(#[from] OnnxError),
 }
@@ -94,11 +100,23 @@ pub struct ExportOptions<'a> {
     pub ort_int8_activations: bool,
     /// Called with (bytes of source weights read, total) as the export goes.
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Replace the destination even when it is a non-empty folder (or a
+    /// file) that is not an earlier export. Never the source folder, the
+    /// adapter's, or a folder that contains either.
+    pub force: bool,
 }
 
 impl Default for ExportOptions<'_> {
     fn default() -> Self {
-        Self { quant: Quant::None, block: 32, prune: None, lora: None, ort_int8_activations: false, progress: None }
+        Self {
+            quant: Quant::None,
+            block: 32,
+            prune: None,
+            lora: None,
+            ort_int8_activations: false,
+            progress: None,
+            force: false,
+        }
     }
 }
 
@@ -241,8 +259,60 @@ fn check_options(config: &Config, opts: &ExportOptions) -> Result<(), ExportErro
     Ok(())
 }
 
-/// Exports `hf_dir` into `out` (replaced if it exists). Returns the manifest.
+/// Checks `out` may be replaced, before anything is read: absent, an empty
+/// folder, or an earlier export (it holds [`MANIFEST`]); anything else only
+/// with `force`. The source folders, and folders containing them, never.
+fn check_destination(out: &Path, sources: &[&Path], force: bool) -> Result<(), ExportError> {
+    let refuse = |message: String| Err(ExportError::Destination { path: out.into(), message });
+    let meta = match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ExportError::io(out, e)),
+        Ok(meta) => meta,
+    };
+    let resolved = std::fs::canonicalize(out).map_err(|e| ExportError::io(out, e))?;
+    for source in sources {
+        // A source that cannot be resolved is reported by the reading that follows.
+        let Ok(source) = std::fs::canonicalize(source) else { continue };
+        if source == resolved {
+            return refuse(format!(
+                "refusing to replace the source folder {} with the export (--force does not change this); choose another --out",
+                source.display()
+            ));
+        }
+        if source.starts_with(&resolved) {
+            return refuse(format!(
+                "refusing to replace a folder that contains the source folder {} (--force does not change this); choose another --out",
+                source.display()
+            ));
+        }
+    }
+    if force {
+        return Ok(());
+    }
+    if !meta.is_dir() {
+        let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "not a folder" };
+        return refuse(format!("is {what}; refusing to replace it (give --force to replace it)"));
+    }
+    if out.join(MANIFEST).is_file() {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(out).map_err(|e| ExportError::io(out, e))?;
+    if entries.next().is_some() {
+        return refuse(format!(
+            "is not empty and holds no {MANIFEST}, so it is not an earlier export; refusing to replace it (give --force to replace it)"
+        ));
+    }
+    Ok(())
+}
+
+/// Exports `hf_dir` into `out`. Returns the manifest. An earlier export or
+/// an empty folder at `out` is replaced; any other non-empty `out` only
+/// with [`ExportOptions::force`], and never the source folder or a folder
+/// containing it.
 pub fn export(hf_dir: &Path, out: &Path, mut opts: ExportOptions) -> Result<Manifest, ExportError> {
+    let mut sources = vec![hf_dir];
+    sources.extend(opts.lora.as_deref());
+    check_destination(out, &sources, opts.force)?;
     let model = HfModel::open(hf_dir)?;
     model.check()?;
     let config = model.config.clone();
@@ -271,16 +341,31 @@ pub fn export(hf_dir: &Path, out: &Path, mut opts: ExportOptions) -> Result<Mani
     result
 }
 
+/// Puts the finished `tmp` at `out`, removing what was there (which
+/// [`check_destination`] allowed).
 fn replace_dir(tmp: &Path, out: &Path) -> Result<(), ExportError> {
-    if out.exists() {
-        let old = out.with_extension(format!("old-{}", std::process::id()));
-        std::fs::rename(out, &old).map_err(|e| ExportError::io(out, e))?;
-        std::fs::rename(tmp, out).map_err(|e| ExportError::io(out, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
-    } else {
-        std::fs::rename(tmp, out).map_err(|e| ExportError::io(out, e))
+    match std::fs::symlink_metadata(out) {
+        Ok(meta) => {
+            let old = tmp.with_file_name(format!(
+                "{}.old",
+                tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            ));
+            std::fs::rename(out, &old).map_err(|e| ExportError::io(out, e))?;
+            std::fs::rename(tmp, out).map_err(|e| ExportError::io(out, e))?;
+            let _ = if meta.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) };
+            Ok(())
+        }
+        Err(_) => std::fs::rename(tmp, out).map_err(|e| ExportError::io(out, e)),
     }
+}
+
+/// Elements of every tensor of `config` (× `bytes` each), without wrapping.
+fn total_of(config: &Config, bytes: u64) -> Result<u64, ExportError> {
+    config.tensors().iter().try_fold(0u64, |total, (name, shape)| {
+        crate::hf::elements(shape).and_then(|n| n.checked_mul(bytes)).and_then(|n| total.checked_add(n)).ok_or_else(
+            || ExportError::Overflow(format!("tensor `{name}` {shape:?}: the model's size overflows 64 bits")),
+        )
+    })
 }
 
 fn write_folder(
@@ -290,7 +375,7 @@ fn write_folder(
     opts: &mut ExportOptions,
 ) -> Result<Manifest, ExportError> {
     let config = model.config.clone();
-    let total = config.tensors().iter().map(|(_, s)| s.iter().product::<u64>() * 4).sum();
+    let total = total_of(&config, 4)?;
     let mut source = Source { model, adapter, done: 0, total, progress: opts.progress.as_deref_mut() };
     let accuracy_level = if opts.quant == Quant::Int4 && opts.ort_int8_activations { 4 } else { 0 };
     let mut em = Emitter::new(&format!("edgehil-{}", config.arch.name()), dir, opts.quant, opts.block, accuracy_level)?;
@@ -321,7 +406,7 @@ fn write_folder(
         sources.push(sha256(&a.join("adapter_config.json"))?);
         sources.push(sha256(&a.join("adapter_model.safetensors"))?);
     }
-    let parameters = config.tensors().iter().map(|(_, s)| s.iter().product::<u64>()).sum();
+    let parameters = total_of(&config, 1)?;
     let manifest = Manifest {
         format: 1,
         producer: format!("edgehil {}", env!("CARGO_PKG_VERSION")),
