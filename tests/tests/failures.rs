@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edgehil::report::Status;
-use edgehil_hil::{EmulatedBoard, EmulatorConfig, Faults, HilError, Session, Timeouts};
+use edgehil_hil::{Faults, HilError, Session, Timeouts};
 use edgehil_onnx::fixtures::Precision;
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode, PROTOCOL_VERSION};
 
@@ -70,18 +70,7 @@ fn a_version_mismatch_names_both_versions() {
 }
 
 fn loaded_session(resend_after: Duration) -> (Session, u32) {
-    let board = EmulatedBoard::spawn(&EmulatorConfig {
-        agent: binary("edgehil-agent"),
-        cap: 0,
-        threads: 1,
-        ort_library: None,
-        extra_args: vec![],
-    })
-    .unwrap();
-    let pid = board.pid();
-    let mut s =
-        Session::new(Box::new(board), Timeouts { resend_after, max_sends: 3, request: Duration::from_secs(60) });
-    s.hello().unwrap();
+    let (mut s, pid) = emulated_session(Timeouts { resend_after, max_sends: 3, request: Duration::from_secs(60) });
     let model = fixture("block.onnx");
     let loaded = s.load(&model.display().to_string(), EngineKind::Tract, OptLevel::All, 1).unwrap();
     let inputs = edgehil::inputs::seeded(&loaded.inputs, &edgehil::inputs::Seeded::new(1)).unwrap();

