@@ -289,6 +289,18 @@ mod tests {
     }
 
     #[test]
+    fn catalog_families_reach_the_exporter_by_model_type() {
+        // `models synth` writes these; a misspelt model_type would drop them silently.
+        for name in ["gpt2", "pythia-70m", "opt-125m", "tinyllama-1.1b", "mistral-7b"] {
+            let hf = model(name).to_hf().unwrap_or_else(|| panic!("{name} has no exporter family"));
+            assert_eq!(hf.arch.name(), model(name).arch.model_type(), "{name}");
+        }
+        for name in ["phi-2", "gemma-2b", "stablelm-2-1.6b"] {
+            assert!(model(name).to_hf().is_none(), "{name}");
+        }
+    }
+
+    #[test]
     fn the_study_tiers_separate_small_and_large_models() {
         let profiles = crate::profile::Profiles::builtin().unwrap();
         let iphone12 = profiles.get("iphone-12").unwrap();
