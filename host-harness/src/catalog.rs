@@ -15,9 +15,11 @@ use serde::Serialize;
 
 use crate::profile::Profile;
 
+/// The model family of a catalog model, for counting its parameters: the
+/// families the exporter supports ([`edgehil_onnx::arch`]) and others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Arch {
+pub enum CatalogFamily {
     Gpt2,
     GptNeox,
     Llama,
@@ -27,10 +29,25 @@ pub enum Arch {
     StableLm,
 }
 
+impl CatalogFamily {
+    /// The family's `model_type` in Hugging Face's `config.json`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Gpt2 => "gpt2",
+            GptNeox => "gpt_neox",
+            Llama => "llama",
+            Opt => "opt",
+            Phi => "phi",
+            Gemma => "gemma",
+            StableLm => "stablelm",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ModelConfig {
     pub name: &'static str,
-    pub arch: Arch,
+    pub arch: CatalogFamily,
     pub hidden: u64,
     pub layers: u64,
     pub heads: u64,
@@ -77,7 +94,7 @@ impl Precision {
 
 const fn cfg(
     name: &'static str,
-    arch: Arch,
+    arch: CatalogFamily,
     hidden: u64,
     layers: u64,
     heads: u64,
@@ -102,7 +119,7 @@ const fn cfg(
     }
 }
 
-use Arch::*;
+use CatalogFamily::*;
 
 /// The models of the edge-LLM study, as their Hugging Face configs give them.
 pub const CATALOG: &[ModelConfig] = &[
@@ -132,18 +149,11 @@ pub const CATALOG: &[ModelConfig] = &[
 ];
 
 impl ModelConfig {
-    /// The Hugging Face configuration, for the architectures edgehil exports.
+    /// The Hugging Face configuration, for the families edgehil exports.
     pub fn to_hf(&self) -> Option<edgehil_onnx::hf::Config> {
-        use edgehil_onnx::hf;
-        let arch = match self.arch {
-            Gpt2 => hf::Arch::Gpt2,
-            GptNeox => hf::Arch::GptNeox,
-            Llama => hf::Arch::Llama,
-            Opt => hf::Arch::Opt,
-            Phi | Gemma | StableLm => return None,
-        };
-        Some(hf::Config::new(
-            arch,
+        let family = edgehil_onnx::arch::ModelFamily::lookup(self.arch.model_type())?;
+        Some(edgehil_onnx::hf::Config::new(
+            family,
             self.hidden,
             self.layers,
             self.heads,
@@ -275,6 +285,18 @@ mod tests {
                 let tensors: u64 = hf.tensors().iter().map(|(_, s)| s.iter().product::<u64>()).sum();
                 assert_eq!(tensors, m.parameters(), "{}", m.name);
             }
+        }
+    }
+
+    #[test]
+    fn catalog_families_reach_the_exporter_by_model_type() {
+        // `models synth` writes these; a misspelt model_type would drop them silently.
+        for name in ["gpt2", "pythia-70m", "opt-125m", "tinyllama-1.1b", "mistral-7b"] {
+            let hf = model(name).to_hf().unwrap_or_else(|| panic!("{name} has no exporter family"));
+            assert_eq!(hf.arch.name(), model(name).arch.model_type(), "{name}");
+        }
+        for name in ["phi-2", "gemma-2b", "stablelm-2-1.6b"] {
+            assert!(model(name).to_hf().is_none(), "{name}");
         }
     }
 

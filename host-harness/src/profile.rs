@@ -55,9 +55,10 @@ pub enum DeviceClass {
     Mcu,
 }
 
+/// The CPU architecture of a board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Arch {
+pub enum CpuArch {
     Aarch64,
     X86_64,
     Armv7,
@@ -81,7 +82,7 @@ pub struct Profile {
     pub name: String,
     pub display_name: String,
     pub class: DeviceClass,
-    pub arch: Arch,
+    pub arch: CpuArch,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
     pub cores: Figure<u32>,

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use memmap2::UncheckedAdvice;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::arch::{ModelFamily, Tensors};
 use crate::rng::SplitMix64;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +29,7 @@ pub enum HfError {
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
     /// an architecture edgehil does not export
-    #[error(
-        "{path}: field `model_type`: `{model_type}` is not supported (supported: gpt2, gpt_neox, llama, opt, bert)"
-    )]
+    #[error("{path}: field `model_type`: `{model_type}` is not supported (supported: {})", crate::arch::names())]
     UnknownArchitecture { path: PathBuf, model_type: String },
     /// the safetensors file is damaged
     #[error("{path}: not a valid safetensors file: {message}")]
@@ -73,33 +72,6 @@ pub const MAX_DIM: u64 = (1 << 31) - 1;
 /// each), far above the 1 M-position Llama fine-tunes.
 pub const MAX_ROTARY_VALUES: u64 = 1 << 29;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arch {
-    Gpt2,
-    GptNeox,
-    Llama,
-    Opt,
-    /// An encoder (MiniLM): exported as sentence embeddings, no KV cache.
-    Bert,
-}
-
-impl Arch {
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Gpt2 => "gpt2",
-            Arch::GptNeox => "gpt_neox",
-            Arch::Llama => "llama",
-            Arch::Opt => "opt",
-            Arch::Bert => "bert",
-        }
-    }
-
-    pub fn is_decoder(self) -> bool {
-        self != Arch::Bert
-    }
-}
-
 /// The MLP's activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,12 +95,22 @@ impl Act {
             _ => None,
         }
     }
+
+    /// The name Hugging Face writes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Act::Gelu => "gelu",
+            Act::GeluNew => "gelu_new",
+            Act::Relu => "relu",
+            Act::Silu => "silu",
+        }
+    }
 }
 
 /// The configuration fields export needs, under one set of names.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
-    pub arch: Arch,
+    pub arch: ModelFamily,
     pub hidden: u64,
     pub layers: u64,
     pub heads: u64,
@@ -150,48 +132,57 @@ pub struct Config {
 
 /// The `config.json` keys of a configuration's values, for errors that name them.
 #[derive(Debug, Clone)]
-struct Keys {
-    hidden: String,
-    layers: String,
-    heads: String,
-    kv_heads: String,
-    intermediate: String,
-    vocab: String,
-    max_positions: String,
-    type_vocab: String,
-    rotary: String,
-    rope_theta: String,
-    norm_eps: String,
+pub(crate) struct Keys {
+    pub hidden: String,
+    pub layers: String,
+    pub heads: String,
+    pub kv_heads: String,
+    pub intermediate: String,
+    pub vocab: String,
+    pub max_positions: String,
+    pub type_vocab: String,
+    pub rotary: String,
+    pub rope_theta: String,
+    pub norm_eps: String,
 }
 
 impl Keys {
-    /// The keys Hugging Face writes for `arch` (those of [`Config::to_hf_json`]).
-    fn of(arch: Arch) -> Self {
-        let gpt2 = arch == Arch::Gpt2;
-        let pick = |gpt2_key: &str, other: &str| if gpt2 { gpt2_key } else { other }.to_string();
+    /// The keys most families use; a family's [`crate::arch::Architecture::keys`] replaces those it names otherwise.
+    pub(crate) fn standard() -> Self {
         Keys {
-            hidden: pick("n_embd", "hidden_size"),
-            layers: pick("n_layer", "num_hidden_layers"),
-            heads: pick("n_head", "num_attention_heads"),
+            hidden: "hidden_size".into(),
+            layers: "num_hidden_layers".into(),
+            heads: "num_attention_heads".into(),
             kv_heads: "num_key_value_heads".into(),
-            intermediate: match arch {
-                Arch::Gpt2 => "n_inner",
-                Arch::Opt => "ffn_dim",
-                _ => "intermediate_size",
-            }
-            .into(),
+            intermediate: "intermediate_size".into(),
             vocab: "vocab_size".into(),
-            max_positions: pick("n_positions", "max_position_embeddings"),
+            max_positions: "max_position_embeddings".into(),
             type_vocab: "type_vocab_size".into(),
-            rotary: if arch == Arch::GptNeox { "rotary_pct" } else { "partial_rotary_factor" }.into(),
-            rope_theta: if arch == Arch::GptNeox { "rotary_emb_base" } else { "rope_theta" }.into(),
-            norm_eps: match arch {
-                Arch::Gpt2 => "layer_norm_epsilon",
-                Arch::Llama => "rms_norm_eps",
-                _ => "layer_norm_eps",
-            }
-            .into(),
+            rotary: "partial_rotary_factor".into(),
+            rope_theta: "rope_theta".into(),
+            norm_eps: "layer_norm_eps".into(),
         }
+    }
+}
+
+/// A value of `config.json` export does not follow.
+#[derive(Debug)]
+pub(crate) struct Unsupported {
+    field: &'static str,
+    value: serde_json::Value,
+    why: &'static str,
+}
+
+/// Refuses `json`'s field `name` when present and not `ok`.
+pub(crate) fn must(
+    json: &serde_json::Value,
+    name: &'static str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+    why: &'static str,
+) -> Result<(), Unsupported> {
+    match json.get(name) {
+        Some(v) if !ok(v) => Err(Unsupported { field: name, value: v.clone(), why }),
+        _ => Ok(()),
     }
 }
 
@@ -199,7 +190,7 @@ impl Config {
     /// A configuration with Hugging Face's defaults for everything but the sizes.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        arch: Arch,
+        arch: ModelFamily,
         hidden: u64,
         layers: u64,
         heads: u64,
@@ -209,6 +200,7 @@ impl Config {
         max_positions: u64,
         tied_embeddings: bool,
     ) -> Self {
+        let d = arch.arch().defaults();
         Config {
             arch,
             hidden,
@@ -219,28 +211,21 @@ impl Config {
             vocab,
             max_positions,
             tied_embeddings,
-            rotary_pct: if arch == Arch::GptNeox { 0.25 } else { 1.0 },
+            rotary_pct: d.rotary_pct,
             rope_theta: 10000.0,
-            norm_eps: match arch {
-                Arch::Bert => 1e-12,
-                _ => 1e-5,
-            },
-            act: match arch {
-                Arch::Gpt2 => Act::GeluNew,
-                Arch::GptNeox | Arch::Bert => Act::Gelu,
-                Arch::Llama => Act::Silu,
-                Arch::Opt => Act::Relu,
-            },
-            parallel_residual: arch == Arch::GptNeox,
-            type_vocab: if arch == Arch::Bert { 2 } else { 0 },
+            norm_eps: d.norm_eps,
+            act: d.act,
+            parallel_residual: d.parallel_residual,
+            type_vocab: d.type_vocab,
         }
     }
 
     /// Dimensions of each head that get rotary embeddings (0: none, learned positions).
     pub fn rotary_dims(&self) -> u64 {
-        match self.arch {
-            Arch::Llama | Arch::GptNeox => (self.head_dim() as f64 * self.rotary_pct) as u64,
-            _ => 0,
+        if self.arch.arch().rotary() {
+            (self.head_dim() as f64 * self.rotary_pct) as u64
+        } else {
+            0
         }
     }
 
@@ -254,7 +239,7 @@ impl Config {
     /// dividing the heads, rotary dimensions even. The error names the field
     /// of `config.json` and what was expected.
     pub fn validate(&self) -> Result<(), String> {
-        self.validate_keys(&Keys::of(self.arch))
+        self.validate_keys(&self.arch.arch().keys())
     }
 
     fn validate_keys(&self, k: &Keys) -> Result<(), String> {
@@ -267,7 +252,8 @@ impl Config {
             (&k.vocab, self.vocab),
             (&k.max_positions, self.max_positions),
         ];
-        if self.arch == Arch::Bert {
+        // Families with token types (BERT) have a default vocabulary of them.
+        if self.arch.arch().defaults().type_vocab > 0 {
             dims.push((&k.type_vocab, self.type_vocab));
         }
         for (key, v) in dims {
@@ -284,7 +270,7 @@ impl Config {
                 k.heads, self.heads, k.hidden, self.hidden
             ));
         }
-        if self.arch == Arch::Llama {
+        if self.arch.arch().grouped_kv() {
             if !self.heads.is_multiple_of(self.kv_heads) {
                 return Err(format!(
                     "field `{}` = {}: expected a divisor of `{}` = {} (each key/value head serves an equal group of query heads)",
@@ -301,7 +287,7 @@ impl Config {
                 self.arch.name()
             ));
         }
-        if matches!(self.arch, Arch::Llama | Arch::GptNeox) {
+        if self.arch.arch().rotary() {
             if !(self.rotary_pct > 0.0 && self.rotary_pct <= 1.0) {
                 return Err(format!(
                     "field `{}` = {}: expected a share above 0 and at most 1",
@@ -350,14 +336,9 @@ impl Config {
             })
         };
         let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
-        let arch = match model_type {
-            "gpt2" => Arch::Gpt2,
-            "gpt_neox" => Arch::GptNeox,
-            "llama" => Arch::Llama,
-            "opt" => Arch::Opt,
-            "bert" => Arch::Bert,
-            other => return Err(HfError::UnknownArchitecture { path: path.into(), model_type: other.into() }),
-        };
+        let family = ModelFamily::lookup(model_type)
+            .ok_or_else(|| HfError::UnknownArchitecture { path: path.into(), model_type: model_type.into() })?;
+        let arch = family.arch();
         let unsupported = |field: &str, value: &serde_json::Value, why: &str| HfError::Config {
             path: path.into(),
             message: format!("field `{field}`: {value} is not supported ({why})"),
@@ -366,7 +347,7 @@ impl Config {
         let key = |names: &[&str], default: &str| -> String {
             names.iter().find(|n| json.get(**n).is_some_and(|v| !v.is_null())).copied().unwrap_or(default).to_string()
         };
-        let mut keys = Keys::of(arch);
+        let mut keys = arch.keys();
         keys.hidden = key(&["hidden_size", "n_embd"], &keys.hidden);
         keys.layers = key(&["num_hidden_layers", "n_layer"], &keys.layers);
         keys.heads = key(&["num_attention_heads", "n_head"], &keys.heads);
@@ -374,18 +355,16 @@ impl Config {
         keys.norm_eps = key(&["layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps"], &keys.norm_eps);
         let hidden = field(&["hidden_size", "n_embd"])?;
         let heads = field(&["num_attention_heads", "n_head"])?;
-        let intermediate = match arch {
-            Arch::Gpt2 => json.get("n_inner").and_then(serde_json::Value::as_u64).unwrap_or(hidden.saturating_mul(4)),
-            Arch::Opt => field(&["ffn_dim"])?,
-            _ => field(&["intermediate_size"])?,
+        let intermediate = match arch.default_intermediate(hidden) {
+            Some(default) => json.get(&keys.intermediate).and_then(serde_json::Value::as_u64).unwrap_or(default),
+            None => field(&[keys.intermediate.as_str()])?,
         };
-        // Hugging Face's defaults when a field is absent: GPT-2 and OPT tie, Llama and NeoX do not.
         let tied = json
             .get("tie_word_embeddings")
             .and_then(serde_json::Value::as_bool)
-            .unwrap_or(matches!(arch, Arch::Gpt2 | Arch::Opt));
+            .unwrap_or(arch.defaults().tied_embeddings);
         let mut config = Config::new(
-            arch,
+            family,
             hidden,
             field(&["num_hidden_layers", "n_layer"])?,
             heads,
@@ -434,23 +413,20 @@ impl Config {
                     .ok_or_else(|| unsupported(name, v, "expected gelu, gelu_new, relu or silu"))?;
             }
         }
-        // Values that change the computation in ways the builders do not follow.
-        let must = |name: &str, ok: &dyn Fn(&serde_json::Value) -> bool, why: &str| match json.get(name) {
-            Some(v) if !ok(v) => Err(unsupported(name, v, why)),
-            _ => Ok(()),
-        };
+        // Values that change the computation in ways the builders do not follow: the
+        // family's own, then fields that only one family writes, refused wherever they appear.
+        let refused = |u: Unsupported| unsupported(u.field, &u.value, u.why);
+        arch.check_config(&json).map_err(refused)?;
         let is_false = |v: &serde_json::Value| v.as_bool() == Some(false) || v.is_null();
-        if arch == Arch::Llama {
-            must("attention_bias", &is_false, "Llama attention without biases only")?;
-            must("mlp_bias", &is_false, "Llama MLP without biases only")?;
-        }
-        if arch == Arch::GptNeox {
-            must("attention_bias", &|v| v.as_bool() != Some(false), "NeoX attention with biases only")?;
-        }
-        must("do_layer_norm_before", &|v| v.as_bool() == Some(true), "OPT with pre-norm layers only")?;
-        must("word_embed_proj_dim", &|v| v.as_u64() == Some(hidden), "must equal hidden_size")?;
-        must("position_embedding_type", &|v| v.as_str() == Some("absolute"), "absolute positions only")?;
-        must("scale_attn_by_inverse_layer_idx", &is_false, "GPT-2 standard attention scaling only")?;
+        [
+            must(&json, "do_layer_norm_before", |v| v.as_bool() == Some(true), "OPT with pre-norm layers only"),
+            must(&json, "word_embed_proj_dim", |v| v.as_u64() == Some(hidden), "must equal hidden_size"),
+            must(&json, "position_embedding_type", |v| v.as_str() == Some("absolute"), "absolute positions only"),
+            must(&json, "scale_attn_by_inverse_layer_idx", is_false, "GPT-2 standard attention scaling only"),
+        ]
+        .into_iter()
+        .collect::<Result<(), _>>()
+        .map_err(refused)?;
         config.validate_keys(&keys).map_err(|message| HfError::Config { path: path.into(), message })?;
         // Export takes a head's size to be hidden / heads; a config that says otherwise is another model.
         if let Some(head_dim) = json.get("head_dim").and_then(serde_json::Value::as_u64) {
@@ -469,43 +445,12 @@ impl Config {
         Ok((config, keys))
     }
 
-    /// `config.json` as Hugging Face writes it for this architecture.
+    /// `config.json` as Hugging Face writes it for this family.
     pub fn to_hf_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let act = match self.act {
-            Act::Gelu => "gelu",
-            Act::GeluNew => "gelu_new",
-            Act::Relu => "relu",
-            Act::Silu => "silu",
-        };
-        match self.arch {
-            Arch::Gpt2 => json!({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": self.hidden,
-                "n_layer": self.layers, "n_head": self.heads, "n_inner": self.intermediate, "vocab_size": self.vocab,
-                "n_positions": self.max_positions, "layer_norm_epsilon": self.norm_eps, "activation_function": act}),
-            Arch::GptNeox => json!({"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
-                "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-                "intermediate_size": self.intermediate, "vocab_size": self.vocab, "max_position_embeddings": self.max_positions,
-                "rotary_pct": self.rotary_pct, "rotary_emb_base": self.rope_theta,
-                "use_parallel_residual": self.parallel_residual, "tie_word_embeddings": self.tied_embeddings,
-                "layer_norm_eps": self.norm_eps, "hidden_act": act}),
-            Arch::Llama => json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
-                "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-                "num_key_value_heads": self.kv_heads, "intermediate_size": self.intermediate, "vocab_size": self.vocab,
-                "max_position_embeddings": self.max_positions, "tie_word_embeddings": self.tied_embeddings,
-                "rms_norm_eps": self.norm_eps, "rope_theta": self.rope_theta, "hidden_act": act}),
-            Arch::Opt => json!({"model_type": "opt", "architectures": ["OPTForCausalLM"], "hidden_size": self.hidden,
-                "num_hidden_layers": self.layers, "num_attention_heads": self.heads, "ffn_dim": self.intermediate,
-                "vocab_size": self.vocab, "max_position_embeddings": self.max_positions, "word_embed_proj_dim": self.hidden,
-                "do_layer_norm_before": true, "activation_function": act, "tie_word_embeddings": true}),
-            Arch::Bert => json!({"model_type": "bert", "architectures": ["BertModel"], "hidden_size": self.hidden,
-                "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-                "intermediate_size": self.intermediate, "vocab_size": self.vocab,
-                "max_position_embeddings": self.max_positions, "type_vocab_size": self.type_vocab,
-                "layer_norm_eps": self.norm_eps, "hidden_act": act}),
-        }
+        self.arch.arch().to_hf_json(self)
     }
 
-    /// Every tensor the architecture needs, with its shape, in Hugging Face's names.
+    /// Every tensor the family needs, with its shape, in Hugging Face's names.
     pub fn tensors(&self) -> Vec<(String, Vec<u64>)> {
         self.tensors_of(0..self.layers, true)
     }
@@ -517,148 +462,20 @@ impl Config {
 
     /// The prefix of the layers' tensor names (`model.layers.` for `model.layers.{l}.…`).
     pub fn layer_prefix(&self) -> &'static str {
-        match self.arch {
-            Arch::Gpt2 => "h.",
-            Arch::GptNeox => "gpt_neox.layers.",
-            Arch::Llama => "model.layers.",
-            Arch::Opt => "model.decoder.layers.",
-            Arch::Bert => "encoder.layer.",
-        }
+        self.arch.arch().layer_prefix()
     }
 
-    /// The tensors of `layers`, and with `outer` those outside the layers, in file order.
     fn tensors_of(&self, layers: std::ops::Range<u64>, outer: bool) -> Vec<(String, Vec<u64>)> {
-        let (h, i, v) = (self.hidden, self.intermediate, self.vocab);
-        let q = self.heads * self.head_dim();
-        let kv = self.kv_heads * self.head_dim();
-        let mut t: Vec<(String, Vec<u64>)> = Vec::new();
-        let mut add = |name: String, shape: &[u64]| t.push((name, shape.to_vec()));
-        let norm = |add: &mut dyn FnMut(String, &[u64]), name: String, bias: bool| {
-            add(format!("{name}.weight"), &[h]);
-            if bias {
-                add(format!("{name}.bias"), &[h]);
-            }
-        };
-        match self.arch {
-            Arch::Gpt2 => {
-                if outer {
-                    add("wte.weight".into(), &[v, h]);
-                    add("wpe.weight".into(), &[self.max_positions, h]);
-                }
-                for l in layers {
-                    let p = format!("h.{l}");
-                    norm(&mut add, format!("{p}.ln_1"), true);
-                    // Conv1D: weights stored [in, out].
-                    add(format!("{p}.attn.c_attn.weight"), &[h, 3 * h]);
-                    add(format!("{p}.attn.c_attn.bias"), &[3 * h]);
-                    add(format!("{p}.attn.c_proj.weight"), &[h, h]);
-                    add(format!("{p}.attn.c_proj.bias"), &[h]);
-                    norm(&mut add, format!("{p}.ln_2"), true);
-                    add(format!("{p}.mlp.c_fc.weight"), &[h, i]);
-                    add(format!("{p}.mlp.c_fc.bias"), &[i]);
-                    add(format!("{p}.mlp.c_proj.weight"), &[i, h]);
-                    add(format!("{p}.mlp.c_proj.bias"), &[h]);
-                }
-                if outer {
-                    norm(&mut add, "ln_f".into(), true);
-                }
-            }
-            Arch::GptNeox => {
-                if outer {
-                    add("gpt_neox.embed_in.weight".into(), &[v, h]);
-                }
-                for l in layers {
-                    let p = format!("gpt_neox.layers.{l}");
-                    norm(&mut add, format!("{p}.input_layernorm"), true);
-                    norm(&mut add, format!("{p}.post_attention_layernorm"), true);
-                    add(format!("{p}.attention.query_key_value.weight"), &[3 * h, h]);
-                    add(format!("{p}.attention.query_key_value.bias"), &[3 * h]);
-                    add(format!("{p}.attention.dense.weight"), &[h, h]);
-                    add(format!("{p}.attention.dense.bias"), &[h]);
-                    add(format!("{p}.mlp.dense_h_to_4h.weight"), &[i, h]);
-                    add(format!("{p}.mlp.dense_h_to_4h.bias"), &[i]);
-                    add(format!("{p}.mlp.dense_4h_to_h.weight"), &[h, i]);
-                    add(format!("{p}.mlp.dense_4h_to_h.bias"), &[h]);
-                }
-                if outer {
-                    norm(&mut add, "gpt_neox.final_layer_norm".into(), true);
-                    if !self.tied_embeddings {
-                        add("embed_out.weight".into(), &[v, h]);
-                    }
-                }
-            }
-            Arch::Llama => {
-                if outer {
-                    add("model.embed_tokens.weight".into(), &[v, h]);
-                }
-                for l in layers {
-                    let p = format!("model.layers.{l}");
-                    norm(&mut add, format!("{p}.input_layernorm"), false);
-                    norm(&mut add, format!("{p}.post_attention_layernorm"), false);
-                    add(format!("{p}.self_attn.q_proj.weight"), &[q, h]);
-                    add(format!("{p}.self_attn.k_proj.weight"), &[kv, h]);
-                    add(format!("{p}.self_attn.v_proj.weight"), &[kv, h]);
-                    add(format!("{p}.self_attn.o_proj.weight"), &[h, q]);
-                    add(format!("{p}.mlp.gate_proj.weight"), &[i, h]);
-                    add(format!("{p}.mlp.up_proj.weight"), &[i, h]);
-                    add(format!("{p}.mlp.down_proj.weight"), &[h, i]);
-                }
-                if outer {
-                    norm(&mut add, "model.norm".into(), false);
-                    if !self.tied_embeddings {
-                        add("lm_head.weight".into(), &[v, h]);
-                    }
-                }
-            }
-            Arch::Opt => {
-                if outer {
-                    add("model.decoder.embed_tokens.weight".into(), &[v, h]);
-                    // OPT's learned positions are offset by 2.
-                    add("model.decoder.embed_positions.weight".into(), &[self.max_positions + 2, h]);
-                }
-                for l in layers {
-                    let p = format!("model.decoder.layers.{l}");
-                    for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                        add(format!("{p}.self_attn.{proj}.weight"), &[h, h]);
-                        add(format!("{p}.self_attn.{proj}.bias"), &[h]);
-                    }
-                    norm(&mut add, format!("{p}.self_attn_layer_norm"), true);
-                    add(format!("{p}.fc1.weight"), &[i, h]);
-                    add(format!("{p}.fc1.bias"), &[i]);
-                    add(format!("{p}.fc2.weight"), &[h, i]);
-                    add(format!("{p}.fc2.bias"), &[h]);
-                    norm(&mut add, format!("{p}.final_layer_norm"), true);
-                }
-                if outer {
-                    norm(&mut add, "model.decoder.final_layer_norm".into(), true);
-                }
-            }
-            Arch::Bert => {
-                if outer {
-                    add("embeddings.word_embeddings.weight".into(), &[v, h]);
-                    add("embeddings.position_embeddings.weight".into(), &[self.max_positions, h]);
-                    add("embeddings.token_type_embeddings.weight".into(), &[self.type_vocab, h]);
-                    norm(&mut add, "embeddings.LayerNorm".into(), true);
-                }
-                for l in layers {
-                    let p = format!("encoder.layer.{l}");
-                    for proj in ["query", "key", "value"] {
-                        add(format!("{p}.attention.self.{proj}.weight"), &[h, h]);
-                        add(format!("{p}.attention.self.{proj}.bias"), &[h]);
-                    }
-                    add(format!("{p}.attention.output.dense.weight"), &[h, h]);
-                    add(format!("{p}.attention.output.dense.bias"), &[h]);
-                    norm(&mut add, format!("{p}.attention.output.LayerNorm"), true);
-                    add(format!("{p}.intermediate.dense.weight"), &[i, h]);
-                    add(format!("{p}.intermediate.dense.bias"), &[i]);
-                    add(format!("{p}.output.dense.weight"), &[h, i]);
-                    add(format!("{p}.output.dense.bias"), &[h]);
-                    norm(&mut add, format!("{p}.output.LayerNorm"), true);
-                }
-            }
-        }
-        t
+        let mut t = Tensors::new(self.hidden);
+        self.arch.arch().tensors(self, layers, outer, &mut t);
+        t.list
     }
+}
+
+/// The prefixes checkpoints saved from a model with a task head put on
+/// the base model's names (`transformer.` for GPT-2, `bert.` for BERT).
+fn head_prefixes() -> impl Iterator<Item = &'static str> {
+    crate::arch::families().filter_map(|f| f.arch().head_prefix())
 }
 
 /// An opened folder: the configuration and the mapped weights.
@@ -697,7 +514,7 @@ impl HfModel {
         let mut present = std::collections::BTreeSet::new();
         let mut past: Option<(u64, String)> = None;
         for name in st.names() {
-            let base = ["transformer.", "bert."].iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
+            let base = head_prefixes().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
             let Some(l) = base.strip_prefix(prefix).and_then(|r| r.split_once('.')).and_then(|(l, _)| l.parse().ok())
             else {
                 continue;
@@ -745,18 +562,17 @@ impl HfModel {
         Ok(())
     }
 
-    /// A tensor by its Hugging Face name. Checkpoints saved from a model with
-    /// a head carry a prefix on the base model's names (`transformer.` for
-    /// GPT-2, `bert.` for BERT).
+    /// A tensor by its Hugging Face name, as it is or under a [`head_prefixes`] prefix.
     fn find<'a>(&self, st: &safetensors::SafeTensors<'a>, name: &str) -> Result<TensorView<'a>, HfError> {
-        ["", "transformer.", "bert."].iter().find_map(|prefix| st.tensor(&format!("{prefix}{name}")).ok()).ok_or_else(
-            || HfError::MissingTensor {
+        std::iter::once("")
+            .chain(head_prefixes())
+            .find_map(|prefix| st.tensor(&format!("{prefix}{name}")).ok())
+            .ok_or_else(|| HfError::MissingTensor {
                 path: self.weights_path.clone(),
                 tensor: name.into(),
                 arch: self.config.arch.name(),
                 layers: self.config.layers,
-            },
-        )
+            })
     }
 
     /// A tensor as fp32 values (stored as F32, F16 or BF16). Its pages of the

@@ -6,6 +6,7 @@
 //! and the fixtures reproducible from a clean checkout with nothing but cargo;
 //! Python is only needed to regenerate the reference outputs in `reference/`.
 
+pub mod arch;
 pub mod export;
 pub mod fixtures;
 pub mod graph;

@@ -11,8 +11,9 @@ use edgehil::estimate::{self, GraphCost};
 use edgehil::profile::Profiles;
 use edgehil::report::Status;
 use edgehil::suite::record::{self, Case, Measurements, Record};
+use edgehil_onnx::arch::ModelFamily;
 use edgehil_onnx::export::{export, ExportOptions, Quant};
-use edgehil_onnx::hf::{Arch, Config};
+use edgehil_onnx::hf::Config;
 use edgehil_runtime::wire::{EngineKind, OptLevel};
 
 const PROFILE: &str = "raspberry-pi-5";
@@ -197,7 +198,7 @@ fn calibrates_on_measured_runs_and_the_profile_loads_and_predicts() {
 fn a_quantized_export_costs_its_fp32_arithmetic_and_fewer_bytes() {
     let dir = scratch_dir("calibrate-quantized");
     let hf = dir.join("hf");
-    let config = Config::new(Arch::GptNeox, 64, 1, 2, 2, 256, 20_000, 64, false);
+    let config = Config::new(ModelFamily::lookup("gpt_neox").unwrap(), 64, 1, 2, 2, 256, 20_000, 64, false);
     edgehil_onnx::hf::write_random(&config, &hf, 1).unwrap();
     let cost = |quant: Quant, ort_int8_activations: bool| {
         let out = dir.join(format!("{quant:?}-{ort_int8_activations}"));

@@ -1,6 +1,6 @@
-//! Decoder-only language models (GPT-2, GPT-NeoX, Llama, OPT) with a KV cache.
+//! Decoder-only language models (the decoder families of [`crate::arch`]) with a KV cache.
 //!
-//! Every architecture is read into one layer shape (norms, q/k/v/o, MLP) and
+//! Every family is read into one layer shape (norms, q/k/v/o, MLP) and
 //! built by one graph: fused QKV weights are split at export, so the graph
 //! differs only where the models really differ (norm kind, positions,
 //! residual wiring, activation). The cache is `Concat(past, new, axis=2)`,
@@ -9,30 +9,33 @@
 //! so prefill, decoding and left-padded batches are one graph.
 
 use super::emit::{Emitter, Lin};
-use super::prune::{self, Prune, PruneSummary};
-use super::{spec, ExportError, Io, Source};
+use super::prune::{self, Prune};
+use super::{spec, Built, ExportError, Source};
+use crate::arch::Decoder;
 use crate::graph::{Attr, Dim, Elem};
-use crate::hf::{Act, Arch, Config};
+use crate::hf::{Act, Config};
 
 pub(crate) struct Norm {
     w: Vec<f32>,
     b: Option<Vec<f32>>,
 }
 
+/// One decoder layer, as every family is read into it ([`Decoder::read_layer`]).
 pub(crate) struct Layer {
-    ln1: Norm,
-    ln2: Norm,
-    q: Lin,
-    k: Lin,
-    v: Lin,
-    o: Lin,
-    up: Lin,
-    gate: Option<Lin>,
-    down: Lin,
+    pub ln1: Norm,
+    pub ln2: Norm,
+    pub q: Lin,
+    pub k: Lin,
+    pub v: Lin,
+    pub o: Lin,
+    pub up: Lin,
+    /// The gate of a gated MLP (Llama's SwiGLU).
+    pub gate: Option<Lin>,
+    pub down: Lin,
 }
 
 /// Splits a fused projection into parts by rows.
-fn split(lin: Lin, parts: &[Vec<usize>]) -> Vec<Lin> {
+pub(crate) fn split(lin: Lin, parts: &[Vec<usize>]) -> Vec<Lin> {
     parts
         .iter()
         .map(|rows| Lin { w: lin.w.select_rows(rows), b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()) })
@@ -44,93 +47,6 @@ pub(crate) fn norm(src: &mut Source, name: &str, bias: bool) -> Result<Norm, Exp
         w: src.vector(&format!("{name}.weight"))?,
         b: if bias { Some(src.vector(&format!("{name}.bias"))?) } else { None },
     })
-}
-
-fn read_layer(src: &mut Source, l: u64) -> Result<Layer, ExportError> {
-    let c = src.config().clone();
-    let (h, i) = (c.hidden, c.intermediate);
-    let hd = c.head_dim();
-    let (qd, kvd) = (c.heads * hd, c.kv_heads * hd);
-    let range = |from: u64, n: u64| (from as usize..(from + n) as usize).collect::<Vec<_>>();
-    Ok(match c.arch {
-        Arch::Gpt2 => {
-            let p = format!("h.{l}");
-            let qkv = src.linear(&format!("{p}.attn.c_attn"), 3 * h, h, true, true)?;
-            let [q, k, v]: [Lin; 3] =
-                split(qkv, &[range(0, h), range(h, h), range(2 * h, h)]).try_into().expect("three parts");
-            Layer {
-                ln1: norm(src, &format!("{p}.ln_1"), true)?,
-                q,
-                k,
-                v,
-                o: src.linear(&format!("{p}.attn.c_proj"), h, h, true, true)?,
-                ln2: norm(src, &format!("{p}.ln_2"), true)?,
-                up: src.linear(&format!("{p}.mlp.c_fc"), i, h, true, true)?,
-                gate: None,
-                down: src.linear(&format!("{p}.mlp.c_proj"), h, i, true, true)?,
-            }
-        }
-        Arch::GptNeox => {
-            let p = format!("gpt_neox.layers.{l}");
-            // Fused QKV in per-head layout: head n's rows are [q | k | v], hd each.
-            let qkv = src.linear(&format!("{p}.attention.query_key_value"), 3 * h, h, true, false)?;
-            let part = |which: u64| (0..c.heads).flat_map(|n| range(n * 3 * hd + which * hd, hd)).collect::<Vec<_>>();
-            let [q, k, v]: [Lin; 3] = split(qkv, &[part(0), part(1), part(2)]).try_into().expect("three parts");
-            Layer {
-                ln1: norm(src, &format!("{p}.input_layernorm"), true)?,
-                ln2: norm(src, &format!("{p}.post_attention_layernorm"), true)?,
-                q,
-                k,
-                v,
-                o: src.linear(&format!("{p}.attention.dense"), h, h, true, false)?,
-                up: src.linear(&format!("{p}.mlp.dense_h_to_4h"), i, h, true, false)?,
-                gate: None,
-                down: src.linear(&format!("{p}.mlp.dense_4h_to_h"), h, i, true, false)?,
-            }
-        }
-        Arch::Llama => {
-            let p = format!("model.layers.{l}");
-            Layer {
-                ln1: norm(src, &format!("{p}.input_layernorm"), false)?,
-                ln2: norm(src, &format!("{p}.post_attention_layernorm"), false)?,
-                q: src.linear(&format!("{p}.self_attn.q_proj"), qd, h, false, false)?,
-                k: src.linear(&format!("{p}.self_attn.k_proj"), kvd, h, false, false)?,
-                v: src.linear(&format!("{p}.self_attn.v_proj"), kvd, h, false, false)?,
-                o: src.linear(&format!("{p}.self_attn.o_proj"), h, qd, false, false)?,
-                gate: Some(src.linear(&format!("{p}.mlp.gate_proj"), i, h, false, false)?),
-                up: src.linear(&format!("{p}.mlp.up_proj"), i, h, false, false)?,
-                down: src.linear(&format!("{p}.mlp.down_proj"), h, i, false, false)?,
-            }
-        }
-        Arch::Opt => {
-            let p = format!("model.decoder.layers.{l}");
-            let proj = |src: &mut Source, name: &str| src.linear(&format!("{p}.self_attn.{name}"), h, h, true, false);
-            Layer {
-                ln1: norm(src, &format!("{p}.self_attn_layer_norm"), true)?,
-                q: proj(src, "q_proj")?,
-                k: proj(src, "k_proj")?,
-                v: proj(src, "v_proj")?,
-                o: proj(src, "out_proj")?,
-                ln2: norm(src, &format!("{p}.final_layer_norm"), true)?,
-                up: src.linear(&format!("{p}.fc1"), i, h, true, false)?,
-                gate: None,
-                down: src.linear(&format!("{p}.fc2"), h, i, true, false)?,
-            }
-        }
-        Arch::Bert => unreachable!("encoders are built by export::bert"),
-    })
-}
-
-/// Names of the tensors outside the layers: (token embeddings, final norm, untied LM head).
-fn outer_names(c: &Config) -> (&'static str, &'static str, Option<&'static str>) {
-    let (embed, final_norm, head) = match c.arch {
-        Arch::Gpt2 => ("wte.weight", "ln_f", None),
-        Arch::GptNeox => ("gpt_neox.embed_in.weight", "gpt_neox.final_layer_norm", Some("embed_out.weight")),
-        Arch::Llama => ("model.embed_tokens.weight", "model.norm", Some("lm_head.weight")),
-        Arch::Opt => ("model.decoder.embed_tokens.weight", "model.decoder.final_layer_norm", None),
-        Arch::Bert => unreachable!("encoders are built by export::bert"),
-    };
-    (embed, final_norm, if c.tied_embeddings { None } else { head })
 }
 
 impl Emitter {
@@ -287,10 +203,11 @@ impl Rope {
 }
 
 pub(crate) fn build(
+    family: &dyn Decoder,
     src: &mut Source,
     em: &mut Emitter,
     pruning: Option<&Prune>,
-) -> Result<(Io, Vec<u64>, Option<PruneSummary>), ExportError> {
+) -> Result<Built, ExportError> {
     let c = src.config().clone();
     let hd = c.head_dim();
     let (b, t, p) = (Dim::Named("batch".into()), Dim::Named("sequence".into()), Dim::Named("past_sequence".into()));
@@ -306,16 +223,15 @@ pub(crate) fn build(
     ];
     let mut outputs = vec![spec("logits", "float32", &["batch", "sequence", &c.vocab.to_string()])];
 
-    let (embed_name, final_norm, head_name) = outer_names(&c);
-    let table = src.mat(embed_name, c.vocab, c.hidden)?;
+    let outer = family.outer();
+    let head_name = if c.tied_embeddings { None } else { outer.head };
+    let table = src.mat(outer.embed, c.vocab, c.hidden)?;
     let mut x = em.embedding(&ids, "embed_tokens", &table, true)?;
     drop(table);
-    if matches!(c.arch, Arch::Gpt2 | Arch::Opt) {
-        let (name, skip) =
-            if c.arch == Arch::Gpt2 { ("wpe.weight", 0) } else { ("model.decoder.embed_positions.weight", 2) };
+    if let Some((name, skip)) = outer.positions {
         let rows = c.max_positions + skip;
         let mut table = src.mat(name, rows, c.hidden)?;
-        // OPT's learned positions start at row 2.
+        // Position 0 is row `skip` (OPT's learned positions start at row 2).
         table.data.drain(..(skip * c.hidden) as usize);
         table.rows = c.max_positions as usize;
         let positions = em.embedding(&pos, "embed_positions", &table, false)?;
@@ -355,7 +271,7 @@ pub(crate) fn build(
     let mut kv_heads = Vec::new();
     let mut removed = 0u64;
     for l in 0..c.layers {
-        let mut layer = read_layer(src, l)?;
+        let mut layer = family.read_layer(src, l)?;
         let (mut heads, mut kv) = (c.heads, c.kv_heads);
         match pruning {
             Some(Prune::Magnitude(f)) => {
@@ -437,9 +353,9 @@ pub(crate) fn build(
         }
     }
 
-    let fin = norm(src, final_norm, c.arch != Arch::Llama)?;
+    let fin = norm(src, outer.final_norm, outer.norm_bias)?;
     let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
-    let head = Lin { w: src.mat(head_name.unwrap_or(embed_name), c.vocab, c.hidden)?, b: None };
+    let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
     let logits = em.linear(&x, "lm_head", &head)?;
     if head_name.is_none() {
         // A tied head is the embedding table again: count its parameters once.

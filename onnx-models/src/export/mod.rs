@@ -8,11 +8,10 @@
 //! beside the destination and renamed at the end, so a failed export leaves
 //! nothing half-written.
 
-mod bert;
-mod decoder;
+pub(crate) mod decoder;
 pub mod emit;
 pub mod lora;
-mod prune;
+pub(crate) mod prune;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,8 +20,9 @@ use std::str::FromStr;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::arch::{Graph, ModelFamily};
 use crate::graph::{write_model, OnnxError};
-use crate::hf::{Arch, Config, HfError, HfModel};
+use crate::hf::{Config, HfError, HfModel};
 use emit::{Emitter, Lin, Mat};
 pub use prune::Prune;
 
@@ -149,7 +149,7 @@ pub struct QuantSummary {
 pub struct Manifest {
     pub format: u32,
     pub producer: String,
-    pub architecture: Arch,
+    pub architecture: ModelFamily,
     pub config: Config,
     /// Parameters of the source model.
     pub parameters: u64,
@@ -178,6 +178,9 @@ pub(crate) struct Source<'a, 'p> {
     done: u64,
     total: u64,
     progress: Option<&'a mut (dyn FnMut(u64, u64) + 'p)>,
+    /// Every tensor read, with the shape it was read as: the tests hold it against the tensors synth writes.
+    #[cfg(test)]
+    read: Vec<(String, Vec<u64>)>,
 }
 
 impl Source<'_, '_> {
@@ -186,17 +189,27 @@ impl Source<'_, '_> {
     }
 
     pub fn vector(&mut self, name: &str) -> Result<Vec<f32>, ExportError> {
+        let v = self.read(name)?;
+        #[cfg(test)]
+        self.read.push((name.into(), vec![v.len() as u64]));
+        Ok(v)
+    }
+
+    /// A matrix stored `[rows, cols]` (embeddings, `Linear` weights).
+    pub fn mat(&mut self, name: &str, rows: u64, cols: u64) -> Result<Mat, ExportError> {
+        let v = self.read(name)?;
+        #[cfg(test)]
+        self.read.push((name.into(), vec![rows, cols]));
+        Ok(Mat::new(rows as usize, cols as usize, v))
+    }
+
+    fn read(&mut self, name: &str) -> Result<Vec<f32>, ExportError> {
         let v = self.model.read_f32(name)?;
         self.done += v.len() as u64 * 4;
         if let Some(p) = self.progress.as_mut() {
             p(self.done, self.total);
         }
         Ok(v)
-    }
-
-    /// A matrix stored `[rows, cols]` (embeddings, `Linear` weights).
-    pub fn mat(&mut self, name: &str, rows: u64, cols: u64) -> Result<Mat, ExportError> {
-        Ok(Mat::new(rows as usize, cols as usize, self.vector(name)?))
     }
 
     /// A linear layer `{module}.weight` (+ `.bias`), `[out, in]` with the adapter merged.
@@ -319,7 +332,7 @@ pub fn export(hf_dir: &Path, out: &Path, mut opts: ExportOptions) -> Result<Mani
     check_options(&config, &opts)?;
     let adapter = opts.lora.as_deref().map(lora::Adapter::open).transpose()?;
     if let Some(a) = &adapter {
-        if config.arch == Arch::Bert {
+        if !config.arch.is_decoder() {
             return Err(ExportError::Unsupported("LoRA adapters are merged into decoders only".into()));
         }
         a.check_modules(&config.tensors())?;
@@ -376,14 +389,18 @@ fn write_folder(
 ) -> Result<Manifest, ExportError> {
     let config = model.config.clone();
     let total = total_of(&config, 4)?;
-    let mut source = Source { model, adapter, done: 0, total, progress: opts.progress.as_deref_mut() };
+    let mut source = Source {
+        model,
+        adapter,
+        done: 0,
+        total,
+        progress: opts.progress.as_deref_mut(),
+        #[cfg(test)]
+        read: Vec::new(),
+    };
     let accuracy_level = if opts.quant == Quant::Int4 && opts.ort_int8_activations { 4 } else { 0 };
     let mut em = Emitter::new(&format!("edgehil-{}", config.arch.name()), dir, opts.quant, opts.block, accuracy_level)?;
-    let (io, kv_heads, pruning) = if config.arch.is_decoder() {
-        decoder::build(&mut source, &mut em, opts.prune.as_ref())?
-    } else {
-        bert::build(&mut source, &mut em, opts.prune.as_ref())?
-    };
+    let (io, kv_heads, pruning) = build(config.arch, &mut source, &mut em, opts.prune.as_ref())?;
     let lora = source.adapter.as_ref().map(lora::Adapter::summary).transpose()?;
     let (proto, written) = em.finish()?;
     write_model(&proto, &dir.join("model.onnx"))?;
@@ -445,6 +462,34 @@ fn write_folder(
 
 /// The interface of a built graph: (inputs, outputs).
 pub(crate) type Io = (Vec<IoSpec>, Vec<IoSpec>);
+
+/// What a graph builder returns: the interface, the heads of each layer's
+/// key/value cache (decoders; the attention heads for encoders), and what pruning did.
+pub(crate) type Built = (Io, Vec<u64>, Option<prune::PruneSummary>);
+
+/// Builds `family`'s graph from `src` into `em`.
+fn build(
+    family: ModelFamily,
+    src: &mut Source,
+    em: &mut Emitter,
+    pruning: Option<&Prune>,
+) -> Result<Built, ExportError> {
+    match family.arch().graph() {
+        Graph::Decoder(layers) => decoder::build(layers, src, em, pruning),
+        Graph::Encoder(encoder) => encoder(src, em, pruning),
+    }
+}
+
+/// The tensors `model`'s export reads, each with the shape it reads it as
+/// (the graph is written into `scratch`).
+#[cfg(test)]
+pub(crate) fn tensors_read(model: &HfModel, scratch: &Path) -> Result<Vec<(String, Vec<u64>)>, ExportError> {
+    std::fs::create_dir_all(scratch).map_err(|e| ExportError::io(scratch, e))?;
+    let mut source = Source { model, adapter: None, done: 0, total: 0, progress: None, read: Vec::new() };
+    let mut em = Emitter::new("tensors-read", scratch, Quant::None, 32, 0)?;
+    build(model.config.arch, &mut source, &mut em, None)?;
+    Ok(source.read)
+}
 
 pub(crate) fn spec(name: &str, dtype: &'static str, shape: &[&str]) -> IoSpec {
     IoSpec { name: name.into(), dtype, shape: shape.iter().map(|s| (*s).to_string()).collect() }

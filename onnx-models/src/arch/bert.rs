@@ -2,17 +2,85 @@
 //! then mean pooling over the attention mask and L2 normalization, so the
 //! graph's output is the sentence embedding itself.
 
-use super::decoder::Norm;
-use super::emit::{Emitter, Lin};
-use super::prune::{self, Prune, PruneSummary};
-use super::{spec, ExportError, Io, Source};
-use crate::graph::{Attr, Dim, Elem};
+use std::ops::Range;
 
-pub(crate) fn build(
-    src: &mut Source,
-    em: &mut Emitter,
-    pruning: Option<&Prune>,
-) -> Result<(Io, Vec<u64>, Option<PruneSummary>), ExportError> {
+use super::{Architecture, Defaults, Graph, Tensors};
+use crate::export::decoder::Norm;
+use crate::export::emit::{Emitter, Lin};
+use crate::export::prune::{self, Prune};
+use crate::export::{spec, Built, ExportError, Source};
+use crate::graph::{Attr, Dim, Elem};
+use crate::hf::{Act, Config, Keys};
+
+pub(crate) struct Bert;
+
+impl Architecture for Bert {
+    fn name(&self) -> &'static str {
+        "bert"
+    }
+
+    fn keys(&self) -> Keys {
+        Keys::standard()
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            act: Act::Gelu,
+            norm_eps: 1e-12,
+            rotary_pct: 1.0,
+            parallel_residual: false,
+            tied_embeddings: false,
+            type_vocab: 2,
+        }
+    }
+
+    fn to_hf_json(&self, c: &Config) -> serde_json::Value {
+        serde_json::json!({"model_type": "bert", "architectures": ["BertModel"], "hidden_size": c.hidden,
+            "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
+            "intermediate_size": c.intermediate, "vocab_size": c.vocab,
+            "max_position_embeddings": c.max_positions, "type_vocab_size": c.type_vocab,
+            "layer_norm_eps": c.norm_eps, "hidden_act": c.act.name()})
+    }
+
+    fn layer_prefix(&self) -> &'static str {
+        "encoder.layer."
+    }
+
+    fn head_prefix(&self) -> Option<&'static str> {
+        Some("bert.")
+    }
+
+    fn tensors(&self, c: &Config, layers: Range<u64>, outer: bool, t: &mut Tensors) {
+        let (h, i) = (c.hidden, c.intermediate);
+        if outer {
+            t.add("embeddings.word_embeddings.weight".into(), &[c.vocab, h]);
+            t.add("embeddings.position_embeddings.weight".into(), &[c.max_positions, h]);
+            t.add("embeddings.token_type_embeddings.weight".into(), &[c.type_vocab, h]);
+            t.norm("embeddings.LayerNorm", true);
+        }
+        for l in layers {
+            let p = format!("encoder.layer.{l}");
+            for proj in ["query", "key", "value"] {
+                t.add(format!("{p}.attention.self.{proj}.weight"), &[h, h]);
+                t.add(format!("{p}.attention.self.{proj}.bias"), &[h]);
+            }
+            t.add(format!("{p}.attention.output.dense.weight"), &[h, h]);
+            t.add(format!("{p}.attention.output.dense.bias"), &[h]);
+            t.norm(&format!("{p}.attention.output.LayerNorm"), true);
+            t.add(format!("{p}.intermediate.dense.weight"), &[i, h]);
+            t.add(format!("{p}.intermediate.dense.bias"), &[i]);
+            t.add(format!("{p}.output.dense.weight"), &[h, i]);
+            t.add(format!("{p}.output.dense.bias"), &[h]);
+            t.norm(&format!("{p}.output.LayerNorm"), true);
+        }
+    }
+
+    fn graph(&self) -> Graph<'_> {
+        Graph::Encoder(build)
+    }
+}
+
+fn build(src: &mut Source, em: &mut Emitter, pruning: Option<&Prune>) -> Result<Built, ExportError> {
     let c = src.config().clone();
     let (h, hd) = (c.hidden, c.head_dim());
     let dims = [Dim::Named("batch".into()), Dim::Named("sequence".into())];
@@ -115,5 +183,13 @@ pub(crate) fn build(
 }
 
 fn layer_norm(src: &mut Source, name: &str) -> Result<Norm, ExportError> {
-    super::decoder::norm(src, name, true)
+    crate::export::decoder::norm(src, name, true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn synth_writes_the_tensors_export_reads() {
+        super::super::tests::synth_matches_export("bert");
+    }
 }
