@@ -15,6 +15,7 @@ pub mod estimate;
 pub mod eval;
 pub mod generate;
 pub mod inputs;
+pub mod listing;
 pub mod plan;
 pub mod profile;
 pub mod report;
