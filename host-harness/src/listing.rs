@@ -64,7 +64,12 @@ pub fn models_table(profile: Option<&Profile>, context: u64) -> String {
                 .map(|p| {
                     let f = fit(m, *p, context, profile);
                     let verdict = if f.fits { "fits" } else { "over" };
-                    format!("{} {} {verdict} ({})", p.name(), human_bytes(f.peak as f64), human_bytes(f.headroom as f64))
+                    format!(
+                        "{} {} {verdict} ({})",
+                        p.name(),
+                        human_bytes(f.peak as f64),
+                        human_bytes(f.headroom as f64)
+                    )
                 })
                 .collect();
             let _ = write!(s, "  {}", fits.join(", "));
