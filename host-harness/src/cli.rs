@@ -102,7 +102,7 @@ pub struct CalibrateArgs {
     pub engine: Option<EngineKind>,
     /// Only the cases on this target (emu, serial:PORT).
     #[arg(long)]
-    pub target: Option<String>,
+    pub target: Option<Target>,
     /// The board's memory bandwidth as measured there (e.g. a STREAM copy: "20 GB/s"),
     /// kept instead of fitted: one model's runs barely tell it from a fixed overhead.
     #[arg(long, value_parser = parse_byte_rate)]

@@ -22,4 +22,5 @@ pub mod report;
 pub mod run;
 pub mod suite;
 pub mod sweep;
+pub mod text;
 pub mod units;

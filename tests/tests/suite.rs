@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{binary, ort_library, scratch_dir};
 use edgehil::report::Status;
 use edgehil::suite::record::{self, Record};
+use edgehil_hil::Target;
 
 fn edgehil(args: &[&str]) -> Output {
     edgehil_cmd(args).output().unwrap()
@@ -430,7 +431,7 @@ fn compare_pairs_the_emulated_board_with_a_board_on_a_serial_line() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let records = journal(&out);
     assert_eq!(records.len(), 20);
-    let (emu, real): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| r.case.target == "emu");
+    let (emu, real): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| r.case.target == Target::Emulated);
     let (a, b) = (out.join("emu.json"), out.join("real.json"));
     std::fs::write(&a, serde_json::to_string(&emu).unwrap()).unwrap();
     std::fs::write(&b, serde_json::to_string(&real).unwrap()).unwrap();

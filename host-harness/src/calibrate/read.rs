@@ -3,13 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-use edgehil_runtime::wire::{EngineKind, OptLevel};
+use edgehil_hil::Target;
+use edgehil_runtime::wire::EngineKind;
 
 use crate::estimate::{self, GraphCost, Kernels};
-use crate::report::Status;
-use crate::suite::record;
+use crate::report::{RunReport, Status};
+use crate::suite::record::{self, WorkloadReport};
 
 use super::CalibrateError;
 
@@ -29,7 +28,7 @@ pub struct Case {
 pub struct Filter<'a> {
     pub profile: &'a str,
     pub engine: Option<EngineKind>,
-    pub target: Option<&'a str>,
+    pub target: Option<&'a Target>,
 }
 
 /// The usable cases of a measurements file, and why the others were left out.
@@ -37,117 +36,78 @@ pub struct Filter<'a> {
 pub struct Measured {
     pub path: PathBuf,
     pub cases: Vec<Case>,
+    /// The cases' engine and target (tract on emu if there are none).
     pub engine: EngineKind,
-    pub target: String,
+    pub target: Target,
     /// (reason, count).
     pub skipped: Vec<(String, usize)>,
-}
-
-/// A measured call as either file form gives it.
-struct Entry {
-    label: String,
-    profile: String,
-    target: String,
-    engine: String,
-    opt_level: Option<String>,
-    status: Status,
-    latency_ms: Option<f64>,
-    cost: Option<GraphCost>,
-    tokens: Option<u64>,
-}
-
-/// The fields of an `edgehil run --json` report that calibration reads.
-#[derive(Deserialize)]
-struct RunEntry {
-    model: String,
-    profile: String,
-    target: String,
-    engine: String,
-    opt_level: String,
-    status: Status,
-    latency_ms: Option<Median>,
-    cost: Option<GraphCost>,
-    tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Median {
-    median: f64,
 }
 
 /// Reads a suite journal (JSON lines of records) or the JSON array of run
 /// reports `edgehil run --json` writes, and keeps the cases `filter` selects.
 pub fn read(path: &Path, filter: &Filter) -> Result<Measured, CalibrateError> {
     let text = std::fs::read_to_string(path).map_err(|cause| CalibrateError::Read { path: path.into(), cause })?;
-    let entries: Vec<Entry> = if text.trim_start().starts_with('[') {
-        let reports: Vec<RunEntry> = serde_json::from_str(&text).map_err(|e| CalibrateError::Parse {
+    // Each run with its label; a journal's other records (by their status) are only counted as skipped.
+    let mut runs: Vec<(String, Result<RunReport, Status>)> = Vec::new();
+    if text.trim_start().starts_with('[') {
+        let reports: Vec<RunReport> = serde_json::from_str(&text).map_err(|e| CalibrateError::Parse {
             path: path.into(),
             line: e.line(),
             message: e.to_string(),
         })?;
-        reports
-            .into_iter()
-            .map(|r| Entry {
-                label: r.model,
-                profile: r.profile,
-                target: r.target,
-                engine: r.engine,
-                opt_level: Some(r.opt_level),
-                status: r.status,
-                latency_ms: r.latency_ms.map(|l| l.median),
-                cost: r.cost,
-                tokens: r.tokens,
-            })
-            .collect()
+        runs.extend(reports.into_iter().map(|r| (r.model.clone(), Ok(r))));
     } else {
-        record::read(path)?
-            .into_iter()
-            .map(|r| Entry {
-                label: format!("{} {} {}", r.case.model, r.case.compression, r.case.workload),
-                opt_level: r.report.get("opt_level").and_then(|o| o.as_str()).map(str::to_string),
-                profile: r.case.profile,
-                target: r.case.target,
-                engine: r.case.engine,
-                status: r.status,
-                latency_ms: r.measurements.latency_ms,
-                cost: r.measurements.cost,
-                tokens: r.measurements.tokens,
-            })
-            .collect()
-    };
-    select(path, entries, filter)
+        for r in record::read(path)? {
+            let label = format!("{} {} {}", r.case.model, r.case.compression, r.case.workload);
+            let report = match r.report {
+                Some(WorkloadReport::Run(report)) => Ok(report),
+                _ => Err(r.status),
+            };
+            runs.push((label, report));
+        }
+    }
+    select(path, runs, filter)
 }
 
-fn select(path: &Path, entries: Vec<Entry>, filter: &Filter) -> Result<Measured, CalibrateError> {
+fn select(
+    path: &Path,
+    runs: Vec<(String, Result<RunReport, Status>)>,
+    filter: &Filter,
+) -> Result<Measured, CalibrateError> {
     let mut skipped: Vec<(String, usize)> = Vec::new();
     let mut skip = |why: String| match skipped.iter_mut().find(|(w, _)| *w == why) {
         Some((_, n)) => *n += 1,
         None => skipped.push((why, 1)),
     };
-    let mut kept = Vec::new();
-    for e in entries {
-        let engine = EngineKind::ALL.into_iter().find(|k| k.name() == e.engine);
-        let opt_level = OptLevel::ALL.into_iter().find(|o| Some(o.name()) == e.opt_level.as_deref());
-        match (e.status, e.latency_ms, e.cost, engine, opt_level) {
-            (Status::Ok, Some(ms), Some(cost), Some(engine), Some(opt_level)) if ms > 0.0 && ms.is_finite() => {
-                if e.profile != filter.profile {
+    let mut kept: Vec<(EngineKind, Target, Case)> = Vec::new();
+    for (label, r) in runs {
+        let r = match r {
+            Ok(r) => r,
+            Err(Status::Ok) => {
+                skip("not runs".into());
+                continue;
+            }
+            Err(status) => {
+                skip(format!("with status {}", status.name()));
+                continue;
+            }
+        };
+        let ms = r.latency_ms.as_ref().map(|l| l.median);
+        match (r.status, ms, r.cost) {
+            (Status::Ok, Some(ms), Some(cost)) if ms > 0.0 && ms.is_finite() => {
+                if r.profile != filter.profile {
                     skip("of other profiles".into());
-                } else if filter.engine.is_some_and(|f| f != engine) {
+                } else if filter.engine.is_some_and(|f| f != r.engine) {
                     skip("of other engines".into());
-                } else if filter.target.is_some_and(|t| t != e.target) {
+                } else if filter.target.is_some_and(|t| *t != r.target) {
                     skip("on other targets".into());
                 } else {
-                    let case = Case {
-                        label: e.label,
-                        cost,
-                        tokens: e.tokens.unwrap_or(0),
-                        kernels: estimate::kernels(&cost, engine, opt_level, e.tokens.unwrap_or(0)),
-                        measured_ms: ms,
-                    };
-                    kept.push((engine, e.target, case));
+                    let tokens = r.tokens.unwrap_or(0);
+                    let kernels = estimate::kernels(&cost, r.engine, r.opt_level, tokens);
+                    kept.push((r.engine, r.target, Case { label, cost, tokens, kernels, measured_ms: ms }));
                 }
             }
-            (Status::Ok, ..) => skip("without a latency, a cost (not a run) or a known engine and opt level".into()),
+            (Status::Ok, ..) => skip("without a latency or a cost".into()),
             (status, ..) => skip(format!("with status {}", status.name())),
         }
     }
@@ -158,13 +118,13 @@ fn select(path: &Path, entries: Vec<Entry>, filter: &Filter) -> Result<Measured,
         names
     };
     let engines = distinct(kept.iter().map(|(e, _, _)| e.name().to_string()).collect());
-    let targets = distinct(kept.iter().map(|(_, t, _)| t.clone()).collect());
+    let targets = distinct(kept.iter().map(|(_, t, _)| t.to_string()).collect());
     for (what, found) in [("engine", &engines), ("target", &targets)] {
         if found.len() > 1 {
             return Err(CalibrateError::Mixed { path: path.into(), what, found: found.join(", ") });
         }
     }
-    let (engine, target) = kept.first().map_or((EngineKind::Tract, String::new()), |(e, t, _)| (*e, t.clone()));
+    let (engine, target) = kept.first().map_or((EngineKind::Tract, Target::Emulated), |(e, t, _)| (*e, t.clone()));
     Ok(Measured { path: path.into(), cases: kept.into_iter().map(|(_, _, c)| c).collect(), engine, target, skipped })
 }
 
@@ -184,11 +144,14 @@ mod tests {
         Filter { profile, engine: None, target: None }
     }
 
+    /// What every run report has, the figures calibration does not read.
+    const MEMORY_AND_LINK: &str = r#""memory": {"cap_bytes": 1000, "limit": "heap cap", "measured_by": "peak heap", "fits": true}, "link": {"frames_sent": 0, "frames_received": 0, "bad_frames_host": 0, "resends": 0}"#;
+
     fn run_report(profile: &str, engine: &str, target: &str, status: &str, median: f64, tokens: Option<u64>) -> String {
         let tokens = tokens.map_or(String::new(), |t| format!(r#", "tokens": {t}"#));
         format!(
-            r#"{{"model": "m.onnx", "profile": "{profile}", "target": "{target}", "engine": "{engine}", "opt_level": "all",
-              "status": "{status}", "latency_ms": {{"median": {median}, "min": 0}},
+            r#"{{"model": "m.onnx", "reference": "m.onnx", "profile": "{profile}", "target": "{target}", "engine": "{engine}", "opt_level": "all", "accuracy": [],
+              "status": "{status}", "latency_ms": {{"runs": 1, "warmup": 0, "min": 0, "median": {median}, "p90": {median}, "max": {median}, "mean": {median}}}, {MEMORY_AND_LINK},
               "cost": {{"flops": 1e9, "weight_bytes": 1000, "io_bytes": 10, "int8_weights": true}}{tokens}}}"#
         )
     }
@@ -206,7 +169,7 @@ mod tests {
         assert_eq!(m.cases.len(), 1);
         let c = &m.cases[0];
         assert_eq!((c.tokens, c.measured_ms, c.kernels.int8), (16, 2.5, true), "ort at all runs int8 kernels");
-        assert_eq!((m.engine, m.target.as_str()), (EngineKind::Ort, "emu"));
+        assert_eq!((m.engine, m.target.to_string().as_str()), (EngineKind::Ort, "emu"));
         assert!(
             m.summary().ends_with("skipped 3: 1 with status does_not_fit, 1 of other profiles, 1 of other engines"),
             "{}",

@@ -95,7 +95,7 @@ mod tests {
             path: "runs.json".into(),
             cases: cases(&TRUE, 0.0),
             engine: EngineKind::Ort,
-            target: "emu".into(),
+            target: edgehil_hil::Target::Emulated,
             skipped: vec![],
         };
         let out = default_out(&pi.name);

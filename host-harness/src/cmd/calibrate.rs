@@ -11,7 +11,7 @@ use crate::cli::CalibrateArgs;
 
 pub fn calibrate(args: CalibrateArgs, profiles: &Profiles) -> Result<u8> {
     let profile = profiles.get(&args.profile)?;
-    let filter = Filter { profile: &profile.name, engine: args.engine, target: args.target.as_deref() };
+    let filter = Filter { profile: &profile.name, engine: args.engine, target: args.target.as_ref() };
     let cases = read(&args.measured, &filter)?;
     outln!("{}", cases.summary());
     let out = args.out.unwrap_or_else(|| default_out(&profile.name));

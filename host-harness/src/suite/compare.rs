@@ -166,8 +166,8 @@ pub fn pair(a: &[Record], b: &[Record]) -> Pairing {
             let (ma, mb) = (&ra.measurements, &rb.measurements);
             Some(Pair {
                 case: key.clone(),
-                a_target: ra.case.target.clone(),
-                b_target: rb.case.target.clone(),
+                a_target: ra.case.target.to_string(),
+                b_target: rb.case.target.to_string(),
                 a_status: ra.status,
                 b_status: rb.status,
                 latency_ratio: ma.latency_ms.zip(mb.latency_ms).filter(|(x, _)| *x > 0.0).map(|(x, y)| y / x),
