@@ -6,6 +6,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use edgehil_hil::Target;
+
 use crate::report::Status;
 use crate::units::human_bytes;
 
@@ -136,8 +138,10 @@ impl BaselineComparison {
 pub struct Pair {
     /// The case without its target.
     pub case: String,
-    pub a_target: String,
-    pub b_target: String,
+    #[serde(with = "crate::text")]
+    pub a_target: Target,
+    #[serde(with = "crate::text")]
+    pub b_target: Target,
     pub a_status: Status,
     pub b_status: Status,
     /// B's latency / A's.
@@ -166,8 +170,8 @@ pub fn pair(a: &[Record], b: &[Record]) -> Pairing {
             let (ma, mb) = (&ra.measurements, &rb.measurements);
             Some(Pair {
                 case: key.clone(),
-                a_target: ra.case.target.to_string(),
-                b_target: rb.case.target.to_string(),
+                a_target: ra.case.target.clone(),
+                b_target: rb.case.target.clone(),
                 a_status: ra.status,
                 b_status: rb.status,
                 latency_ratio: ma.latency_ms.zip(mb.latency_ms).filter(|(x, _)| *x > 0.0).map(|(x, y)| y / x),
