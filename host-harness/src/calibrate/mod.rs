@@ -1,6 +1,6 @@
 //! `edgehil calibrate`: the latency model's parameters fitted to measured runs.
 //!
-//! The model is [`estimate`]'s: latency = FLOPs / compute + bytes /
+//! The model is [`estimate`](crate::estimate)'s: latency = FLOPs / compute + bytes /
 //! bandwidth + call overhead + ops × op overhead + tokens × token overhead
 //! (+ the 4-bit unpack terms), with `compute_int8` in place of `compute`
 //! where the engine runs int8 kernels. The fit minimises the squared log

@@ -81,9 +81,9 @@ impl Case {
 /// Cases order by their fields' text: model, compression, profile, target, engine, workload.
 impl Ord for Case {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let key = |c: &Case| (c.model.clone(), c.compression.clone(), c.profile.clone(), c.target.to_string());
-        key(self)
-            .cmp(&key(other))
+        (&self.model, &self.compression, &self.profile)
+            .cmp(&(&other.model, &other.compression, &other.profile))
+            .then_with(|| self.target.to_string().cmp(&other.target.to_string()))
             .then_with(|| self.engine.name().cmp(other.engine.name()))
             .then_with(|| self.workload.cmp(&other.workload))
     }
@@ -153,16 +153,18 @@ pub struct Record {
 
 /// A record of any version this edgehil reads, as the current version; why not, if not.
 fn decode(mut value: Value) -> Result<Record, String> {
-    match value.get("schema_version") {
-        None => upgrade_from_v1(&mut value),
-        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
-        Some(v) => {
-            return Err(format!(
-                "schema_version {v}: this edgehil reads versions 1 to {SCHEMA_VERSION} (a newer edgehil wrote it?)"
-            ))
+    let version = value.get("schema_version").cloned();
+    match version.as_ref().map(Value::as_u64) {
+        None | Some(Some(1)) => {
+            upgrade_from_v1(&mut value);
+            serde_json::from_value(value).map_err(|e| format!("{e} (read as schema_version 1, from before the field)"))
         }
+        Some(Some(v)) if v == u64::from(SCHEMA_VERSION) => serde_json::from_value(value).map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "schema_version {}: this edgehil reads versions 1 to {SCHEMA_VERSION} (a newer edgehil wrote it?)",
+            version.unwrap_or_default()
+        )),
     }
-    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// Version 1 had no `schema_version` and untagged reports: the tag is told
