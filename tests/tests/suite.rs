@@ -554,3 +554,20 @@ fn a_closed_stdout_ends_the_suite_quietly_with_its_journal_whole() {
     assert_eq!(journal(&out).len(), 2);
     assert!(out.join("report.html").is_file());
 }
+
+#[test]
+fn a_journal_from_before_schema_version_is_still_compared() {
+    // Two records as edgehil wrote them before journals carried a schema_version.
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host-harness/testdata/journal-v1.jsonl");
+    let v1 = v1.to_str().unwrap();
+    let o = edgehil(&["suite", "compare", v1, "--baseline", v1]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("2 cases compared") && text(&o).contains("no regressions"), "{}", text(&o));
+    let o = edgehil(&["compare", v1, v1]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("| tiny-gpt2/none/jetson-orin-nano/tract/generate | emu ok | emu ok | 1.000 |"),
+        "{}",
+        text(&o)
+    );
+}
