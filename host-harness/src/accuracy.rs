@@ -2,13 +2,13 @@
 //! metrics ST Edge AI's validate reports (L2R, RMSE, MAE, COS) plus the
 //! largest absolute error and top-1 agreement along a class axis.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use edgehil_hil::OutputData;
 use edgehil_runtime::wire::{Tensor, Values};
 
 /// Metrics for one output; `None` where the output mode did not carry enough.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
     pub output: String,
     /// ‖board − ref‖₂ / ‖ref‖₂

@@ -169,14 +169,31 @@ fn dtype_size(d: DType) -> u64 {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Bound {
     Compute,
     Memory,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// Which of a profile's compute rates a prediction used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Peak {
+    Fp32,
+    Int8,
+}
+
+impl Peak {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peak::Fp32 => "fp32",
+            Peak::Int8 => "int8",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub latency_ms: f64,
     pub compute_ms: f64,
@@ -184,10 +201,9 @@ pub struct Prediction {
     /// The call's fixed overhead plus its ops' and tokens' overhead.
     pub overhead_ms: f64,
     pub bound: Bound,
-    /// "fp32" or "int8": which of the compute rates was used.
-    pub peak: &'static str,
+    pub peak: Peak,
     /// The profile's calibration gave the parameters (absent: its datasheet figures).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub calibrated: bool,
 }
 
@@ -295,7 +311,7 @@ pub fn predict(
         memory_ms: memory_s * 1e3,
         overhead_ms: overhead_s * 1e3,
         bound: if compute_s >= memory_s { Bound::Compute } else { Bound::Memory },
-        peak: if kernels.int8 { "int8" } else { "fp32" },
+        peak: if kernels.int8 { Peak::Int8 } else { Peak::Fp32 },
         calibrated: calibrated.is_some(),
     }
 }

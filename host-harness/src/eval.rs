@@ -13,12 +13,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use edgehil_hil::HilError;
-use edgehil_runtime::wire::GenParams;
+use edgehil_hil::Target;
+use edgehil_runtime::wire::{EngineKind, GenParams};
 use serde::{Deserialize, Serialize};
 
 use crate::generate::{model_manifest, GenerateHostError, TextTokenizer};
 use crate::profile::Profile;
-use crate::report::{LinkSummary, LoadSummary, Memory, Status};
+use crate::report::{limit_name, LinkSummary, LoadSummary, Memory, Status};
 use crate::run::{on_board, verdict, BoardOptions, BoardRun};
 
 /// Items retrieved per question, as in the study.
@@ -50,7 +51,7 @@ pub enum Method {
     Lora,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Kind {
     Classification { choices: Vec<String> },
@@ -240,7 +241,7 @@ pub fn chosen<'c>(answer: &str, choices: &'c [String]) -> Option<&'c String> {
         .map(|(_, _, c)| c)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemResult {
     pub id: String,
     pub gold: String,
@@ -258,7 +259,7 @@ pub struct ItemResult {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
     pub items: usize,
     pub scored: usize,
@@ -269,7 +270,7 @@ pub struct Scores {
 }
 
 /// The RAG index on the board, reported on its own line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexMemory {
     pub embedder: String,
     pub most_items: u32,
@@ -278,15 +279,16 @@ pub struct IndexMemory {
     pub peak_heap_while_indexing: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     pub task: String,
     pub kind: Kind,
     pub method: Method,
     pub model: String,
     pub profile: String,
-    pub target: String,
-    pub engine: String,
+    #[serde(with = "crate::text")]
+    pub target: Target,
+    pub engine: EngineKind,
     pub status: Status,
     pub error: Option<String>,
     pub params: GenParams,
@@ -540,8 +542,8 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         method: opts.method,
         model: opts.model.display().to_string(),
         profile: profile.name.clone(),
-        target: board.target.to_string(),
-        engine: board.engine.name().into(),
+        target: board.target.clone(),
+        engine: board.engine,
         status,
         error,
         params,
@@ -567,7 +569,7 @@ impl EvalReport {
             self.model,
             self.profile,
             self.target,
-            self.engine,
+            self.engine.name(),
             self.status.name()
         );
         if let Some(e) = &self.error {
@@ -605,7 +607,7 @@ impl EvalReport {
             "  memory      peak heap {}, peak RSS {} (load, index and generation); {} {}",
             bytes(self.memory.peak_heap),
             bytes(self.memory.peak_rss),
-            self.memory.limit,
+            limit_name(self.memory.limit),
             crate::units::human_bytes(self.memory.cap_bytes as f64)
         );
         s

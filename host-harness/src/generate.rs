@@ -6,13 +6,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use edgehil_hil::HilError;
+use edgehil_hil::Target;
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::generate::{self, GenerateError};
-use edgehil_runtime::wire::{GenParams, GenReport};
-use serde::Serialize;
+use edgehil_runtime::wire::{EngineKind, GenParams, GenReport};
+use serde::{Deserialize, Serialize};
 
 use crate::profile::Profile;
-use crate::report::{BoardSummary, LinkSummary, LoadSummary, Memory, Status};
+use crate::report::{limit_name, BoardSummary, LinkSummary, LoadSummary, Memory, Status};
 use crate::run::{on_board, verdict, BoardOptions, BoardRun};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +128,7 @@ pub struct GenerateOptions {
 }
 
 /// Mean and sample standard deviation.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MeanSd {
     pub mean: f64,
     pub sd: f64,
@@ -147,7 +148,7 @@ impl MeanSd {
 }
 
 /// llama-bench's figures over the repetitions.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Speed {
     pub reps: u32,
     pub time_to_first_token_ms: MeanSd,
@@ -178,7 +179,7 @@ impl Speed {
 }
 
 /// The board's own tokenizer against the host's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BoardTokenizer {
     pub same_ids: bool,
     pub same_text: bool,
@@ -187,10 +188,10 @@ pub struct BoardTokenizer {
 }
 
 /// How the board's tokens compare with the host's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agreement {
     /// The engine the host reference ran.
-    pub host_engine: String,
+    pub host_engine: EngineKind,
     /// Every repetition gave the host's tokens.
     pub same_tokens: bool,
     /// The first index where the first repetition differs from the host.
@@ -200,13 +201,14 @@ pub struct Agreement {
     pub teacher_forced_top1: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateReport {
     pub model: String,
     pub reference: Option<String>,
     pub profile: String,
-    pub target: String,
-    pub engine: String,
+    #[serde(with = "crate::text")]
+    pub target: Target,
+    pub engine: EngineKind,
     pub status: Status,
     pub error: Option<String>,
     pub params: GenParams,
@@ -362,7 +364,7 @@ pub fn generate(
                 _ => None,
             };
             Some(Agreement {
-                host_engine: board.engine.name().into(),
+                host_engine: board.engine,
                 same_tokens: runs.iter().all(|(t, _)| *t == host_tokens),
                 first_difference: first
                     .iter()
@@ -385,8 +387,8 @@ pub fn generate(
         model: opts.model.display().to_string(),
         reference: opts.reference.as_ref().map(|r| r.display().to_string()),
         profile: profile.name.clone(),
-        target: board.target.to_string(),
-        engine: board.engine.name().into(),
+        target: board.target.clone(),
+        engine: board.engine,
         status,
         error,
         params,
@@ -417,7 +419,7 @@ impl GenerateReport {
             self.model,
             self.profile,
             self.target,
-            self.engine,
+            self.engine.name(),
             self.status.name()
         );
         if let Some(e) = &self.error {
@@ -455,7 +457,7 @@ impl GenerateReport {
             bytes(m.peak_heap),
             bytes(m.peak_rss),
             bytes(self.kv_cache_bytes),
-            m.limit,
+            limit_name(m.limit),
             crate::units::human_bytes(m.cap_bytes as f64),
             match (m.fits, m.headroom_pct) {
                 (true, Some(h)) => format!("fits, {h:.0}% headroom"),
@@ -464,9 +466,9 @@ impl GenerateReport {
         );
         if let Some(a) = &self.agreement {
             let same = if a.same_tokens {
-                format!("same tokens as the host ({})", a.host_engine)
+                format!("same tokens as the host ({})", a.host_engine.name())
             } else {
-                format!("differs from the host ({}) at token {:?}", a.host_engine, a.first_difference)
+                format!("differs from the host ({}) at token {:?}", a.host_engine.name(), a.first_difference)
             };
             let tf = a
                 .teacher_forced_top1

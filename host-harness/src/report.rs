@@ -4,6 +4,9 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use edgehil_hil::Target;
+use edgehil_runtime::wire::{EngineKind, MemLimit, OptLevel};
+
 use crate::accuracy::Accuracy;
 use crate::estimate::{GraphCost, Prediction};
 use crate::units::human_bytes;
@@ -32,7 +35,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BoardSummary {
     pub agent_version: String,
     pub arch: String,
@@ -40,13 +43,13 @@ pub struct BoardSummary {
     pub engines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadSummary {
     pub load_ms: f64,
     pub weight_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyMs {
     pub runs: u32,
     pub warmup: u32,
@@ -57,15 +60,63 @@ pub struct LatencyMs {
     pub mean: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The name reports give a memory limit: "heap cap" (tract) or "process data limit" (ONNX Runtime).
+pub fn limit_name(limit: MemLimit) -> &'static str {
+    match limit {
+        MemLimit::Heap => "heap cap",
+        MemLimit::ProcessData => "process data limit",
+    }
+}
+
+/// A memory limit as reports write it, by [`limit_name`].
+mod limit_text {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    use super::{limit_name, MemLimit};
+
+    pub fn serialize<S: Serializer>(limit: &MemLimit, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(limit_name(*limit))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MemLimit, D::Error> {
+        let text = String::deserialize(d)?;
+        let all = [MemLimit::Heap, MemLimit::ProcessData];
+        all.into_iter()
+            .find(|l| limit_name(*l) == text)
+            .ok_or_else(|| de::Error::unknown_variant(&text, &["heap cap", "process data limit"]))
+    }
+}
+
+/// The peak a memory verdict compares with the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MeasuredBy {
+    /// The capped allocator's peak (tract).
+    #[serde(rename = "peak heap")]
+    PeakHeap,
+    /// The process's peak resident set (ONNX Runtime, whose malloc the allocator does not see).
+    #[serde(rename = "peak RSS")]
+    PeakRss,
+}
+
+impl MeasuredBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            MeasuredBy::PeakHeap => "peak heap",
+            MeasuredBy::PeakRss => "peak RSS",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     pub cap_bytes: u64,
-    /// Which limit holds the engine: "heap cap" (tract) or "process data limit" (ONNX Runtime).
-    pub limit: &'static str,
+    /// Which limit holds the engine (and, on a refusal, the one that tripped).
+    #[serde(with = "limit_text")]
+    pub limit: MemLimit,
     pub peak_heap: Option<u64>,
     pub peak_rss: Option<u64>,
     /// The figure the verdict compares with the cap.
-    pub measured_by: &'static str,
+    pub measured_by: MeasuredBy,
     pub fits: bool,
     /// cap − measured (negative: over).
     pub headroom_bytes: Option<i64>,
@@ -74,7 +125,7 @@ pub struct Memory {
     pub needed_at_least: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinkSummary {
     pub frames_sent: u64,
     pub frames_received: u64,
@@ -83,14 +134,15 @@ pub struct LinkSummary {
     pub resends: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub model: String,
     pub reference: String,
     pub profile: String,
-    pub target: String,
-    pub engine: String,
-    pub opt_level: String,
+    #[serde(with = "crate::text")]
+    pub target: Target,
+    pub engine: EngineKind,
+    pub opt_level: OptLevel,
     pub status: Status,
     pub error: Option<String>,
     pub board: Option<BoardSummary>,
@@ -117,7 +169,11 @@ impl RunReport {
         let _ = writeln!(
             s,
             "{} on {} ({}, {}, opt {})",
-            self.model, self.profile, self.target, self.engine, self.opt_level
+            self.model,
+            self.profile,
+            self.target,
+            self.engine.name(),
+            self.opt_level.name()
         );
         let m = &self.memory;
         let verdict = match self.status {
@@ -125,15 +181,19 @@ impl RunReport {
             Status::DoesNotFit => match m.needed_at_least {
                 // Only known to be over the cap: no figure of its own to give.
                 Some(n) if n <= m.cap_bytes.saturating_add(1) => {
-                    format!("does not fit: needed more than the cap {} ({})", human_bytes(m.cap_bytes as f64), m.limit)
+                    format!(
+                        "does not fit: needed more than the cap {} ({})",
+                        human_bytes(m.cap_bytes as f64),
+                        limit_name(m.limit)
+                    )
                 }
                 Some(n) => format!(
                     "does not fit: needed >= {}, cap {} ({})",
                     human_bytes(n as f64),
                     human_bytes(m.cap_bytes as f64),
-                    m.limit
+                    limit_name(m.limit)
                 ),
-                None => format!("does not fit: cap {} ({})", human_bytes(m.cap_bytes as f64), m.limit),
+                None => format!("does not fit: cap {} ({})", human_bytes(m.cap_bytes as f64), limit_name(m.limit)),
             },
             Status::Failed | Status::Skipped => self.status.name().to_string(),
         };
@@ -157,7 +217,7 @@ impl RunReport {
                 if p.calibrated { "calibrated, " } else { "" },
                 p.bound,
                 p.compute_ms,
-                p.peak,
+                p.peak.name(),
                 p.memory_ms,
                 p.overhead_ms
             );
@@ -176,8 +236,8 @@ impl RunReport {
             peak(m.peak_heap),
             peak(m.peak_rss),
             human_bytes(m.cap_bytes as f64),
-            m.limit,
-            m.measured_by
+            limit_name(m.limit),
+            m.measured_by.name()
         );
         // --outputs digest: the board sent a CRC-32 of each output, no values to measure.
         let digests_only = self.accuracy.iter().all(|a| a.digest_equal.is_some());

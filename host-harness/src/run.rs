@@ -14,7 +14,9 @@ use crate::accuracy::{self, Accuracy};
 use crate::estimate::{self, EstimateError};
 use crate::inputs::{self, InputError};
 use crate::profile::{LinkSpec, Profile};
-use crate::report::{BoardSummary, LatencyMs, LinkSummary, LoadSummary, Memory, RunReport, Status};
+use crate::report::{
+    limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, MeasuredBy, Memory, RunReport, Status,
+};
 use crate::units::human_bytes;
 
 /// Host-side failures: these stop the run before any board is involved.
@@ -267,12 +269,12 @@ pub(crate) fn verdict(
     peaks: (Option<u64>, Option<u64>),
 ) -> (Status, Option<String>, Memory) {
     let limit = match engine {
-        EngineKind::Tract => "heap cap",
-        EngineKind::Ort => "process data limit",
+        EngineKind::Tract => MemLimit::Heap,
+        EngineKind::Ort => MemLimit::ProcessData,
     };
     let measured_by = match engine {
-        EngineKind::Tract => "peak heap",
-        EngineKind::Ort => "peak RSS",
+        EngineKind::Tract => MeasuredBy::PeakHeap,
+        EngineKind::Ort => MeasuredBy::PeakRss,
     };
     let measured = match engine {
         EngineKind::Tract => peaks.0,
@@ -298,7 +300,7 @@ pub(crate) fn verdict(
         ) => {
             match limit {
                 MemLimit::Heap => {
-                    memory.limit = "heap cap";
+                    memory.limit = MemLimit::Heap;
                     // The capped allocator counts what the cap counts: its own
                     // cap is the board's (on an emulated board, the one given).
                     if *limit_bytes != 0 {
@@ -312,7 +314,7 @@ pub(crate) fn verdict(
                     // the agent sets it above the cap by that much: its figures
                     // are not the cap's. What the refusal says in the cap's terms
                     // is that the model needed more than the cap.
-                    memory.limit = "process data limit";
+                    memory.limit = MemLimit::ProcessData;
                     memory.needed_at_least = Some(measured.unwrap_or(0));
                     return finish(
                         Status::DoesNotFit,
@@ -344,10 +346,11 @@ pub(crate) fn verdict(
             status = Status::DoesNotFit;
             memory.needed_at_least = Some(m);
             error = Some(format!(
-                "{measured_by} {} is over the cap {} (the board's {} did not stop it)",
+                "{} {} is over the cap {} (the board's {} did not stop it)",
+                measured_by.name(),
                 human_bytes(m as f64),
                 human_bytes(cap as f64),
-                memory.limit
+                limit_name(memory.limit)
             ));
         }
     }
@@ -410,9 +413,9 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         model: opts.model.display().to_string(),
         reference: reference_path.display().to_string(),
         profile: profile.name.clone(),
-        target: board.target.to_string(),
-        engine: board.engine.name().into(),
-        opt_level: got.load.as_ref().map_or(board.opt_level, |l| l.opt_level).name().into(),
+        target: board.target.clone(),
+        engine: board.engine,
+        opt_level: got.load.as_ref().map_or(board.opt_level, |l| l.opt_level),
         status,
         error,
         board: got.board_summary(),

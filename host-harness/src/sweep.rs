@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use edgehil_hil::HilError;
 use edgehil_onnx::rng::SplitMix64;
-use edgehil_runtime::wire::{GenParams, GenReport};
+use edgehil_runtime::wire::{EngineKind, GenParams, GenReport};
 use serde::Serialize;
 
 use crate::generate::{model_manifest, GenerateHostError, MeanSd};
@@ -61,7 +61,7 @@ pub struct Row {
     pub model: String,
     pub weight_bytes: u64,
     pub profile: String,
-    pub engine: String,
+    pub engine: EngineKind,
     pub threads: u16,
     pub test: String,
     pub status: Status,
@@ -121,7 +121,7 @@ pub fn sweep(
             model: model.display().to_string(),
             weight_bytes,
             profile: profile.name.clone(),
-            engine: board.engine.name().into(),
+            engine: board.engine,
             threads,
             test: test.name(),
             status,
@@ -167,7 +167,7 @@ pub fn markdown(rows: &[Row]) -> String {
             Path::new(&r.model).file_name().map_or(r.model.clone(), |n| n.to_string_lossy().into_owned()),
             crate::units::human_bytes(r.weight_bytes as f64),
             r.profile,
-            r.engine,
+            r.engine.name(),
             r.threads,
             r.test,
             bytes(r.peak_heap),
@@ -197,7 +197,7 @@ pub fn csv(rows: &[Row]) -> String {
             field(&r.model),
             r.weight_bytes,
             field(&r.profile),
-            r.engine,
+            r.engine.name(),
             r.threads,
             r.test,
             r.status.name(),

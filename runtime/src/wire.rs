@@ -234,6 +234,8 @@ impl Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+// JSON reports name them as `name()` does; postcard frames carry the index.
+#[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     Tract,
     Ort,
@@ -255,6 +257,8 @@ impl EngineKind {
 /// (Disable, Level1, Level2, Level3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+// JSON reports name them as `name()` does; postcard frames carry the index.
+#[serde(rename_all = "lowercase")]
 pub enum OptLevel {
     Disabled,
     Basic,

@@ -38,7 +38,7 @@ use edgehil::catalog::CATALOG;
 use edgehil::estimate::{self, Bound};
 use edgehil::inputs::{self, Seeded};
 use edgehil::profile::{Profile, Profiles};
-use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Timeouts};
+use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Target, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions, Quant};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode, Tensor};
 
@@ -183,15 +183,19 @@ impl Subject {
     }
 }
 
-/// The cases as `edgehil run --json` would report them, for `edgehil calibrate --measured`.
+/// The cases as `edgehil run --json` would report them, for `edgehil calibrate --measured`:
+/// one figure per case (the fastest round's median), the figures calibration does not read empty.
 fn save(path: &Path, cases: &[Case]) {
     let reports: Vec<serde_json::Value> = cases
         .iter()
         .map(|c| {
+            let ms = c.measured_ms;
             serde_json::json!({
-                "model": c.label, "profile": PROFILE, "target": "emu", "engine": ENGINE.name(),
-                "opt_level": OPT_LEVEL.name(), "status": "ok", "latency_ms": {"median": c.measured_ms},
-                "cost": c.cost, "tokens": c.tokens,
+                "model": c.label, "reference": c.label, "profile": PROFILE, "target": "emu", "engine": ENGINE,
+                "opt_level": OPT_LEVEL, "status": "ok", "cost": c.cost, "tokens": c.tokens, "accuracy": [],
+                "latency_ms": {"runs": 1, "warmup": 0, "min": ms, "median": ms, "p90": ms, "max": ms, "mean": ms},
+                "memory": {"cap_bytes": 0, "limit": "process data limit", "measured_by": "peak RSS", "fits": true},
+                "link": {"frames_sent": 0, "frames_received": 0, "bad_frames_host": 0, "resends": 0},
             })
         })
         .collect();
@@ -243,7 +247,8 @@ fn main() {
     let dir = bin("bench-fidelity");
     let calibration_file = dir.join("calibration.json");
     save(&calibration_file, &cases);
-    let measured = Measured { path: calibration_file, cases, engine: ENGINE, target: "emu".into(), skipped: vec![] };
+    let measured =
+        Measured { path: calibration_file, cases, engine: ENGINE, target: Target::Emulated, skipped: vec![] };
     let predicted: Vec<Case> = predicted.into_iter().flat_map(Subject::cases).collect();
     save(&dir.join("predicted.json"), &predicted);
     // The same measurements calibrated twice: bandwidth fitted, and given as measured.

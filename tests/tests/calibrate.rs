@@ -10,7 +10,8 @@ use common::*;
 use edgehil::estimate::{self, GraphCost};
 use edgehil::profile::Profiles;
 use edgehil::report::Status;
-use edgehil::suite::record::{self, Case, Measurements, Record};
+use edgehil::suite::record::{self, Case, Measurements, Record, WorkloadReport, SCHEMA_VERSION};
+use edgehil_hil::Target;
 use edgehil_onnx::arch::ModelFamily;
 use edgehil_onnx::export::{export, ExportOptions, Quant};
 use edgehil_onnx::hf::Config;
@@ -72,13 +73,14 @@ fn measured_reports(dir: &Path) -> Vec<serde_json::Value> {
 fn journal(path: &Path, reports: &[serde_json::Value]) {
     for (i, r) in reports.iter().enumerate() {
         let record = Record {
+            schema_version: SCHEMA_VERSION,
             suite: "calibrate-test".into(),
             case: Case {
                 model: format!("m{i}"),
                 compression: "none".into(),
                 profile: PROFILE.into(),
-                target: "emu".into(),
-                engine: "tract".into(),
+                target: Target::Emulated,
+                engine: EngineKind::Tract,
                 workload: "run".into(),
             },
             status: Status::Ok,
@@ -91,7 +93,7 @@ fn journal(path: &Path, reports: &[serde_json::Value]) {
                 tokens: r["tokens"].as_u64(),
                 ..Measurements::default()
             },
-            report: r.clone(),
+            report: Some(WorkloadReport::Run(serde_json::from_value(r.clone()).unwrap())),
         };
         record::append(path, &record).unwrap();
     }
@@ -235,8 +237,11 @@ fn bad_files_are_errors_naming_file_and_line() {
     let reports = write(&dir, "runs.json", "[\n  {\"model\": \"m.onnx\",\n   \"status\": \"fine\"}\n]\n");
     let cost = r#"{"flops": 1e6, "weight_bytes": 1000, "io_bytes": 10, "int8_weights": false}"#;
     let one = format!(
-        r#"[{{"model": "m.onnx", "profile": "{PROFILE}", "target": "emu", "engine": "tract", "opt_level": "all",
-             "status": "ok", "latency_ms": {{"median": 1.5}}, "cost": {cost}}}]"#
+        r#"[{{"model": "m.onnx", "reference": "m.onnx", "profile": "{PROFILE}", "target": "emu", "engine": "tract",
+             "opt_level": "all", "status": "ok", "cost": {cost}, "accuracy": [],
+             "latency_ms": {{"runs": 1, "warmup": 0, "min": 1.5, "median": 1.5, "p90": 1.5, "max": 1.5, "mean": 1.5}},
+             "memory": {{"cap_bytes": 1000000, "limit": "heap cap", "measured_by": "peak heap", "fits": true}},
+             "link": {{"frames_sent": 0, "frames_received": 0, "bad_frames_host": 0, "resends": 0}}}}]"#
     );
     let too_few = write(&dir, "one.json", &one);
     let cases = [

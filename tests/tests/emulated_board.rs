@@ -4,6 +4,7 @@
 use crate::common;
 
 use common::*;
+use edgehil::estimate::Peak;
 use edgehil::report::Status;
 use edgehil_runtime::wire::{EngineKind, OptLevel};
 
@@ -47,8 +48,8 @@ fn onnx_runtime_all_is_reported_and_close() {
     opts.board.opt_level = OptLevel::All;
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::Ok, "{:?}", r.error);
-    assert_eq!(r.opt_level, "all");
-    assert_eq!(r.predicted.unwrap().peak, "int8", "ORT at All runs int8 kernels");
+    assert_eq!(r.opt_level, OptLevel::All);
+    assert_eq!(r.predicted.unwrap().peak, Peak::Int8, "ORT at All runs int8 kernels");
     // Level 3 quantizes activations too: close, not exact.
     assert!(r.accuracy[0].l2r.unwrap() < 0.05, "{:?}", r.accuracy[0]);
 }

@@ -10,14 +10,14 @@ use common::*;
 use edgehil::report::Status;
 use edgehil_hil::{Faults, HilError, Session, Timeouts};
 use edgehil_onnx::fixtures::Precision;
-use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode, PROTOCOL_VERSION};
+use edgehil_runtime::wire::{EngineKind, MemLimit, OptLevel, OutputMode, PROTOCOL_VERSION};
 
 #[test]
 fn a_cap_below_the_model_gives_does_not_fit_with_the_figures() {
     // The nRF52840's 200 KiB cannot hold the transformer block.
     let r = run_on(&options("block.onnx", EngineKind::Tract), "nrf52840-dk");
     assert_eq!(r.status, Status::DoesNotFit, "{:?}", r.error);
-    assert_eq!(r.memory.limit, "heap cap");
+    assert_eq!(r.memory.limit, MemLimit::Heap);
     assert_eq!(r.memory.cap_bytes, 200 * 1024);
     let needed = r.memory.needed_at_least.expect("the refusal says how much was needed");
     assert!(needed > 200 * 1024, "needed {needed}");
@@ -37,7 +37,7 @@ fn onnx_runtime_is_held_by_the_process_data_limit() {
     opts.board.cap = Some(4 * 1024 * 1024);
     let r = run_on(&opts, "jetson-orin-nano");
     assert_eq!(r.status, Status::DoesNotFit, "{:?} {}", r.error, r.table());
-    assert_eq!(r.memory.limit, "process data limit", "{}", r.table());
+    assert_eq!(r.memory.limit, MemLimit::ProcessData, "{}", r.table());
     assert!(r.error.as_deref().unwrap_or("").contains("out of memory"), "{:?}", r.error);
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use edgehil::report::Status;
 use edgehil::suite::html::html;
-use edgehil::suite::record::{Case, Measurements, Record};
+use edgehil::suite::record::{Case, Measurements, Record, SCHEMA_VERSION};
+use edgehil_runtime::wire::EngineKind;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -20,14 +21,15 @@ fn case(model: &str, compression: &str, profile: &str, target: &str) -> Case {
         model: model.into(),
         compression: compression.into(),
         profile: profile.into(),
-        target: target.into(),
-        engine: "tract".into(),
+        target: target.parse().unwrap(),
+        engine: EngineKind::Tract,
         workload: "run".into(),
     }
 }
 
 fn record(case: Case, status: Status, reason: Option<&str>, measurements: Measurements) -> Record {
     Record {
+        schema_version: SCHEMA_VERSION,
         suite: "nightly".into(),
         case,
         status,
@@ -35,7 +37,7 @@ fn record(case: Case, status: Status, reason: Option<&str>, measurements: Measur
         started_unix_s: 1_790_000_000.0,
         duration_s: 4.2,
         measurements,
-        report: serde_json::Value::Null,
+        report: None,
     }
 }
 
@@ -317,7 +319,7 @@ fn the_suite_page_draws_every_case_in_chromium() {
 
     // Emulated vs real: exactly the two cases that ran on both.
     let points = marks(chart(&dom, "targets"), "pair");
-    assert_eq!(ids(&points), ids_where(&records, |r| r.case.target == ACM));
+    assert_eq!(ids(&points), ids_where(&records, |r| r.case.target.to_string() == ACM));
     for p in &points {
         let real = records.iter().find(|r| r.case.id() == p.case()).unwrap();
         let emu = case(&real.case.model, &real.case.compression, &real.case.profile, "emu").id();

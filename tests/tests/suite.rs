@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{binary, ort_library, scratch_dir};
 use edgehil::report::Status;
 use edgehil::suite::record::{self, Record};
+use edgehil_hil::Target;
 
 fn edgehil(args: &[&str]) -> Output {
     edgehil_cmd(args).output().unwrap()
@@ -430,7 +431,7 @@ fn compare_pairs_the_emulated_board_with_a_board_on_a_serial_line() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let records = journal(&out);
     assert_eq!(records.len(), 20);
-    let (emu, real): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| r.case.target == "emu");
+    let (emu, real): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| r.case.target == Target::Emulated);
     let (a, b) = (out.join("emu.json"), out.join("real.json"));
     std::fs::write(&a, serde_json::to_string(&emu).unwrap()).unwrap();
     std::fs::write(&b, serde_json::to_string(&real).unwrap()).unwrap();
@@ -552,4 +553,21 @@ fn a_closed_stdout_ends_the_suite_quietly_with_its_journal_whole() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(journal(&out).len(), 2);
     assert!(out.join("report.html").is_file());
+}
+
+#[test]
+fn a_journal_from_before_schema_version_is_still_compared() {
+    // Two records as edgehil wrote them before journals carried a schema_version.
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host-harness/testdata/journal-v1.jsonl");
+    let v1 = v1.to_str().unwrap();
+    let o = edgehil(&["suite", "compare", v1, "--baseline", v1]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("2 cases compared") && text(&o).contains("no regressions"), "{}", text(&o));
+    let o = edgehil(&["compare", v1, v1]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("| tiny-gpt2/none/jetson-orin-nano/tract/generate | emu ok | emu ok | 1.000 |"),
+        "{}",
+        text(&o)
+    );
 }

@@ -6,6 +6,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use edgehil_hil::Target;
+
 use crate::report::Status;
 use crate::units::human_bytes;
 
@@ -136,8 +138,10 @@ impl BaselineComparison {
 pub struct Pair {
     /// The case without its target.
     pub case: String,
-    pub a_target: String,
-    pub b_target: String,
+    #[serde(with = "crate::text")]
+    pub a_target: Target,
+    #[serde(with = "crate::text")]
+    pub b_target: Target,
     pub a_status: Status,
     pub b_status: Status,
     /// B's latency / A's.

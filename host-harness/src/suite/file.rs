@@ -279,7 +279,7 @@ pub struct Suite {
     pub path: PathBuf,
     pub timeout_s: f64,
     pub profiles: Vec<String>,
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     pub engines: Vec<EngineKind>,
     pub agent: Option<PathBuf>,
     pub tolerances: Tolerances,
@@ -346,9 +346,11 @@ impl Suite {
         for p in &raw.profiles {
             profiles.get(p.get_ref()).map_err(|e| invalid(p.span(), "profiles", e.to_string()))?;
         }
-        for t in &raw.targets {
-            t.get_ref().parse::<Target>().map_err(|e| invalid(t.span(), "targets", e.to_string()))?;
-        }
+        let targets = raw
+            .targets
+            .iter()
+            .map(|t| t.get_ref().parse::<Target>().map_err(|e| invalid(t.span(), "targets", e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         let engines =
             raw.engines
                 .iter()
@@ -427,10 +429,7 @@ impl Suite {
             path: path.into(),
             timeout_s: raw.timeout.map_or(1800.0, |t| t.get_ref().0),
             profiles: raw.profiles.into_iter().map(Spanned::into_inner).collect(),
-            targets: match raw.targets.is_empty() {
-                true => vec!["emu".into()],
-                false => raw.targets.into_iter().map(Spanned::into_inner).collect(),
-            },
+            targets: if targets.is_empty() { vec![Target::Emulated] } else { targets },
             engines: if engines.is_empty() { vec![EngineKind::Tract] } else { engines },
             agent: raw.agent.as_deref().map(resolve),
             tolerances: raw.tolerances,
@@ -458,7 +457,7 @@ impl Suite {
                                     compression: compression.clone(),
                                     profile: profile.clone(),
                                     target: target.clone(),
-                                    engine: engine.name().into(),
+                                    engine: *engine,
                                     workload: workload.name().into(),
                                 });
                             }
@@ -482,9 +481,10 @@ impl Suite {
         for p in &profiles {
             known.get(p).map_err(|e| SuiteError::Override { flag: "--profile", message: e.to_string() })?;
         }
-        for t in &targets {
-            t.parse::<Target>().map_err(|e| SuiteError::Override { flag: "--target", message: e.to_string() })?;
-        }
+        let targets = targets
+            .iter()
+            .map(|t| t.parse::<Target>().map_err(|e| SuiteError::Override { flag: "--target", message: e.to_string() }))
+            .collect::<Result<Vec<_>, _>>()?;
         if !profiles.is_empty() {
             self.profiles = profiles;
         }

@@ -136,7 +136,7 @@ fn row(r: &Record) -> Value {
         "model": c.model,
         "compression": c.compression,
         "profile": c.profile,
-        "target": c.target,
+        "target": c.target.to_string(),
         "engine": c.engine,
         "workload": c.workload,
         "status": r.status.name(),

@@ -77,7 +77,7 @@ pub fn junit(suite: &str, records: &[Record]) -> String {
             s,
             "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
             escape(&format!("{}.{}.{}.{}", suite, k.model, k.compression, k.profile)),
-            escape(&format!("{} {} {}", k.target, k.engine, k.workload)),
+            escape(&format!("{} {} {}", k.target, k.engine.name(), k.workload)),
             r.duration_s
         );
         let props = properties(r);

@@ -22,7 +22,7 @@ use crate::report::{Memory, RunReport, Status};
 use crate::run::{self, BoardOptions, RunOptions};
 
 use super::file::{Model, Source, Suite, Workload};
-use super::record::{self, Case, JournalError, Measurements, Record};
+use super::record::{self, Case, JournalError, Measurements, Record, WorkloadReport, SCHEMA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -92,6 +92,7 @@ fn now_unix() -> f64 {
 /// A record for a case that ended without a report.
 fn failed(suite: &Suite, case: &Case, reason: String, started: f64, took: Duration) -> Record {
     Record {
+        schema_version: SCHEMA_VERSION,
         suite: suite.name.clone(),
         case: case.clone(),
         status: Status::Failed,
@@ -99,7 +100,7 @@ fn failed(suite: &Suite, case: &Case, reason: String, started: f64, took: Durati
         started_unix_s: started,
         duration_s: took.as_secs_f64(),
         measurements: Measurements::default(),
-        report: serde_json::Value::Null,
+        report: None,
     }
 }
 
@@ -300,8 +301,7 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
 
 /// The board options of a case.
 fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
-    let target: Target = case.target.parse().map_err(|e| format!("{e}"))?;
-    let engine = EngineKind::ALL.into_iter().find(|e| e.name() == case.engine).ok_or("unknown engine")?;
+    let (target, engine) = (case.target.clone(), case.engine);
     let agent = match (&suite.agent, &target) {
         (Some(a), _) => a.clone(),
         (None, Target::Emulated) => run::find_agent().map_err(|e| e.to_string())?,
@@ -330,6 +330,7 @@ pub fn run_case(suite: &Suite, profiles: &Profiles, out: &Path, case: Case) -> R
     let clock = Instant::now();
     match measure(suite, profiles, out, &case) {
         Ok((status, reason, measurements, report)) => Record {
+            schema_version: SCHEMA_VERSION,
             suite: suite.name.clone(),
             case,
             status,
@@ -337,13 +338,13 @@ pub fn run_case(suite: &Suite, profiles: &Profiles, out: &Path, case: Case) -> R
             started_unix_s: started,
             duration_s: clock.elapsed().as_secs_f64(),
             measurements,
-            report,
+            report: Some(report),
         },
         Err(reason) => failed(suite, &case, reason, started, clock.elapsed()),
     }
 }
 
-type Outcome = (Status, Option<String>, Measurements, serde_json::Value);
+type Outcome = (Status, Option<String>, Measurements, WorkloadReport);
 
 fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Result<Outcome, String> {
     let profile = profiles.get(&case.profile).map_err(|e| e.to_string())?;
@@ -376,7 +377,8 @@ fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Resul
             };
             let r = run::run(&opts, profile).map_err(|e| e.to_string())?;
             let language_model = dir.join("edgehil.json").is_file();
-            Ok((r.status, r.error.clone(), of_run(&r, language_model.then_some(w.prompt_tokens)), json(&r)))
+            let measurements = of_run(&r, language_model.then_some(w.prompt_tokens));
+            Ok((r.status, r.error.clone(), measurements, WorkloadReport::Run(r)))
         }
         Workload::Generate(w) => {
             let opts = GenerateOptions {
@@ -390,7 +392,7 @@ fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Resul
                 board,
             };
             let r = generate(&opts, profile, |_| {}).map_err(|e| e.to_string())?;
-            Ok((r.status, r.error.clone(), of_generate(&r), json(&r)))
+            Ok((r.status, r.error.clone(), of_generate(&r), WorkloadReport::Generate(r)))
         }
         Workload::Eval(w) => {
             let clock = Instant::now();
@@ -412,14 +414,9 @@ fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Resul
                 journal: Some(items),
             };
             let r = eval(&opts, profile).map_err(|e| e.to_string())?;
-            Ok((r.status, r.error.clone(), of_eval(&r, clock.elapsed()), json(&r)))
+            Ok((r.status, r.error.clone(), of_eval(&r, clock.elapsed()), WorkloadReport::Eval(r)))
         }
     }
-}
-
-/// Any report, as JSON; a report that cannot be encoded is kept as null rather than losing the record.
-fn json<T: serde::Serialize>(report: &T) -> serde_json::Value {
-    serde_json::to_value(report).unwrap_or(serde_json::Value::Null)
 }
 
 /// What every workload's report gives alike: its memory and one accuracy figure.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edgehil::report::Status;
-use edgehil::suite::record::{self, Record};
+use edgehil::suite::record::{self, Record, WorkloadReport};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -60,21 +60,24 @@ fn records() -> &'static [Record] {
 /// the board, target or profile), so one snapshot holds for every board.
 fn name(r: &Record) -> String {
     let c = &r.case;
-    format!("{}__{}__{}__{}", c.model, c.compression, c.engine, c.workload)
+    format!("{}__{}__{}__{}", c.model, c.compression, c.engine.name(), c.workload)
 }
 
 /// The part of a record that is the same on every board.
 fn board_independent(r: &Record) -> serde_json::Value {
     let round = |v: Option<f64>| v.map(|v| (v * 1e4).round() / 1e4);
+    let generated = match &r.report {
+        Some(WorkloadReport::Generate(g)) => Some(g),
+        _ => None,
+    };
     serde_json::json!({
         "case": name(r),
         "status": r.status,
         "reason": r.reason,
         "accuracy": round(r.measurements.accuracy),
         "accuracy_metric": r.measurements.accuracy_metric,
-        // A generation's tokens (a run report's `tokens` is its prompt length).
-        "tokens": r.report.get("tokens").filter(|t| t.is_array()),
-        "text": r.report.get("text"),
+        "tokens": generated.map(|g| &g.tokens),
+        "text": generated.map(|g| &g.text),
     })
 }
 

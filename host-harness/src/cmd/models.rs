@@ -1,0 +1,36 @@
+//! `edgehil models list|synth`.
+
+use anyhow::{bail, Result};
+
+use edgehil::catalog::CATALOG;
+use edgehil::listing::models_table;
+use edgehil::profile::Profiles;
+use edgehil::units::human_bytes;
+
+use crate::cli::ModelsCmd;
+
+pub fn models(command: ModelsCmd, profiles: &Profiles) -> Result<u8> {
+    match command {
+        ModelsCmd::List { profile, context } => {
+            let profile = profile.map(|p| profiles.get(&p)).transpose()?;
+            out!("{}", models_table(profile, context));
+        }
+        ModelsCmd::Synth { name, out, seed } => {
+            let Some(model) = CATALOG.iter().find(|m| m.name == name) else {
+                bail!("no catalog model `{name}`; see `edgehil models list`");
+            };
+            let Some(config) = model.to_hf() else {
+                bail!("`{name}` is a {:?} model; synth writes gpt2, gpt_neox, llama and opt", model.arch);
+            };
+            let bytes = edgehil_onnx::hf::write_random(&config, &out, seed)?;
+            outln!(
+                "{}: {} parameters, {} of fp32 weights in {}",
+                name,
+                model.parameters(),
+                human_bytes(bytes as f64),
+                out.display()
+            );
+        }
+    }
+    Ok(0)
+}
