@@ -20,7 +20,9 @@ pub fn models(command: ModelsCmd, profiles: &Profiles) -> Result<u8> {
                 bail!("no catalog model `{name}`; see `edgehil models list`");
             };
             let Some(config) = model.to_hf() else {
-                bail!("`{name}` is a {:?} model; synth writes gpt2, gpt_neox, llama and opt", model.arch);
+                let decoders: Vec<_> =
+                    edgehil_onnx::arch::families().filter(|f| f.is_decoder()).map(|f| f.name()).collect();
+                bail!("`{name}` is a {:?} model; synth writes {}", model.arch, decoders.join(", "));
             };
             let bytes = edgehil_onnx::hf::write_random(&config, &out, seed)?;
             outln!(
