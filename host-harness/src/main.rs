@@ -16,7 +16,7 @@ use edgehil::report::Status;
 use edgehil::run::{self, RunOptions};
 use edgehil::suite::{self, file::Tolerances};
 use edgehil::units::{human_bytes, human_rate, ByteRate, Bytes};
-use edgehil_hil::{Faults, Target, Timeouts};
+use edgehil_hil::{Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
 
 /// Whether stdout's reader has gone (`edgehil … | head -1`): from then on
@@ -335,7 +335,6 @@ impl BoardArgs {
                     request: Duration::from_secs_f64(self.timeout),
                     ..Timeouts::default()
                 },
-                faults: Faults::default(),
                 agent_args: Vec::new(),
             })
             .collect();
