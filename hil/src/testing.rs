@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::link::POLL;
 use crate::{Exited, HilError, Link};
@@ -150,7 +150,8 @@ impl Faults {
         self.with(|s| s.corrupt_received.push(index))
     }
 
-    /// Holds the board's frame `index` back for `delay` before the host sees it.
+    /// Holds the board's frame `index` back for `delay`; the frames after it
+    /// pass, so it arrives out of order, perhaps during a later request.
     pub fn delay_received(&self, index: u64, delay: Duration) -> &Self {
         self.with(|s| s.delay_received.push((index, delay)))
     }
@@ -174,11 +175,13 @@ pub struct FaultyLink<L> {
     partial: Vec<u8>,
     /// Bytes ready for the host, after the faults.
     ready: VecDeque<u8>,
+    /// Delayed board frames and when they are due.
+    late: Vec<(Instant, Vec<u8>)>,
 }
 
 impl<L: Link> FaultyLink<L> {
     pub fn new(inner: L, faults: Faults) -> Self {
-        Self { inner, faults, partial: Vec::new(), ready: VecDeque::new() }
+        Self { inner, faults, partial: Vec::new(), ready: VecDeque::new(), late: Vec::new() }
     }
 
     /// Applies the faults to one whole board frame (delimiter included).
@@ -189,11 +192,11 @@ impl<L: Link> FaultyLink<L> {
         if state.drop_received.contains(&index) {
             return;
         }
-        if let Some((_, delay)) = state.delay_received.iter().find(|(i, _)| *i == index) {
-            std::thread::sleep(*delay);
-        }
         let frame = if state.corrupt_received.contains(&index) { corrupt(&frame) } else { frame };
-        self.ready.extend(frame);
+        match state.delay_received.iter().find(|(i, _)| *i == index) {
+            Some((_, delay)) => self.late.push((Instant::now() + *delay, frame)),
+            None => self.ready.extend(frame),
+        }
     }
 }
 
@@ -218,6 +221,10 @@ impl<L: Link> Link for FaultyLink<L> {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, HilError> {
+        let now = Instant::now();
+        for (_, frame) in self.late.extract_if(.., |(due, _)| *due <= now) {
+            self.ready.extend(frame);
+        }
         if self.ready.is_empty() {
             let n = self.inner.recv(buf)?;
             for &b in &buf[..n] {

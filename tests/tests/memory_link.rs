@@ -72,6 +72,22 @@ fn a_repeated_request_id_is_answered_by_replay() {
 }
 
 #[test]
+fn a_late_frame_of_an_earlier_request_is_ignored() {
+    let faults = Faults::default();
+    let (mut s, agent) = session(&faults, Duration::from_millis(300));
+    // The set-prompt answer comes 450 ms late; its replay answers the resend at 300-400 ms.
+    faults.delay_received(faults.received(), Duration::from_millis(450));
+    s.set_prompt(&[1, 2, 3]).unwrap();
+    // The stats answer is lost, so the late frame arrives while stats waits for its resend.
+    faults.drop_received(faults.received());
+    let stats = s.stats().unwrap();
+    // The stats answer replayed is the one recorded when stats ran.
+    assert_eq!((stats.requests, stats.replays), (3, 1));
+    assert_eq!(s.stats.resends, 2);
+    shut_down(s, agent);
+}
+
+#[test]
 fn a_gap_in_an_answer_is_asked_for_at_once() {
     let faults = Faults::default();
     // Silence would resend only after 5 s: a quick answer shows the gap was seen.
