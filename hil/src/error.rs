@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use edgehil_wire::{AgentError, EXIT_OUT_OF_MEMORY};
+use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -32,6 +32,9 @@ pub enum HilError {
     /// the agent answered something that does not answer the request
     #[error("unexpected answer to {command}: {event}")]
     Unexpected { command: &'static str, event: String },
+    /// an output chunk that does not continue its tensor
+    #[error("bad output in the answer to {command}: {error}")]
+    BadOutput { command: &'static str, error: ChunkError },
     /// a request too large for one frame
     #[error("cannot encode {command}: {reason}")]
     Encode { command: &'static str, reason: String },

@@ -169,7 +169,7 @@ impl Session {
             _ => {}
         })?;
         match bad_chunk {
-            Some(e) => Err(HilError::Unexpected { command: call::Infer::NAME, event: e.to_string() }),
+            Some(error) => Err(HilError::BadOutput { command: call::Infer::NAME, error }),
             None => Ok(InferResult { latencies_ns, outputs, report }),
         }
     }
