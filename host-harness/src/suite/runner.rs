@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgehil_hil::{Target, Timeouts};
+use edgehil_hil::{ExitCause, Target, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
@@ -290,7 +290,7 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
             _ => failed(
                 suite,
                 case,
-                format!("the worker ended ({}) without a result: {}", edgehil_hil::ExitCause::from(status), last_words()),
+                format!("the worker ended ({}) without a result: {}", ExitCause::from(status), last_words()),
                 started,
                 took,
             ),
