@@ -22,7 +22,7 @@ export EDGEHIL_ORT_LIBRARY
 # A from-scratch build gains nothing from incremental state, and it would take
 # gigabytes of CI's disk.
 export CARGO_INCREMENTAL=0
-cargo build -p edgehil-runtime --no-default-features
+cargo build -p edgehil-wire --no-default-features
 cargo build --workspace --bins --tests
 cargo test --workspace --exclude edgehil-hil-tests
 # The HIL snapshot tests, on the emulated board unless EDGEHIL_HIL_TARGET names a real one.

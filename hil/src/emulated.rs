@@ -1,12 +1,11 @@
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::link::SerialLink;
+use crate::link::{Exited, SerialLink};
 use crate::{HilError, Link};
 
 /// How to start the emulated board.
@@ -76,15 +75,6 @@ impl EmulatedBoard {
     }
 }
 
-/// "exit code 86" or "killed by signal 9".
-pub fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => status.to_string(),
-    }
-}
-
 impl Link for EmulatedBoard {
     fn send(&mut self, bytes: &[u8]) -> Result<(), HilError> {
         self.link.send(bytes)
@@ -94,7 +84,7 @@ impl Link for EmulatedBoard {
         self.link.recv(buf)
     }
 
-    fn check_alive(&mut self) -> Result<(), (String, String)> {
+    fn check_alive(&mut self) -> Result<(), Exited> {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().ok().flatten();
         }
@@ -103,7 +93,7 @@ impl Link for EmulatedBoard {
             Some(status) => {
                 // Give the stderr reader a moment to collect the last words.
                 std::thread::sleep(std::time::Duration::from_millis(20));
-                Err((describe(status), self.stderr.lock().expect("stderr lock").clone()))
+                Err(Exited { cause: status.into(), stderr: self.stderr.lock().expect("stderr lock").clone() })
             }
         }
     }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use edgehil_runtime::wire::AgentError;
+use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,8 +21,8 @@ pub enum HilError {
     #[error("board did not answer {command} within {waited:.1?} ({sends} sends; no frame for {silent:.1?})")]
     Timeout { command: &'static str, waited: Duration, sends: u32, silent: Duration },
     /// the agent process ended while a request was open
-    #[error("agent exited during {command}: {status}{}", stderr_tail(.stderr))]
-    AgentExited { command: &'static str, status: String, stderr: String },
+    #[error("agent exited during {command}: {cause}{}", stderr_tail(.stderr))]
+    AgentExited { command: &'static str, cause: ExitCause, stderr: String },
     /// host and agent speak different protocol versions
     #[error("protocol version mismatch: the agent speaks version {agent}, this host speaks version {host}; update the agent on the board")]
     VersionMismatch { agent: u16, host: u16 },
@@ -32,9 +32,45 @@ pub enum HilError {
     /// the agent answered something that does not answer the request
     #[error("unexpected answer to {command}: {event}")]
     Unexpected { command: &'static str, event: String },
+    /// an output chunk that does not continue its tensor
+    #[error("bad output in the answer to {command}: {error}")]
+    BadOutput { command: &'static str, error: ChunkError },
     /// a request too large for one frame
     #[error("cannot encode {command}: {reason}")]
     Encode { command: &'static str, reason: String },
+}
+
+/// How a board's agent process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCause {
+    /// Stopped by its memory cap ([`EXIT_OUT_OF_MEMORY`]).
+    OutOfMemory,
+    Code(i32),
+    Signal(i32),
+}
+
+impl From<std::process::ExitStatus> for ExitCause {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(EXIT_OUT_OF_MEMORY), _) => ExitCause::OutOfMemory,
+            (Some(code), _) => ExitCause::Code(code),
+            (None, Some(signal)) => ExitCause::Signal(signal),
+            // A waited-for process has either; the raw status is what is left.
+            (None, None) => ExitCause::Code(status.into_raw()),
+        }
+    }
+}
+
+/// "exit code 86" or "killed by signal 9".
+impl std::fmt::Display for ExitCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitCause::OutOfMemory => write!(f, "exit code {EXIT_OUT_OF_MEMORY}"),
+            ExitCause::Code(code) => write!(f, "exit code {code}"),
+            ExitCause::Signal(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
 }
 
 fn stderr_tail(stderr: &str) -> String {

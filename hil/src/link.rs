@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::HilError;
+use crate::{ExitCause, HilError};
 
 /// Where a run goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,15 +42,26 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// A byte link to one board.
+/// A byte link to one board: the one transport trait. The serial port
+/// ([`SerialLink`]) and the emulated board implement it, and so do the
+/// boards to come (QEMU's serial port, RTT through a debug probe, a farm's
+/// network serial port): a transport moves bytes and says when its board
+/// is gone; framing, resends and timeouts are the session's.
 pub trait Link: Send {
     fn send(&mut self, bytes: &[u8]) -> Result<(), HilError>;
     /// Reads what is there, waiting at most the link's poll interval; 0 if nothing came.
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, HilError>;
     /// An error if the board is known to be gone (the emulated board's process ended).
-    fn check_alive(&mut self) -> Result<(), (String, String)> {
+    fn check_alive(&mut self) -> Result<(), Exited> {
         Ok(())
     }
+}
+
+/// A board known to be gone: how its agent ended and its last words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exited {
+    pub cause: ExitCause,
+    pub stderr: String,
 }
 
 /// How long one read waits before the session looks at its clocks and the

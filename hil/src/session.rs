@@ -1,13 +1,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use edgehil_runtime::wire::{
-    encode_frame, AgentError, AgentStats, BoardInfo, Command, Digest, EngineKind, Event, FrameDecoder, GenParams,
-    GenReport, InferReport, LoadReport, Missing, OptLevel, OutputMode, OutputPart, Request, Tensor, ToHost, Values,
+use edgehil_wire::call::{self, Call, IndexState};
+use edgehil_wire::{
+    encode_frame, AgentError, AgentStats, BoardInfo, ChunkError, Command, Digest, EngineKind, Event, FrameDecoder,
+    GenParams, GenReport, InferReport, LoadReport, Missing, OptLevel, OutputMode, OutputPart, Request, Tensor, ToHost,
     PROMPT_CHUNK, PROTOCOL_VERSION,
 };
 
-use crate::{HilError, Link};
+use crate::{Exited, HilError, Link};
 
 /// Host-side time limits.
 #[derive(Debug, Clone, Copy)]
@@ -46,15 +47,6 @@ impl Default for Timeouts {
         // The agent sends a heartbeat every 250 ms while working.
         Self { resend_after: Duration::from_millis(1500), max_sends: 8, request: Duration::from_secs(600) }
     }
-}
-
-/// Deliberate corruption of chosen frames, to test recovery over a real link.
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    /// 0-based indices of frames sent by the host to corrupt.
-    pub corrupt_sent: Vec<u64>,
-    /// 0-based indices of frames received by the host to corrupt.
-    pub corrupt_received: Vec<u64>,
 }
 
 /// One output as the board sent it.
@@ -104,7 +96,6 @@ pub struct LinkStats {
 pub struct Session {
     link: Box<dyn Link>,
     timeouts: Timeouts,
-    faults: Faults,
     decoder: FrameDecoder,
     next_id: u32,
     pub stats: LinkStats,
@@ -112,32 +103,25 @@ pub struct Session {
 
 impl Session {
     pub fn new(link: Box<dyn Link>, timeouts: Timeouts) -> Self {
-        Self {
-            link,
-            timeouts,
-            faults: Faults::default(),
-            decoder: FrameDecoder::new(),
-            next_id: 1,
-            stats: LinkStats::default(),
-        }
+        Self { link, timeouts, decoder: FrameDecoder::new(), next_id: 1, stats: LinkStats::default() }
     }
 
-    pub fn with_faults(mut self, faults: Faults) -> Self {
-        self.faults = faults;
-        self
+    /// Sends `call` and gives its answer; `on_event` sees each event that
+    /// comes before the answer (runs, outputs, tokens) once, in order.
+    pub fn call<C: Call>(&mut self, call: C, on_event: impl FnMut(&Event)) -> Result<C::Answer, HilError> {
+        let terminal = self.request(C::NAME, call.into_command(), on_event)?;
+        C::answer(terminal).map_err(|event| HilError::Unexpected { command: C::NAME, event: format!("{event:?}") })
     }
 
     /// Opens the session: protocol version check and what the board is.
     pub fn hello(&mut self) -> Result<BoardInfo, HilError> {
-        match self.request("hello", Command::Hello { protocol_version: PROTOCOL_VERSION }, |_| {}) {
-            Ok(Event::HelloAck(info)) if info.protocol_version == PROTOCOL_VERSION => Ok(info),
-            Ok(Event::HelloAck(info)) => {
-                Err(HilError::VersionMismatch { agent: info.protocol_version, host: PROTOCOL_VERSION })
-            }
+        match self.call(call::Hello { protocol_version: PROTOCOL_VERSION }, |_| {}) {
+            Ok(info) if info.protocol_version == PROTOCOL_VERSION => Ok(info),
+            Ok(info) => Err(HilError::VersionMismatch { agent: info.protocol_version, host: PROTOCOL_VERSION }),
             Err(HilError::Agent { error: AgentError::VersionMismatch { agent, host }, .. }) => {
                 Err(HilError::VersionMismatch { agent, host })
             }
-            other => unexpected("hello", other),
+            Err(e) => Err(e),
         }
     }
 
@@ -148,21 +132,14 @@ impl Session {
         opt_level: OptLevel,
         threads: u16,
     ) -> Result<LoadReport, HilError> {
-        let command = Command::Load { path: path.into(), engine, opt_level, threads };
-        match self.request("load", command, |_| {})? {
-            Event::Loaded(report) => Ok(report),
-            other => unexpected("load", Ok(other)),
-        }
+        self.call(call::Load { path: path.into(), engine, opt_level, threads }, |_| {})
     }
 
     /// Stages the inputs on the board, chunk by chunk.
     pub fn set_inputs(&mut self, inputs: &[Tensor]) -> Result<(), HilError> {
         for (index, t) in inputs.iter().enumerate() {
             for chunk in t.chunks() {
-                match self.request("set-input", Command::SetInput { index: index as u16, chunk }, |_| {})? {
-                    Event::Done => {}
-                    other => return unexpected("set-input", Ok(other)),
-                }
+                self.call(call::SetInput { index: index as u16, chunk }, |_| {})?;
             }
         }
         Ok(())
@@ -178,17 +155,22 @@ impl Session {
     ) -> Result<InferResult, HilError> {
         let mut latencies_ns = Vec::new();
         let mut outputs: Vec<OutputData> = Vec::new();
-        let terminal = self.request("infer", Command::Infer { runs, warmup, outputs: mode }, |event| match event {
+        let mut bad_chunk = None;
+        let report = self.call(call::Infer { runs, warmup, outputs: mode }, |event| match event {
             Event::Run { index, warmup: false, nanos } => {
                 on_run(*index, *nanos);
                 latencies_ns.push(*nanos);
             }
-            Event::Output(part) => collect_output(&mut outputs, part.clone()),
+            Event::Output(part) => {
+                if let Err(e) = collect_output(&mut outputs, part.clone()) {
+                    bad_chunk.get_or_insert(e);
+                }
+            }
             _ => {}
         })?;
-        match terminal {
-            Event::InferDone(report) => Ok(InferResult { latencies_ns, outputs, report }),
-            other => unexpected("infer", Ok(other)),
+        match bad_chunk {
+            Some(error) => Err(HilError::BadOutput { command: call::Infer::NAME, error }),
+            None => Ok(InferResult { latencies_ns, outputs, report }),
         }
     }
 
@@ -197,29 +179,19 @@ impl Session {
         // An empty prompt still clears what an earlier one staged.
         let chunks = ids.chunks(PROMPT_CHUNK).map(<[u32]>::to_vec);
         for (i, chunk) in chunks.chain(ids.is_empty().then(Vec::new)).enumerate() {
-            let command = Command::SetPrompt { offset: (i * PROMPT_CHUNK) as u32, ids: chunk };
-            match self.request("set-prompt", command, |_| {})? {
-                Event::Done => {}
-                other => return unexpected("set-prompt", Ok(other)),
-            }
+            self.call(call::SetPrompt { offset: (i * PROMPT_CHUNK) as u32, ids: chunk }, |_| {})?;
         }
         Ok(())
     }
 
     /// Tokenizes `text` on the board and stages it as the prompt; gives the ids.
     pub fn set_prompt_text(&mut self, text: &str) -> Result<Vec<u32>, HilError> {
-        match self.request("set-prompt-text", Command::SetPromptText { text: text.into() }, |_| {})? {
-            Event::Tokens { ids } => Ok(ids),
-            other => unexpected("set-prompt-text", Ok(other)),
-        }
+        self.call(call::SetPromptText { text: text.into() }, |_| {})
     }
 
     /// Decodes token ids on the board.
     pub fn detokenize(&mut self, ids: &[u32]) -> Result<String, HilError> {
-        match self.request("detokenize", Command::Detokenize { ids: ids.to_vec() }, |_| {})? {
-            Event::Text(text) => Ok(text),
-            other => unexpected("detokenize", Ok(other)),
-        }
+        self.call(call::Detokenize { ids: ids.to_vec() }, |_| {})
     }
 
     /// Generates from the staged prompt; `on_token(index, id, nanos)` sees
@@ -230,68 +202,48 @@ impl Session {
         mut on_token: impl FnMut(u32, u32, u64),
     ) -> Result<(Vec<u32>, GenReport), HilError> {
         let mut tokens = Vec::new();
-        let terminal = self.request("generate", Command::Generate(params), |event| {
+        let report = self.call(call::Generate(params), |event| {
             if let Event::Token { index, id, nanos } = event {
                 on_token(*index, *id, *nanos);
                 tokens.push(*id);
             }
         })?;
-        match terminal {
-            Event::GenerateDone(report) => Ok((tokens, report)),
-            other => unexpected("generate", Ok(other)),
-        }
+        Ok((tokens, report))
     }
 
     /// Loads a sentence-embedding model beside the language model; the
     /// board's index starts empty.
     pub fn load_embedder(&mut self, path: &str, engine: EngineKind, threads: u16) -> Result<(), HilError> {
-        let command = Command::LoadEmbedder { path: path.into(), engine, threads };
-        self.indexed("load-embedder", command).map(drop)
+        self.call(call::LoadEmbedder { path: path.into(), engine, threads }, |_| {}).map(drop)
     }
 
     /// Embeds one item on the board and adds it to the index; gives (items, index bytes, peak heap).
     pub fn index_add(&mut self, ids: &[u32]) -> Result<(u32, u64, u64), HilError> {
-        self.indexed("index-add", Command::IndexAdd { ids: ids.to_vec() })
+        let IndexState { items, bytes, peak_heap } = self.call(call::IndexAdd { ids: ids.to_vec() }, |_| {})?;
+        Ok((items, bytes, peak_heap))
     }
 
     pub fn index_clear(&mut self) -> Result<(), HilError> {
-        self.indexed("index-clear", Command::IndexClear).map(drop)
-    }
-
-    fn indexed(&mut self, what: &'static str, command: Command) -> Result<(u32, u64, u64), HilError> {
-        match self.request(what, command, |_| {})? {
-            Event::Indexed { items, bytes, peak_heap } => Ok((items, bytes, peak_heap)),
-            other => unexpected(what, Ok(other)),
-        }
+        self.call(call::IndexClear {}, |_| {}).map(drop)
     }
 
     /// The `k` indexed items nearest the query, best first, with their scores.
     pub fn retrieve(&mut self, ids: &[u32], k: u16) -> Result<Vec<(u32, f32)>, HilError> {
-        match self.request("retrieve", Command::Retrieve { ids: ids.to_vec(), k }, |_| {})? {
-            Event::Retrieved { items, scores } => Ok(items.into_iter().zip(scores).collect()),
-            other => unexpected("retrieve", Ok(other)),
-        }
+        let (items, scores) = self.call(call::Retrieve { ids: ids.to_vec(), k }, |_| {})?;
+        Ok(items.into_iter().zip(scores).collect())
     }
 
     pub fn stats(&mut self) -> Result<AgentStats, HilError> {
-        match self.request("stats", Command::Stats, |_| {})? {
-            Event::Stats(s) => Ok(s),
-            other => unexpected("stats", Ok(other)),
-        }
+        self.call(call::Stats {}, |_| {})
     }
 
     pub fn shutdown(&mut self) -> Result<(), HilError> {
-        self.request("shutdown", Command::Shutdown, |_| {}).map(drop)
+        self.call(call::Shutdown {}, |_| {})
     }
 
     fn send_frame(&mut self, frame: &[u8]) -> Result<(), HilError> {
-        let index = self.stats.frames_sent;
         self.stats.frames_sent += 1;
-        if self.faults.corrupt_sent.contains(&index) {
-            self.link.send(&corrupt(frame))
-        } else {
-            self.link.send(frame)
-        }
+        self.link.send(frame)
     }
 
     /// Sends a request and collects its answer; `on_event` sees each
@@ -321,11 +273,9 @@ impl Session {
             let mut frames = Vec::new();
             self.decoder.feed::<ToHost>(&buf[..n], |f| frames.push(f));
             for f in frames {
-                let index = self.stats.frames_received;
                 self.stats.frames_received += 1;
-                let f = if self.faults.corrupt_received.contains(&index) { Err(()) } else { f.map_err(drop) };
                 match f {
-                    Err(()) => self.stats.bad_frames += 1,
+                    Err(_) => self.stats.bad_frames += 1,
                     Ok(ToHost::Heartbeat { id: hid, .. }) if hid == id => {
                         last_heard = Instant::now();
                         unanswered = 1;
@@ -357,8 +307,8 @@ impl Session {
                 }
             }
             if n == 0 {
-                if let Err((status, stderr)) = self.link.check_alive() {
-                    return Err(HilError::AgentExited { command: what, status, stderr });
+                if let Err(Exited { cause, stderr }) = self.link.check_alive() {
+                    return Err(HilError::AgentExited { command: what, cause, stderr });
                 }
             }
             let silent = last_heard.elapsed();
@@ -412,16 +362,9 @@ fn encode_request(what: &'static str, request: &Request) -> Result<Vec<u8>, HilE
     Ok([&[0u8][..], &frame].concat())
 }
 
-/// Flips one bit in the middle of a frame, keeping it free of zero bytes so
-/// that it still arrives as one frame and the CRC must catch it.
-fn corrupt(frame: &[u8]) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    let i = f.len() / 2;
-    f[i] = if f[i] ^ 0x10 == 0 { f[i] ^ 0x20 } else { f[i] ^ 0x10 };
-    f
-}
-
-fn collect_output(outputs: &mut Vec<OutputData>, part: OutputPart) {
+/// Adds one part of an answer to the outputs; a chunk that does not
+/// continue its tensor is an error.
+fn collect_output(outputs: &mut Vec<OutputData>, part: OutputPart) -> Result<(), ChunkError> {
     let index = match &part {
         OutputPart::Chunk { index, .. } | OutputPart::TopK { index, .. } | OutputPart::Digest { index, .. } => {
             usize::from(*index)
@@ -429,12 +372,8 @@ fn collect_output(outputs: &mut Vec<OutputData>, part: OutputPart) {
     };
     match part {
         OutputPart::Chunk { chunk, .. } => match outputs.get_mut(index) {
-            Some(OutputData::Full(t)) => match (&mut t.values, chunk.values) {
-                (Values::F32(a), Values::F32(b)) => a.extend(b),
-                (Values::I64(a), Values::I64(b)) => a.extend(b),
-                _ => {}
-            },
-            _ => outputs.push(OutputData::Full(Tensor { name: chunk.name, shape: chunk.shape, values: chunk.values })),
+            Some(OutputData::Full(t)) => return t.append(chunk),
+            _ => outputs.push(OutputData::Full(chunk.into())),
         },
         OutputPart::TopK { name, shape, indices, values, .. } => match outputs.get_mut(index) {
             Some(OutputData::TopK { rows, .. }) => rows.push((indices, values)),
@@ -442,11 +381,5 @@ fn collect_output(outputs: &mut Vec<OutputData>, part: OutputPart) {
         },
         OutputPart::Digest { name, shape, digest, .. } => outputs.push(OutputData::Digest { name, shape, digest }),
     }
-}
-
-fn unexpected<T>(command: &'static str, got: Result<Event, HilError>) -> Result<T, HilError> {
-    match got {
-        Err(e) => Err(e),
-        Ok(event) => Err(HilError::Unexpected { command, event: format!("{event:?}") }),
-    }
+    Ok(())
 }

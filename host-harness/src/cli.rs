@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use edgehil::run;
 use edgehil::suite::file::Tolerances;
 use edgehil::units::{ByteRate, Bytes};
-use edgehil_hil::{Faults, Target, Timeouts};
+use edgehil_hil::{Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
 
 use crate::cmd::Boards;
@@ -296,7 +296,6 @@ impl BoardArgs {
                     request: Duration::from_secs_f64(self.timeout),
                     ..Timeouts::default()
                 },
-                faults: Faults::default(),
                 agent_args: Vec::new(),
             })
             .collect();

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use edgehil_hil::{
-    EmulatedBoard, EmulatorConfig, Faults, HilError, InferResult, Link, LinkStats, SerialLink, Session, Target,
+    EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, SerialLink, Session, Target,
     Timeouts,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
@@ -47,7 +47,6 @@ pub struct BoardOptions {
     pub agent: PathBuf,
     pub ort_library: Option<PathBuf>,
     pub timeouts: Timeouts,
-    pub faults: Faults,
     /// Further agent arguments (emulated board only).
     pub agent_args: Vec<String>,
 }
@@ -66,7 +65,7 @@ impl BoardOptions {
         got: &mut BoardRun,
     ) -> Result<Session, (HilError, Option<LinkStats>)> {
         let link = open_link(self, profile, self.cap_on(profile)).map_err(|e| (e, None))?;
-        let mut session = Session::new(link, self.timeouts).with_faults(self.faults.clone());
+        let mut session = Session::new(link, self.timeouts);
         let mut start = || -> Result<(), HilError> {
             got.info = Some(session.hello()?);
             let threads = got.info.as_ref().map_or(1, |i| i.cores).min(profile.cores.value as u16);
@@ -328,9 +327,7 @@ pub(crate) fn verdict(
             }
             (Status::DoesNotFit, Some(e.to_string()))
         }
-        Err(e @ HilError::AgentExited { status, .. })
-            if status == &format!("exit code {}", edgehil_runtime::agent::EXIT_OUT_OF_MEMORY) =>
-        {
+        Err(e @ HilError::AgentExited { cause: ExitCause::OutOfMemory, .. }) => {
             (Status::DoesNotFit, Some(e.to_string()))
         }
         Err(e) => (Status::Failed, Some(e.to_string())),

@@ -1,10 +1,10 @@
 //! The part of edgehil that runs on the board.
 //!
-//! The core (no features) is `#![no_std]` + `alloc` so that the same wire
-//! types, framing and allocator accounting serve a microcontroller firmware
-//! and the host: there is one definition of every message, not two that drift.
-//! With `std` it adds the inference engines and the agent loop that the
-//! `edgehil-agent` binary runs on Linux boards and on the emulated board.
+//! The wire types, framing, metric types and allocator accounting live in
+//! `edgehil-wire` (no_std, shared with firmware and the host) and are
+//! re-exported here under their old paths. With `std` this crate adds the
+//! inference engines and the agent loop that the `edgehil-agent` binary runs
+//! on Linux boards and on the emulated board.
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -12,9 +12,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod cap;
-pub mod metrics;
-pub mod wire;
+pub use edgehil_wire as wire;
+pub use edgehil_wire::{cap, metrics};
 
 #[cfg(feature = "std")]
 pub mod agent;

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edgehil::report::Status;
-use edgehil_hil::{Faults, HilError, Session, Timeouts};
+use edgehil_hil::testing::{Faults, FaultyLink};
+use edgehil_hil::{HilError, Session, Timeouts};
 use edgehil_onnx::fixtures::Precision;
+use edgehil_runtime::engine::{self, LoadOptions};
 use edgehil_runtime::wire::{EngineKind, MemLimit, OptLevel, OutputMode, PROTOCOL_VERSION};
 
 #[test]
@@ -43,17 +45,34 @@ fn onnx_runtime_is_held_by_the_process_data_limit() {
 
 #[test]
 fn corrupted_frames_both_ways_are_retried_and_the_result_is_still_right() {
-    let mut opts = options("block.onnx", EngineKind::Tract);
-    // Frame 2 sent is the load request; frame 4 received is inside the infer answer.
-    opts.board.faults = Faults { corrupt_sent: vec![2], corrupt_received: vec![4] };
-    opts.board.timeouts.resend_after = Duration::from_millis(500);
-    let r = run_on(&opts, "jetson-orin-nano");
-    assert_eq!(r.status, Status::Ok, "{:?}", r.error);
-    assert!(r.accuracy[0].max_abs.unwrap() <= 1e-5, "{:?}", r.accuracy);
-    assert_eq!(r.link.bad_frames_host, 1);
-    assert_eq!(r.link.bad_frames_agent, Some(1));
-    assert!(r.link.resends >= 2, "{:?}", r.link);
-    assert_eq!(r.latency_ms.as_ref().unwrap().runs, 5);
+    let faults = Faults::default();
+    let link = FaultyLink::new(emulated_board(), faults.clone());
+    let timeouts =
+        Timeouts { resend_after: Duration::from_millis(500), max_sends: 3, request: Duration::from_secs(60) };
+    let mut s = Session::new(Box::new(link), timeouts);
+    s.hello().unwrap();
+    let model = fixture("block.onnx");
+    // The load request, and a frame inside the infer answer.
+    faults.corrupt_sent(faults.sent());
+    let loaded = s.load(&model.display().to_string(), EngineKind::Tract, OptLevel::All, 1).unwrap();
+    let inputs = edgehil::inputs::seeded(&loaded.inputs, &edgehil::inputs::Seeded::new(1)).unwrap();
+    s.set_inputs(&inputs).unwrap();
+    faults.corrupt_received(faults.received() + 2);
+    let got = s.infer(5, 1, OutputMode::Full, |_, _| {}).unwrap();
+    assert_eq!(got.latencies_ns.len(), 5);
+    let opts = LoadOptions { engine: EngineKind::Tract, opt_level: OptLevel::All, threads: 1, ort_library: None };
+    let mut reference = engine::load(&model, &opts).unwrap();
+    reference.set_inputs(&inputs).unwrap();
+    reference.run().unwrap();
+    let want = reference.take_outputs().unwrap();
+    assert_eq!(got.outputs.len(), want.len());
+    for (board, host) in got.outputs.iter().zip(&want) {
+        let a = edgehil::accuracy::compare(board, host);
+        assert!(a.max_abs.unwrap() <= 1e-5, "{a:?}");
+    }
+    assert_eq!(s.stats.bad_frames, 1);
+    assert_eq!(s.stats().unwrap().bad_frames, 1);
+    assert!(s.stats.resends >= 2, "{:?}", s.stats);
 }
 
 #[test]

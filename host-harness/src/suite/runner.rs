@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgehil_hil::{Faults, Target, Timeouts};
+use edgehil_hil::{ExitCause, Target, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
@@ -291,7 +291,7 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
             _ => failed(
                 suite,
                 case,
-                format!("the worker ended ({}) without a result: {}", edgehil_hil::describe(status), last_words()),
+                format!("the worker ended ({}) without a result: {}", ExitCause::from(status), last_words()),
                 started,
                 took,
             ),
@@ -319,7 +319,6 @@ fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
         agent,
         ort_library,
         timeouts: Timeouts { request: Duration::from_secs_f64(suite.timeout_s), ..Timeouts::default() },
-        faults: Faults::default(),
         agent_args: Vec::new(),
     })
 }

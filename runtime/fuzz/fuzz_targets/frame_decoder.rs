@@ -2,7 +2,7 @@
 //! never panic, and whatever decodes must encode back to a frame that decodes.
 #![no_main]
 
-use edgehil_runtime::wire::{encode_frame, FrameDecoder, Request, ToHost};
+use edgehil_wire::{encode_frame, FrameDecoder, Request, ToHost};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

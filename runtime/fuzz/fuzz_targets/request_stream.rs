@@ -3,7 +3,7 @@
 //! change what decodes (the agent's reads split frames wherever the UART does).
 #![no_main]
 
-use edgehil_runtime::wire::{FrameDecoder, Request};
+use edgehil_wire::{FrameDecoder, Request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

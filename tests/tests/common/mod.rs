@@ -8,7 +8,7 @@ use std::time::Duration;
 use edgehil::profile::{Profile, Profiles};
 use edgehil::report::RunReport;
 use edgehil::run::{self, BoardOptions, RunOptions};
-use edgehil_hil::{Faults, Target, Timeouts};
+use edgehil_hil::{Target, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions, Manifest};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
@@ -54,7 +54,6 @@ pub fn board(engine: EngineKind) -> BoardOptions {
             max_sends: 3,
             request: Duration::from_secs(120),
         },
-        faults: Faults::default(),
         agent_args: Vec::new(),
     }
 }
@@ -151,16 +150,21 @@ pub fn minilm_dir() -> PathBuf {
 /// A session with a fresh emulated board (uncapped, one thread), after the
 /// handshake; also the agent's pid, for tests that signal it.
 pub fn emulated_session(timeouts: edgehil_hil::Timeouts) -> (edgehil_hil::Session, u32) {
-    let board = edgehil_hil::EmulatedBoard::spawn(&edgehil_hil::EmulatorConfig {
+    let board = emulated_board();
+    let pid = board.pid();
+    let mut s = edgehil_hil::Session::new(Box::new(board), timeouts);
+    s.hello().unwrap();
+    (s, pid)
+}
+
+/// A fresh emulated board: the agent binary, uncapped, one thread.
+pub fn emulated_board() -> edgehil_hil::EmulatedBoard {
+    edgehil_hil::EmulatedBoard::spawn(&edgehil_hil::EmulatorConfig {
         agent: binary("edgehil-agent"),
         cap: 0,
         threads: 1,
         ort_library: None,
         extra_args: vec![],
     })
-    .unwrap();
-    let pid = board.pid();
-    let mut s = edgehil_hil::Session::new(Box::new(board), timeouts);
-    s.hello().unwrap();
-    (s, pid)
+    .unwrap()
 }

@@ -5,7 +5,23 @@
 //! free (a lost byte costs one frame, not the link); the CRC catches the
 //! corruption COBS cannot see. Frames have a fixed maximum size so that a
 //! microcontroller can hold one in a static buffer; large tensors travel as
-//! chunks of at most [`CHUNK_VALUES`] values. PROTOCOL.md has the details.
+//! chunks of at most [`CHUNK_VALUES`] values. PROTOCOL.md (in runtime/) has
+//! the details.
+//!
+//! `#![no_std]` + `alloc` so that the same wire types, framing and allocator
+//! accounting serve a microcontroller firmware and the host: there is one
+//! definition of every message, not two that drift.
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+// The `Arbitrary` derive (for fuzzing and round-trip tests) names `std`.
+#[cfg(feature = "arbitrary")]
+extern crate std;
+
+pub mod call;
+pub mod cap;
+pub mod metrics;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -13,6 +29,11 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on any change to the messages below; checked by `Hello`.
 pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Exit code of an agent process stopped by its memory cap, after it sent
+/// its `OutOfMemory` frame: a host that sees the process end with it knows
+/// why even if that frame was lost.
+pub const EXIT_OUT_OF_MEMORY: i32 = 86;
 
 /// Largest encoded frame, delimiter included.
 pub const MAX_FRAME: usize = 8192;
@@ -354,6 +375,42 @@ impl Tensor {
             values: self.values.slice(start.min(total), (start + CHUNK_VALUES).min(total)),
         })
     }
+}
+
+impl Tensor {
+    /// Appends the chunk that continues this tensor: the same name, the same
+    /// type, starting where the values so far end. Both the agent (inputs)
+    /// and the host (outputs) assemble tensors with it.
+    pub fn append(&mut self, chunk: TensorChunk) -> Result<(), ChunkError> {
+        if chunk.name != self.name || chunk.offset as usize != self.values.len() {
+            return Err(ChunkError::OutOfOrder { name: chunk.name, offset: chunk.offset });
+        }
+        match (&mut self.values, chunk.values) {
+            (Values::F32(a), Values::F32(b)) => a.extend(b),
+            (Values::I64(a), Values::I64(b)) => a.extend(b),
+            _ => return Err(ChunkError::TypeChanged { name: chunk.name }),
+        }
+        Ok(())
+    }
+}
+
+/// The start of a tensor: its first chunk.
+impl From<TensorChunk> for Tensor {
+    fn from(chunk: TensorChunk) -> Self {
+        Tensor { name: chunk.name, shape: chunk.shape, values: chunk.values }
+    }
+}
+
+/// Why a chunk does not continue a tensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// a chunk that is not the next one of this tensor
+    #[error("chunk of `{name}` at offset {offset} does not follow what was staged")]
+    OutOfOrder { name: String, offset: u32 },
+    /// a chunk of another value type
+    #[error("tensor `{name}` changed type between chunks")]
+    TypeChanged { name: String },
 }
 
 /// A piece of a tensor: the values from `offset` on, with the whole shape.
