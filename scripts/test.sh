@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test: installs what the tests need (the ONNX Runtime wheel, MiniLM
-# for the export tests, and Debian's chromium for the suite page's test), checks
-# the no_std runtime core builds, builds the binaries the end-to-end tests
-# drive, then runs the whole workspace suite.
+# for the export tests, Debian's chromium for the suite page's test, rustfmt
+# and clippy), checks formatting, that the no_std wire crate builds, builds the
+# binaries the end-to-end tests drive and the fuzz targets, lints, then runs
+# the whole workspace suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +23,14 @@ export EDGEHIL_ORT_LIBRARY
 # A from-scratch build gains nothing from incremental state, and it would take
 # gigabytes of CI's disk.
 export CARGO_INCREMENTAL=0
+if command -v rustup >/dev/null; then
+    rustup component add rustfmt clippy >/dev/null
+fi
+cargo fmt --all --check
 cargo build -p edgehil-wire --no-default-features
+# Builds the fuzz targets of runtime/fuzz too (a member), uninstrumented.
 cargo build --workspace --bins --tests
+cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --exclude edgehil-hil-tests
 # The HIL snapshot tests, on the emulated board unless EDGEHIL_HIL_TARGET names a real one.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -207,9 +207,9 @@ mod tests {
     #[test]
     fn reads_kib_fields() {
         let text = "Name:\tx\nVmHWM:\t    2048 kB\nVmData:\t  10 kB\n";
-        assert_eq!(super::kib_field(text, "VmHWM"), 2048 * 1024);
-        assert_eq!(super::kib_field(text, "VmData"), 10 * 1024);
-        assert_eq!(super::kib_field(text, "VmRSS"), 0);
-        assert!(super::peak_rss() > 0, "this test process has a resident set");
+        assert_eq!(kib_field(text, "VmHWM"), 2048 * 1024);
+        assert_eq!(kib_field(text, "VmData"), 10 * 1024);
+        assert_eq!(kib_field(text, "VmRSS"), 0);
+        assert!(peak_rss() > 0, "this test process has a resident set");
     }
 }

@@ -95,7 +95,9 @@ fn a_teams_profiles_dir_adds_boards() {
 
 #[test]
 fn bad_profiles_are_errors_naming_file_and_field() {
-    let cases: [(&str, fn(String) -> String, &[&str]); 4] = [
+    // A profile's name, the edit that breaks it, and what the error must say.
+    type Case = (&'static str, fn(String) -> String, &'static [&'static str]);
+    let cases: [Case; 4] = [
         (
             "typo",
             |t| t.replace("bandwidth =", "bandwith ="),

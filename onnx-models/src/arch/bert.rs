@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{Architecture, Defaults, Graph, Tensors};
-use crate::export::decoder::Norm;
+use crate::export::decoder::{Heads, Norm};
 use crate::export::emit::{Emitter, Lin};
 use crate::export::prune::{self, Prune};
 use crate::export::{spec, Built, ExportError, Source};
@@ -150,7 +150,7 @@ fn build(src: &mut Source, em: &mut Emitter, pruning: Option<&Prune>) -> Result<
             Ok(em.heads(&y, heads, hd))
         };
         let (qh, kh, vh) = (proj(em, "q", &q)?, proj(em, "k", &k)?, proj(em, "v", &v)?);
-        let ctx = em.attention(&qh, &kh, &vh, &bias, heads, heads, hd);
+        let ctx = em.attention(&qh, &kh, &vh, &bias, Heads { query: heads, kv: heads, dim: hd });
         let a = em.linear(&ctx, &name("o"), &o)?;
         let a = em.op("Add", &[&x, &a]);
         x = em.norm(&a, &name("ln1"), &ln1, c.norm_eps)?;

@@ -49,6 +49,15 @@ pub(crate) fn norm(src: &mut Source, name: &str, bias: bool) -> Result<Norm, Exp
     })
 }
 
+/// Attention's head counts: query heads, key/value heads (fewer under
+/// grouped-query attention) and the size of each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heads {
+    pub query: u64,
+    pub kv: u64,
+    pub dim: u64,
+}
+
 impl Emitter {
     pub(crate) fn shape_op(&mut self, op: &str, x: &str, values: &[i64]) -> String {
         let v = self.ints(values);
@@ -135,7 +144,8 @@ impl Emitter {
     /// Query heads are grouped over their shared key/value head by a 5-D
     /// reshape and broadcasting, so the cache is never repeated in memory.
     /// Returns `[b, t, heads·hd]`.
-    pub(crate) fn attention(&mut self, q: &str, k: &str, v: &str, bias: &str, heads: u64, kv: u64, hd: u64) -> String {
+    pub(crate) fn attention(&mut self, q: &str, k: &str, v: &str, bias: &str, heads: Heads) -> String {
+        let Heads { query: heads, kv, dim: hd } = heads;
         let scale = self.scalar(1.0 / (hd as f32).sqrt());
         let q = self.op("Mul", &[q, &scale]);
         let q = self.shape_op("Reshape", &q, &[0, kv as i64, (heads / kv) as i64, -1, hd as i64]);
@@ -325,7 +335,7 @@ pub(crate) fn build(
             outputs.push(spec(&out, "float32", &shape));
             present.push(out);
         }
-        let ctx = em.attention(&q, &present[0], &present[1], &bias, heads, kv, hd);
+        let ctx = em.attention(&q, &present[0], &present[1], &bias, Heads { query: heads, kv, dim: hd });
         let attn = em.linear(&ctx, &name("o"), &layer.o)?;
 
         let mlp = |em: &mut Emitter, input: &str, layer: &Layer| -> Result<String, ExportError> {

@@ -81,6 +81,8 @@ pub struct OrtEngine {
 }
 
 impl OrtEngine {
+    // ort's builder errors carry the builder back to the caller: large, and not ours.
+    #[allow(clippy::result_large_err)]
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
         let env = environment(opts.ort_library.as_deref())?;
         let load_err = |reason: String| EngineError::Load { path: path.to_path_buf(), reason };

@@ -149,7 +149,7 @@ pub fn minilm_dir() -> PathBuf {
 
 /// A session with a fresh emulated board (uncapped, one thread), after the
 /// handshake; also the agent's pid, for tests that signal it.
-pub fn emulated_session(timeouts: edgehil_hil::Timeouts) -> (edgehil_hil::Session, u32) {
+pub fn emulated_session(timeouts: Timeouts) -> (edgehil_hil::Session, u32) {
     let board = emulated_board();
     let pid = board.pid();
     let mut s = edgehil_hil::Session::new(Box::new(board), timeouts);
