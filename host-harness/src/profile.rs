@@ -181,7 +181,8 @@ impl Profile {
         Ok(p)
     }
 
-    /// The profile as a TOML file that `parse` reads back to the same profile.
+    /// The profile as a TOML file that `parse` reads back to the same profile,
+    /// each figure within 1e-9 of its value (twelve significant digits).
     pub fn to_toml(&self) -> Result<String, ProfileError> {
         toml::to_string(self).map_err(|e| ProfileError::Encode { name: self.name.clone(), message: e.to_string() })
     }

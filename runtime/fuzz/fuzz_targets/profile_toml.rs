@@ -1,6 +1,7 @@
 //! Arbitrary text as a device profile: parse gives a profile or an error
-//! naming the file and field, and a parsed profile writes back to TOML that
-//! parses to the same profile (what `profiles init` relies on).
+//! naming the file and field, and a parsed profile writes TOML that parses
+//! back and writes the same text again (figures keep twelve significant
+//! digits, so the first write may round; none after it may change).
 #![no_main]
 
 use std::path::PathBuf;
@@ -22,6 +23,6 @@ fuzz_target!(|text: &str| {
         let _ = profile.describe();
         let again = profile.to_toml().expect("a parsed profile encodes");
         let back = Profile::parse(&again, &path).expect("an encoded profile parses");
-        assert_eq!(back, profile, "the profile changed through to_toml:\n{again}");
+        assert_eq!(back.to_toml().expect("a parsed profile encodes"), again, "writing changed the profile again");
     }
 });
