@@ -262,7 +262,7 @@ impl Params {
 
     /// The profile's calibration, if it was made with `engine`.
     pub fn calibrated(profile: &Profile, engine: EngineKind) -> Option<Self> {
-        profile.calibration.as_ref().filter(|c| c.engine == engine.name()).map(|c| Params {
+        profile.calibration.as_ref().filter(|c| c.engine == engine).map(|c| Params {
             compute: c.compute.value.0,
             compute_int8: c.compute_int8.value.0,
             bandwidth: c.bandwidth.value.0,

@@ -109,7 +109,7 @@ pub struct Profile {
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
     /// The engine of the measured runs: "tract" or "ort".
-    pub engine: String,
+    pub engine: EngineKind,
     /// Effective rate of fp32 arithmetic.
     pub compute: Figure<FlopRate>,
     /// Effective rate when the engine runs int8 kernels.
@@ -162,12 +162,6 @@ impl Profile {
             }
         }
         if let Some(c) = &p.calibration {
-            if !EngineKind::ALL.iter().any(|e| e.name() == c.engine) {
-                return invalid(
-                    "calibration.engine",
-                    format!("`{}` is not an engine: expected tract or ort", c.engine),
-                );
-            }
             for (field, zero) in [
                 ("calibration.compute", c.compute.value.0 <= 0.0),
                 ("calibration.compute_int8", c.compute_int8.value.0 <= 0.0),
@@ -220,7 +214,7 @@ impl Profile {
             let _ = writeln!(
                 s,
                 "\ncalibration    predictions with engine {} use these instead of the figures above",
-                c.engine
+                c.engine.name()
             );
             row(&mut s, "compute", gflops(c.compute.value.0, "GFLOP/s"), &c.compute);
             row(&mut s, "compute_int8", gflops(c.compute_int8.value.0, "GOP/s"), &c.compute_int8);

@@ -57,7 +57,7 @@ pub fn calibrate(
     }
     let p = &fit.params;
     let calibration = Calibration {
-        engine: measured.engine.name().to_string(),
+        engine: measured.engine,
         compute: figure(FlopRate(round4(p.compute)), &source, why(Param::Compute)),
         compute_int8: figure(OpRate(round4(p.compute_int8)), &source, why(Param::ComputeInt8)),
         bandwidth: figure(ByteRate(round4(p.bandwidth)), &source, why(Param::Bandwidth)),
