@@ -15,7 +15,7 @@ mod session;
 
 pub use emulated::{EmulatedBoard, EmulatorConfig};
 pub use error::{ExitCause, HilError};
-pub use link::{Exited, Link, SerialLink, Target};
+pub use link::{Exited, Link, SerialLink, Target, Timing};
 pub use session::{InferResult, LinkStats, OutputData, Session, Timeouts};
 
 #[cfg(feature = "testing")]

@@ -32,6 +32,38 @@ impl FromStr for Target {
     }
 }
 
+/// What a target's latencies are worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// This machine's CPU (the emulated board): the profile's prediction stands for the device.
+    Host,
+    /// A real board's own clock: device latencies.
+    Device,
+    /// QEMU without KVM: TCG translates every guest instruction, so its latencies
+    /// measure the emulator, not the device. What such a board validates is fit,
+    /// the protocol and the numerics of the board's CPU.
+    EmulatedInstructions,
+}
+
+impl Timing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Timing::Host => "host",
+            Timing::Device => "device",
+            Timing::EmulatedInstructions => "emulated-instruction",
+        }
+    }
+}
+
+impl Target {
+    pub fn timing(&self) -> Timing {
+        match self {
+            Target::Emulated => Timing::Host,
+            Target::Serial { .. } => Timing::Device,
+        }
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -84,6 +84,10 @@ pub struct CompareArgs {
     /// Also write the pairs as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Give latency ratios for QEMU targets too: under TCG they measure the
+    /// emulator, so by default the pair shows each side's timing kind instead.
+    #[arg(long)]
+    pub emulated_timings_as_real: bool,
 }
 
 #[derive(clap::Args)]
@@ -107,6 +111,10 @@ pub struct CalibrateArgs {
     /// kept instead of fitted: one model's runs barely tell it from a fixed overhead.
     #[arg(long, value_parser = parse_byte_rate)]
     pub bandwidth: Option<f64>,
+    /// Fit runs on QEMU targets too: under TCG their latencies measure the
+    /// emulator, so they are left out unless this says they stand for the device.
+    #[arg(long)]
+    pub emulated_timings_as_real: bool,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +126,24 @@ pub enum ModelsCmd {
         /// Context length for the KV cache and activations.
         #[arg(long, default_value_t = 512)]
         context: u64,
+    },
+    /// LoRA fine-tuning cost (q, k, v adapters, AdamW) fitted to the study's Table 3; with --profile,
+    /// every catalog model's training peak RAM, fit and samples per hour on that board.
+    TrainCost {
+        #[arg(long)]
+        profile: Option<String>,
+        /// LoRA rank (the study: 8 to 256).
+        #[arg(long, default_value_t = 8)]
+        rank: u64,
+        /// Tokens of one training sample.
+        #[arg(long, default_value_t = 256)]
+        tokens: u64,
+        /// Keep only each layer's input for the backward pass and recompute the rest.
+        #[arg(long)]
+        checkpointing: bool,
+        /// Hours of training a night (the study: 3 to 4 suffice).
+        #[arg(long, default_value_t = 3.5)]
+        night_hours: f64,
     },
     /// Write a random-weight Hugging Face folder of a catalog configuration (gpt2, gpt_neox, llama, opt).
     Synth {

@@ -441,12 +441,13 @@ impl GenerateReport {
             let tg = sp.generation_tok_s.map_or("-".to_string(), |t| format!("{:.1} ± {:.1}", t.mean, t.sd));
             let _ = writeln!(
                 s,
-                "  speed       first token {:.1} ± {:.1} ms, prompt {:.1} ± {:.1} tok/s, generation {tg} tok/s ({} reps)",
+                "  speed       first token {:.1} ± {:.1} ms, prompt {:.1} ± {:.1} tok/s, generation {tg} tok/s ({} reps){}",
                 sp.time_to_first_token_ms.mean,
                 sp.time_to_first_token_ms.sd,
                 sp.prompt_tok_s.mean,
                 sp.prompt_tok_s.sd,
-                sp.reps
+                sp.reps,
+                crate::report::timing_note(&self.target)
             );
         }
         let m = &self.memory;

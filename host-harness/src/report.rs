@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use edgehil_hil::Target;
+use edgehil_hil::{Target, Timing};
 use edgehil_runtime::wire::{EngineKind, MemLimit, OptLevel};
 
 use crate::accuracy::Accuracy;
@@ -158,6 +158,14 @@ pub struct RunReport {
     pub link: LinkSummary,
 }
 
+/// Says when a target's latencies are not the device's.
+pub fn timing_note(target: &Target) -> &'static str {
+    match target.timing() {
+        Timing::EmulatedInstructions => "; emulated-instruction timings (QEMU under TCG), not device latencies",
+        Timing::Host | Timing::Device => "",
+    }
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| if v != 0.0 && v.abs() < 1e-3 { format!("{v:.2e}") } else { format!("{v:.digits$}") })
 }
@@ -204,8 +212,14 @@ impl RunReport {
         if let Some(l) = &self.latency_ms {
             let _ = writeln!(
                 s,
-                "  latency    min {:.3} ms  median {:.3} ms  p90 {:.3} ms  max {:.3} ms  ({} runs after {} warm-ups)",
-                l.min, l.median, l.p90, l.max, l.runs, l.warmup
+                "  latency    min {:.3} ms  median {:.3} ms  p90 {:.3} ms  max {:.3} ms  ({} runs after {} warm-ups){}",
+                l.min,
+                l.median,
+                l.p90,
+                l.max,
+                l.runs,
+                l.warmup,
+                timing_note(&self.target)
             );
         }
         if let Some(p) = &self.predicted {

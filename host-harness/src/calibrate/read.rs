@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use edgehil_hil::Target;
+use edgehil_hil::{Target, Timing};
 use edgehil_runtime::wire::EngineKind;
 
 use crate::estimate::{self, GraphCost, Kernels};
@@ -29,6 +29,8 @@ pub struct Filter<'a> {
     pub profile: &'a str,
     pub engine: Option<EngineKind>,
     pub target: Option<&'a Target>,
+    /// Use runs on emulated-instruction targets (QEMU under TCG) as if they were device timings.
+    pub emulated_timings_as_real: bool,
 }
 
 /// The usable cases of a measurements file, and why the others were left out.
@@ -101,6 +103,11 @@ fn select(
                     skip("of other engines".into());
                 } else if filter.target.is_some_and(|t| *t != r.target) {
                     skip("on other targets".into());
+                } else if r.target.timing() == Timing::EmulatedInstructions && !filter.emulated_timings_as_real {
+                    skip(
+                        "with emulated-instruction timings (QEMU under TCG; --emulated-timings-as-real uses them)"
+                            .into(),
+                    );
                 } else {
                     let tokens = r.tokens.unwrap_or(0);
                     let kernels = estimate::kernels(&cost, r.engine, r.opt_level, tokens);
@@ -141,7 +148,7 @@ mod tests {
     }
 
     fn filter(profile: &str) -> Filter<'_> {
-        Filter { profile, engine: None, target: None }
+        Filter { profile, engine: None, target: None, emulated_timings_as_real: false }
     }
 
     /// What every run report has, the figures calibration does not read.

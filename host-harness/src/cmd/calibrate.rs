@@ -11,7 +11,12 @@ use crate::cli::CalibrateArgs;
 
 pub fn calibrate(args: CalibrateArgs, profiles: &Profiles) -> Result<u8> {
     let profile = profiles.get(&args.profile)?;
-    let filter = Filter { profile: &profile.name, engine: args.engine, target: args.target.as_ref() };
+    let filter = Filter {
+        profile: &profile.name,
+        engine: args.engine,
+        target: args.target.as_ref(),
+        emulated_timings_as_real: args.emulated_timings_as_real,
+    };
     let cases = read(&args.measured, &filter)?;
     outln!("{}", cases.summary());
     let out = args.out.unwrap_or_else(|| default_out(&profile.name));

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use edgehil_hil::Target;
+use edgehil_hil::{Target, Timing};
 
 use crate::report::Status;
 use crate::units::human_bytes;
@@ -144,7 +144,13 @@ pub struct Pair {
     pub b_target: Target,
     pub a_status: Status,
     pub b_status: Status,
-    /// B's latency / A's.
+    /// What each side's latencies are worth (host, device, emulated-instruction).
+    #[serde(serialize_with = "timing_name")]
+    pub a_timing: Timing,
+    #[serde(serialize_with = "timing_name")]
+    pub b_timing: Timing,
+    /// B's latency / A's; none where a side has emulated-instruction timings
+    /// and the caller did not say to treat them as real.
     pub latency_ratio: Option<f64>,
     /// B's peak − A's, bytes.
     pub ram_difference: Option<i64>,
@@ -159,8 +165,14 @@ pub struct Pairing {
     pub only_b: Vec<String>,
 }
 
-/// Pairs the cases of two journals by everything but the target.
-pub fn pair(a: &[Record], b: &[Record]) -> Pairing {
+fn timing_name<S: serde::Serializer>(t: &Timing, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.name())
+}
+
+/// Pairs the cases of two journals by everything but the target. Latencies of
+/// an emulated-instruction target (QEMU under TCG) are not compared with
+/// anything unless `emulated_timings_as_real`: they measure the emulator.
+pub fn pair(a: &[Record], b: &[Record], emulated_timings_as_real: bool) -> Pairing {
     let a = by_id(a, |r| r.case.without_target());
     let b = by_id(b, |r| r.case.without_target());
     let pairs = a
@@ -168,13 +180,21 @@ pub fn pair(a: &[Record], b: &[Record]) -> Pairing {
         .filter_map(|(key, ra)| {
             let rb = b.get(key)?;
             let (ma, mb) = (&ra.measurements, &rb.measurements);
+            let (a_timing, b_timing) = (ra.case.target.timing(), rb.case.target.timing());
+            let comparable = emulated_timings_as_real || ![a_timing, b_timing].contains(&Timing::EmulatedInstructions);
             Some(Pair {
                 case: key.clone(),
                 a_target: ra.case.target.clone(),
                 b_target: rb.case.target.clone(),
                 a_status: ra.status,
                 b_status: rb.status,
-                latency_ratio: ma.latency_ms.zip(mb.latency_ms).filter(|(x, _)| *x > 0.0).map(|(x, y)| y / x),
+                a_timing,
+                b_timing,
+                latency_ratio: ma
+                    .latency_ms
+                    .zip(mb.latency_ms)
+                    .filter(|(x, _)| *x > 0.0 && comparable)
+                    .map(|(x, y)| y / x),
                 ram_difference: ma.peak().zip(mb.peak()).map(|(x, y)| y as i64 - x as i64),
                 accuracy_difference: ma.accuracy.zip(mb.accuracy).map(|(x, y)| y - x),
             })
@@ -184,6 +204,17 @@ pub fn pair(a: &[Record], b: &[Record]) -> Pairing {
         pairs,
         only_a: a.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
         only_b: b.keys().filter(|k| !a.contains_key(*k)).cloned().collect(),
+    }
+}
+
+impl Pair {
+    fn latency_cell(&self) -> String {
+        match (self.latency_ratio, [self.a_timing, self.b_timing].contains(&Timing::EmulatedInstructions)) {
+            (Some(r), false) => format!("{r:.3}"),
+            (Some(r), true) => format!("{r:.3} (emulated-instruction timings)"),
+            (None, true) => "not compared: emulated-instruction timings".into(),
+            (None, false) => "-".into(),
+        }
     }
 }
 
@@ -205,7 +236,7 @@ impl Pairing {
                 p.a_status.name(),
                 p.b_target,
                 p.b_status.name(),
-                p.latency_ratio.map_or("-".into(), |r| format!("{r:.3}")),
+                p.latency_cell(),
                 ram,
                 p.accuracy_difference.map_or("-".into(), |d| format!("{d:+.4}")),
             );
