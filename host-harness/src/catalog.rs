@@ -72,7 +72,8 @@ impl Precision {
     pub const ALL: [Precision; 4] = [Precision::Fp32, Precision::Fp16, Precision::Int8, Precision::Int4];
 
     /// Bytes per weight, scales included: int8 per-channel; int4 in blocks
-    /// of 32 with one fp16 scale (4.5 bits).
+    /// of 32 with one fp16 scale (4.5 bits), for the linear layers only
+    /// ([`ModelConfig::weight_bytes`] keeps int4 models' embeddings in fp16).
     pub fn bytes_per_weight(self) -> f64 {
         match self {
             Precision::Fp32 => 4.0,
@@ -198,8 +199,22 @@ impl ModelConfig {
         self.layers * layer + embeddings + positions + lm_head_bias + final_norm
     }
 
+    /// Embedding tables and an untied LM head.
+    fn embedding_parameters(&self) -> u64 {
+        self.vocab * self.hidden * if self.tied_embeddings { 1 } else { 2 }
+    }
+
+    /// At int4, as the study's GPTQ checkpoints hold them: 4-bit linear layers,
+    /// embeddings and LM head in fp16 (Llama-2-7B-GPTQ is 3.90 GB, not 7 B × 4.5 bits).
     pub fn weight_bytes(&self, p: Precision) -> u64 {
-        (self.parameters() as f64 * p.bytes_per_weight()) as u64
+        match p {
+            Precision::Int4 => {
+                let embeddings = self.embedding_parameters();
+                ((self.parameters() - embeddings) as f64 * p.bytes_per_weight()) as u64
+                    + embeddings * Precision::Fp16.bytes_per_weight() as u64
+            }
+            _ => (self.parameters() as f64 * p.bytes_per_weight()) as u64,
+        }
     }
 
     pub fn kv_cache_bytes(&self, context: u64) -> u64 {

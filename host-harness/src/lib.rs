@@ -23,4 +23,5 @@ pub mod run;
 pub mod suite;
 pub mod sweep;
 pub mod text;
+pub mod train;
 pub mod units;

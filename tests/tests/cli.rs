@@ -146,6 +146,16 @@ fn models_list_with_fit_on_a_profile() {
 }
 
 #[test]
+fn lora_training_cost_against_the_study_and_on_a_board() {
+    let o = edgehil(&["models", "train-cost"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    insta::assert_snapshot!("train_cost_study_fit", text(&o).0);
+    let o = edgehil(&["models", "train-cost", "--profile", "jetson-orin-nano", "--rank", "16", "--checkpointing"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    insta::assert_snapshot!("train_cost_on_jetson_orin_nano", text(&o).0);
+}
+
+#[test]
 fn plan_shows_choice_reasons_and_fit() {
     let o = edgehil(&["plan", "--profile", "jetson-orin-nano", "--task", "generation", "--difficulty", "medium"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));

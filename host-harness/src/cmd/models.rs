@@ -1,10 +1,11 @@
-//! `edgehil models list|synth`.
+//! `edgehil models list|train-cost|synth`.
 
 use anyhow::{bail, Result};
 
 use edgehil::catalog::CATALOG;
 use edgehil::listing::models_table;
 use edgehil::profile::Profiles;
+use edgehil::train::{self, Calibration, LoraSetting};
 use edgehil::units::human_bytes;
 
 use crate::cli::ModelsCmd;
@@ -14,6 +15,13 @@ pub fn models(command: ModelsCmd, profiles: &Profiles) -> Result<u8> {
         ModelsCmd::List { profile, context } => {
             let profile = profile.map(|p| profiles.get(&p)).transpose()?;
             out!("{}", models_table(profile, context));
+        }
+        ModelsCmd::TrainCost { profile, rank, tokens, checkpointing, night_hours } => {
+            let calibration = Calibration::study(LoraSetting { rank, tokens, checkpointing });
+            match profile {
+                None => out!("{}", calibration.table()),
+                Some(p) => out!("{}", train::profile_table(profiles.get(&p)?, &calibration, night_hours)),
+            }
         }
         ModelsCmd::Synth { name, out, seed } => {
             let Some(model) = CATALOG.iter().find(|m| m.name == name) else {
