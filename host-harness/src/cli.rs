@@ -63,10 +63,15 @@ pub enum Cmd {
 pub struct PlanArgs {
     #[arg(long)]
     pub profile: String,
-    #[arg(long, value_enum)]
-    pub task: edgehil::plan::Task,
+    /// LaMP-1 … LaMP-7 (the study's scores decide), or classification / generation (its guidelines do).
+    #[arg(long)]
+    pub task: edgehil::plan::TaskChoice,
+    /// For classification / generation; a LaMP task's comes from the study's Table 4.
     #[arg(long, value_enum, default_value = "unknown")]
     pub difficulty: edgehil::plan::Difficulty,
+    /// RAM to plan for instead of the profile's usable RAM, e.g. "4 GB" for the study's tiers.
+    #[arg(long, value_parser = parse_bytes)]
+    pub cap: Option<u64>,
     /// Prompt length in tokens (generation adds the study's 100 new tokens).
     #[arg(long, default_value_t = 512)]
     pub prompt_tokens: u64,
@@ -123,6 +128,9 @@ pub enum ModelsCmd {
     List {
         #[arg(long)]
         profile: Option<String>,
+        /// RAM to fit in instead of the profile's usable RAM, e.g. "4 GB" for the study's tiers.
+        #[arg(long, value_parser = parse_bytes, requires = "profile")]
+        cap: Option<u64>,
         /// Context length for the KV cache and activations.
         #[arg(long, default_value_t = 512)]
         context: u64,

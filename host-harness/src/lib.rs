@@ -20,6 +20,7 @@ pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod run;
+pub mod study;
 pub mod suite;
 pub mod sweep;
 pub mod text;

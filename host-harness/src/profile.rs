@@ -236,6 +236,17 @@ impl Profile {
 
 /// The profiles known to a run: the built-in ones, then a team's folder
 /// (whose profiles replace built-in ones of the same name).
+impl Profile {
+    /// The profile with `cap` bytes usable instead of its own figure, if given.
+    pub fn with_cap(&self, cap: Option<u64>) -> Profile {
+        let mut p = self.clone();
+        if let Some(cap) = cap {
+            p.ram_usable = Figure { value: Bytes(cap), source: "--cap".into(), reasoning: None };
+        }
+        p
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Profiles {
     by_name: BTreeMap<String, Profile>,

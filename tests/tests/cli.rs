@@ -156,6 +156,28 @@ fn lora_training_cost_against_the_study_and_on_a_board() {
 }
 
 #[test]
+fn plan_follows_the_studys_scores_for_every_profile_and_lamp_task() {
+    let mut all = String::new();
+    for profile in
+        ["iphone-12", "iphone-15", "jetson-orin-nano", "jetson-orin-nx-16gb", "galaxy-s24-ultra", "raspberry-pi-5"]
+    {
+        for task in 1..=7 {
+            let o = edgehil(&["plan", "--profile", profile, "--task", &format!("LaMP-{task}")]);
+            assert_eq!(o.status.code(), Some(0), "{profile} LaMP-{task}: {:?}", text(&o));
+            all += &text(&o).0;
+        }
+    }
+    insta::assert_snapshot!(all);
+    let o = edgehil(&["plan", "--profile", "jetson-orin-nano", "--task", "LaMP-9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("unknown task `LaMP-9`: expected LaMP-1 … LaMP-7, classification or generation"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+#[test]
 fn plan_shows_choice_reasons_and_fit() {
     let o = edgehil(&["plan", "--profile", "jetson-orin-nano", "--task", "generation", "--difficulty", "medium"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));

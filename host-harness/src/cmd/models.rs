@@ -12,9 +12,9 @@ use crate::cli::ModelsCmd;
 
 pub fn models(command: ModelsCmd, profiles: &Profiles) -> Result<u8> {
     match command {
-        ModelsCmd::List { profile, context } => {
-            let profile = profile.map(|p| profiles.get(&p)).transpose()?;
-            out!("{}", models_table(profile, context));
+        ModelsCmd::List { profile, cap, context } => {
+            let profile = profile.map(|p| profiles.get(&p).map(|p| p.with_cap(cap))).transpose()?;
+            out!("{}", models_table(profile.as_ref(), context));
         }
         ModelsCmd::TrainCost { profile, rank, tokens, checkpointing, night_hours } => {
             let calibration = Calibration::study(LoraSetting { rank, tokens, checkpointing });
