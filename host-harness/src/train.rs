@@ -16,9 +16,10 @@
 //! Time per sample = `per_layer` seconds a layer (the step's fixed work:
 //! kernel launches, the optimizer, the data) + forward and backward FLOPs
 //! (4 · parameters · tokens: the frozen base needs activation gradients, not
-//! weight gradients; 6 with checkpointing) at an effective share of the peak
-//! + `gptq` seconds per parameter and token for a 4-bit base's dequantization
-//! (never negative, though the study's GPTQ rows ran faster per parameter).
+//! weight gradients; 6 with checkpointing) at an effective share of the peak,
+//! plus `gptq` seconds per parameter and token for a 4-bit base's
+//! dequantization (never negative, though the study's GPTQ rows ran faster
+//! per parameter).
 //!
 //! The free constants (runtime, k_layers, k_logits; per_layer, efficiency,
 //! gptq) are fitted to the study's Table 3, measured on an NVIDIA A10
@@ -262,8 +263,9 @@ fn relative_least_squares<const N: usize>(xs: &[[f64; N]], ys: &[f64], scales: &
         for r in 0..N {
             if r != col && a[col][col] != 0.0 {
                 let f = a[r][col] / a[col][col];
-                for k in 0..N {
-                    a[r][k] -= f * a[col][k];
+                let pivot_row = a[col];
+                for (x, p) in a[r].iter_mut().zip(pivot_row) {
+                    *x -= f * p;
                 }
                 b[r] -= f * b[col];
             }
@@ -355,8 +357,8 @@ impl Calibration {
         );
         let _ = writeln!(
             s,
-            "{:<40} {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
-            "CHECKPOINT", "PREC", "PEAK GB", "EST", "WEIGHTS", "EST", "SAMPLES/H", "EST", "USE"
+            "{:<40} {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  USE",
+            "CHECKPOINT", "PREC", "PEAK GB", "EST", "WEIGHTS", "EST", "SAMPLES/H", "EST"
         );
         for (r, e) in &self.rows {
             let _ = writeln!(
