@@ -47,8 +47,14 @@ pub(crate) fn check(model: &Model, op: &Op) -> Check {
         Op::Conv { x, w, b, y, win, act: _ } => {
             let (x, y, wc) = (buf(*x)?, buf(*y)?, konst(*w)?);
             window(win, x, y)?;
-            ensure(win.group > 0 && win.c_in % win.group == 0 && win.c_out % win.group == 0, "groups do not divide the channels")?;
-            ensure(wc.shape == [win.c_out, win.c_in / win.group, win.kh, win.kw], "weight shape differs from the window")?;
+            ensure(
+                win.group > 0 && win.c_in % win.group == 0 && win.c_out % win.group == 0,
+                "groups do not divide the channels",
+            )?;
+            ensure(
+                wc.shape == [win.c_out, win.c_in / win.group, win.kh, win.kw],
+                "weight shape differs from the window",
+            )?;
             int8_axis(wc, 0)?;
             bias(*b, win.c_out as usize)?;
             disjoint(x, y)

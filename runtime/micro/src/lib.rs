@@ -128,7 +128,10 @@ pub enum Act {
     None,
     Relu,
     /// Clip; Relu6 is `Clip(0, 6)`.
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     Sigmoid,
     Tanh,
 }
@@ -143,7 +146,9 @@ pub enum BinKind {
 pub enum PoolKind {
     Max,
     /// Average; `count_pad` counts padded positions in the divisor (ONNX `count_include_pad`).
-    Avg { count_pad: bool },
+    Avg {
+        count_pad: bool,
+    },
 }
 
 /// The geometry of a 2-D window over NCHW (1-D is `h = 1`).
@@ -279,7 +284,8 @@ impl<'a> Model<'a> {
             c.check()?;
         }
         for io in self.inputs.iter().chain(&self.outputs) {
-            let buf = self.buffers.get(usize::from(io.buffer)).ok_or(Error::Malformed { what: "I/O buffer missing" })?;
+            let buf =
+                self.buffers.get(usize::from(io.buffer)).ok_or(Error::Malformed { what: "I/O buffer missing" })?;
             if elements(&io.shape) != Some(buf.len as usize) {
                 return Err(Error::Malformed { what: "I/O shape differs from its buffer" });
             }
