@@ -90,3 +90,28 @@ fn an_op_outside_the_set_is_refused_naming_it_and_its_node() {
     let err = compile_file(&fixture("block.onnx")).unwrap_err();
     insta::assert_snapshot!(err.to_string());
 }
+
+/// A firmware reads models it did not compile: any byte of one changed is refused at decode
+/// or runs, and never panics (decode checks every op's geometry against its buffers).
+#[test]
+fn a_corrupted_micro_model_is_refused_or_runs_without_panicking() {
+    let path = scratch_dir("micro-corrupt").join("micro-ops-int8.onnx");
+    write_model(&fixtures::micro_ops(Precision::Int8), &path).unwrap();
+    let bytes = compile_file(&path).unwrap().bytes;
+    let input = vec![0.5f32; 4 * 32];
+    let (mut refused, mut ran) = (0, 0);
+    for at in 0..bytes.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = bytes.clone();
+            bad[at] ^= flip;
+            match Model::decode(&bad) {
+                Err(_) => refused += 1,
+                Ok(model) => {
+                    let _ = edgehil_micro::run(&model, &[&input]);
+                    ran += 1;
+                }
+            }
+        }
+    }
+    assert!(refused > 0 && ran > 0, "refused {refused}, ran {ran}");
+}

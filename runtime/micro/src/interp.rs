@@ -61,12 +61,14 @@ pub(crate) fn check(model: &Model, op: &Op) -> Check {
         }
         Op::Pool { x, y, kind: _, win } => {
             ensure(win.c_in == win.c_out, "pooling changes the channels")?;
-            window(win, buf(*x)?, buf(*y)?)
+            window(win, buf(*x)?, buf(*y)?)?;
+            disjoint(buf(*x)?, buf(*y)?)
         }
         Op::GlobalAvgPool { x, y, channels, spatial } => {
             ensure(*spatial > 0, "no values to average")?;
             ensure(buf(*x)?.len as usize == product(&[*channels, *spatial])?, "input is not channels × spatial")?;
-            ensure(buf(*y)?.len == *channels, "output is not one value a channel")
+            ensure(buf(*y)?.len == *channels, "output is not one value a channel")?;
+            disjoint(buf(*x)?, buf(*y)?)
         }
         Op::Binary { kind: _, a, b, y, shape, a_strides, b_strides } => {
             let len = product(shape)?;
@@ -103,7 +105,7 @@ fn window(win: &Window, x: Buffer, y: Buffer) -> Check {
 pub fn run_in<'r>(model: &Model, arena: &'r mut [f32], inputs: &[&[f32]]) -> Result<Vec<&'r [f32]>, Error> {
     let needed = model.arena as usize;
     if arena.len() < needed {
-        return Err(Error::ArenaTooSmall { needed: needed * 4, given: arena.len() * 4 });
+        return Err(Error::ArenaTooSmall { needed: needed.saturating_mul(4), given: arena.len().saturating_mul(4) });
     }
     if inputs.len() != model.inputs.len() {
         return Err(Error::InputCount { expected: model.inputs.len(), given: inputs.len() });
@@ -122,7 +124,7 @@ pub fn run_in<'r>(model: &Model, arena: &'r mut [f32], inputs: &[&[f32]]) -> Res
     let mut outputs = Vec::new();
     outputs
         .try_reserve_exact(model.outputs.len())
-        .map_err(|_| Error::OutOfMemory { bytes: model.outputs.len() * 16, what: "output list" })?;
+        .map_err(|_| Error::OutOfMemory { bytes: model.outputs.len().saturating_mul(16), what: "output list" })?;
     outputs.extend(model.outputs.iter().map(|io| &arena[model.buffers[usize::from(io.buffer)].range()]));
     Ok(outputs)
 }
@@ -144,7 +146,7 @@ pub fn run(model: &Model, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, Error> {
 
 fn try_vec<T>(n: usize, what: &'static str) -> Result<Vec<T>, Error> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory { bytes: n * size_of::<T>(), what })?;
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory { bytes: n.saturating_mul(size_of::<T>()), what })?;
     Ok(v)
 }
 
@@ -218,7 +220,8 @@ fn apply(act: Act, v: f32) -> f32 {
     match act {
         Act::None => v,
         Act::Relu => v.max(0.0),
-        Act::Clip { min, max } => v.clamp(min, max),
+        // Not `clamp`, which panics on bounds a corrupted file may hold.
+        Act::Clip { min, max } => v.max(min).min(max),
         Act::Sigmoid => 1.0 / (1.0 + libm::expf(-v)),
         Act::Tanh => libm::tanhf(v),
     }
@@ -362,9 +365,13 @@ fn conv(x: &[f32], w: &impl Read, b: Option<&Const>, y: &mut [f32], win: &Window
     }
 }
 
-/// The input index an output position reads at kernel offset `k`, if inside the input.
+/// The input index an output position reads at kernel offset `k`, if inside the input
+/// (checked arithmetic: a window's figures come from the model file).
 fn tap(out: usize, k: usize, stride: u32, dilation: u32, pad: u32, size: usize) -> Option<usize> {
-    (out * stride as usize + k * dilation as usize).checked_sub(pad as usize).filter(|i| *i < size)
+    out.checked_mul(stride as usize)?
+        .checked_add(k.checked_mul(dilation as usize)?)?
+        .checked_sub(pad as usize)
+        .filter(|i| *i < size)
 }
 
 fn pool(x: &[f32], y: &mut [f32], kind: PoolKind, win: &Window) {
@@ -376,11 +383,19 @@ fn pool(x: &[f32], y: &mut [f32], kind: PoolKind, win: &Window) {
             for ox in 0..ow {
                 let (mut max, mut sum, mut count, mut padded) = (f32::NEG_INFINITY, 0.0, 0usize, 0usize);
                 for ky in 0..u(win.kh) {
-                    let row = oy * u(win.sh) + ky * u(win.dh);
+                    let row =
+                        tap(oy, ky, win.sh, win.dh, 0, h.saturating_add(u(win.pads[0]).saturating_add(u(win.pads[2]))));
                     for kx in 0..u(win.kw) {
-                        let col = ox * u(win.sw) + kx * u(win.dw);
+                        let col = tap(
+                            ox,
+                            kx,
+                            win.sw,
+                            win.dw,
+                            0,
+                            wd.saturating_add(u(win.pads[1]).saturating_add(u(win.pads[3]))),
+                        );
                         // Positions in the padding count for `count_include_pad`; those past it never do.
-                        if row < h + u(win.pads[0] + win.pads[2]) && col < wd + u(win.pads[1] + win.pads[3]) {
+                        if row.is_some() && col.is_some() {
                             padded += 1;
                         }
                         let (Some(iy), Some(ix)) =

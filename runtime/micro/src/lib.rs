@@ -260,7 +260,7 @@ impl<'a> Model<'a> {
 
     /// Bytes of the activation arena: the RAM a run needs beyond the decoded model.
     pub fn arena_bytes(&self) -> usize {
-        self.arena as usize * 4
+        (self.arena as usize).saturating_mul(4)
     }
 
     /// Bytes of the weights (codes and scales included).
