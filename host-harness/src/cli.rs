@@ -43,6 +43,8 @@ pub enum Cmd {
     Sweep(SweepArgs),
     /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
     Export(ExportArgs),
+    /// Compile an ONNX model to a micro-model for the no_std engine of microcontroller boards: flash and RAM bytes.
+    Micro(MicroArgs),
     /// Nightly suites: a matrix from one TOML file, a journal that loses nothing, reports, baselines.
     Suite {
         #[command(subcommand)]
@@ -191,6 +193,18 @@ pub struct ExportArgs {
     /// keeping them fp32 (level 0, the default): about twice the speed, about 1.3× the RAM of the weights.
     #[arg(long)]
     pub ort_int8_activations: bool,
+}
+
+#[derive(clap::Args)]
+pub struct MicroArgs {
+    /// The ONNX model (self-contained; ops: see `edgehil_onnx::micro::OPS`).
+    pub model: PathBuf,
+    /// The micro-model file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the flash and RAM figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -42,6 +42,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Eval(args) => cmd::eval::eval(args, &profiles),
         Cmd::Sweep(args) => cmd::sweep::sweep(args, &profiles),
         Cmd::Export(args) => cmd::export::export(args),
+        Cmd::Micro(args) => cmd::micro::micro(args),
         Cmd::Suite { command } => cmd::suite::suite(command, &profiles, cli.profiles_dir.as_deref()),
         Cmd::Compare(args) => cmd::compare::compare(args),
         Cmd::Profiles { command } => cmd::profiles::profiles(command, &profiles),

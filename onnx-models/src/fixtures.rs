@@ -1,7 +1,9 @@
-//! The fixture models: an MLP classifier and one pre-norm transformer block,
-//! each in fp32 and in int8 (per-channel symmetric weights, dequantized
-//! before MatMul as the export format prescribes). Weights come from a fixed
-//! seed, so `make-fixtures` rewrites the committed files byte for byte.
+//! The fixture models: an MLP classifier, one pre-norm transformer block and
+//! two MLPerf Tiny–shaped models for microcontrollers (an anomaly-detection
+//! autoencoder and a DS-CNN keyword spotter), each in fp32 and in int8
+//! (per-channel symmetric weights, dequantized before MatMul or Conv as the
+//! export format prescribes). Weights come from a fixed seed, so
+//! `make-fixtures` rewrites the committed files byte for byte.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,10 @@ pub fn all() -> Vec<(&'static str, ModelProto)> {
         ("mlp-int8.onnx", mlp(Precision::Int8)),
         ("block.onnx", block(Precision::F32)),
         ("block-int8.onnx", block(Precision::Int8)),
+        ("ad-autoencoder.onnx", autoencoder(Precision::F32)),
+        ("ad-autoencoder-int8.onnx", autoencoder(Precision::Int8)),
+        ("ds-cnn.onnx", ds_cnn(Precision::F32)),
+        ("ds-cnn-int8.onnx", ds_cnn(Precision::Int8)),
     ]
 }
 
@@ -46,17 +52,19 @@ pub fn write_all(dir: &Path) -> Result<Vec<PathBuf>, OnnxError> {
 /// Per-column symmetric int8 quantization of a `[k, n]` row-major matrix:
 /// scale_j = max_i |w_ij| / 127.
 pub fn quantize_per_column(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
-    let scales: Vec<f32> = (0..n)
-        .map(|j| {
-            let max = (0..k).map(|i| w[i * n + j].abs()).fold(0f32, f32::max);
-            if max == 0.0 {
-                1.0
-            } else {
-                max / 127.0
-            }
-        })
-        .collect();
-    let q = w.iter().enumerate().map(|(idx, v)| (v / scales[idx % n]).round().clamp(-127.0, 127.0) as i8).collect();
+    debug_assert_eq!(w.len(), k * n);
+    quantize_per_channel(w, n, |i| i % n)
+}
+
+/// Symmetric int8 quantization with one scale per channel (`channel(i)` is
+/// element `i`'s, below `channels`): scale = max |w| of the channel / 127.
+pub fn quantize_per_channel(w: &[f32], channels: usize, channel: impl Fn(usize) -> usize) -> (Vec<i8>, Vec<f32>) {
+    let mut max = vec![0f32; channels];
+    for (i, v) in w.iter().enumerate() {
+        max[channel(i)] = max[channel(i)].max(v.abs());
+    }
+    let scales: Vec<f32> = max.iter().map(|m| if *m == 0.0 { 1.0 } else { m / 127.0 }).collect();
+    let q = w.iter().enumerate().map(|(i, v)| (v / scales[channel(i)]).round().clamp(-127.0, 127.0) as i8).collect();
     (q, scales)
 }
 
@@ -76,19 +84,59 @@ impl Builder {
     fn linear(&mut self, x: &str, name: &str, k: usize, n: usize) -> String {
         let w = self.rng.fill(k * n, 1.0 / (k as f32).sqrt());
         let b = self.rng.fill(n, 0.1);
-        let dims = [k as i64, n as i64];
-        let weight = match self.precision {
-            Precision::F32 => self.g.f32s(&format!("{name}.weight"), &dims, &w),
-            Precision::Int8 => {
-                let (q, scales) = quantize_per_column(&w, k, n);
-                let q = self.g.i8s(&format!("{name}.weight_q"), &dims, &q);
-                let s = self.g.f32s(&format!("{name}.weight_scale"), &[n as i64], &scales);
-                self.g.node("DequantizeLinear", &[&q, &s], &[Attr::Int("axis", 1)])
-            }
-        };
+        let weight = self.weight(name, &[k as i64, n as i64], &w, 1);
         let bias = self.g.f32s(&format!("{name}.bias"), &[n as i64], &b);
         let y = self.g.node("MatMul", &[x, &weight], &[]);
         self.g.node("Add", &[&y, &bias], &[])
+    }
+
+    /// A weight as the precision stores it: f32, or int8 codes with one scale per index of
+    /// the output-channel axis `axis` (1 for MatMul's `[K, N]`, 0 for Conv's `[M, C/g, k..]`).
+    fn weight(&mut self, name: &str, dims: &[i64], w: &[f32], axis: usize) -> String {
+        match self.precision {
+            Precision::F32 => self.g.f32s(&format!("{name}.weight"), dims, w),
+            Precision::Int8 => {
+                let channels = dims[axis] as usize;
+                let inner: usize = dims[axis + 1..].iter().map(|d| *d as usize).product();
+                let (q, scales) = quantize_per_channel(w, channels, |i| (i / inner) % channels);
+                let q = self.g.i8s(&format!("{name}.weight_q"), dims, &q);
+                let s = self.g.f32s(&format!("{name}.weight_scale"), &[channels as i64], &scales);
+                self.g.node("DequantizeLinear", &[&q, &s], &[Attr::Int("axis", axis as i64)])
+            }
+        }
+    }
+
+    /// A Conv with bias over NCHW (or NCL, with one kernel size): random `[c_out, c_in / group, kernel..]`
+    /// weights scaled by 1/sqrt(fan-in).
+    fn conv(
+        &mut self,
+        x: &str,
+        name: &str,
+        (c_in, c_out, group): (usize, usize, usize),
+        kernel: &[i64],
+        attrs: &[Attr],
+    ) -> String {
+        let fan_in = c_in / group * kernel.iter().product::<i64>() as usize;
+        let w = self.rng.fill(c_out * fan_in, 1.0 / (fan_in as f32).sqrt());
+        let b = self.rng.fill(c_out, 0.1);
+        let dims = [&[c_out as i64, (c_in / group) as i64], kernel].concat();
+        let weight = self.weight(name, &dims, &w, 0);
+        let bias = self.g.f32s(&format!("{name}.bias"), &[c_out as i64], &b);
+        let attrs = [attrs, &[Attr::Ints("kernel_shape", kernel.to_vec()), Attr::Int("group", group as i64)]].concat();
+        self.g.node("Conv", &[x, &weight, &bias], &attrs)
+    }
+
+    /// Fully connected layers `fc1..` through `widths`, ReLU between them (not after the last).
+    fn dense_stack(&mut self, x: &str, widths: &[usize]) -> String {
+        let layers = widths.len() - 1;
+        let mut h = x.to_string();
+        for (i, pair) in widths.windows(2).enumerate() {
+            h = self.linear(&h, &format!("fc{}", i + 1), pair[0], pair[1]);
+            if i + 1 < layers {
+                h = self.g.node("Relu", &[&h], &[]);
+            }
+        }
+        h
     }
 
     fn layer_norm(&mut self, x: &str, name: &str, d: usize) -> String {
@@ -104,6 +152,76 @@ fn fixed(dims: &[i64]) -> Vec<Dim> {
     dims.iter().map(|d| Dim::Fixed(*d)).collect()
 }
 
+/// MLPerf Tiny's anomaly-detection autoencoder, narrowed: `input [1, 640]` (5 frames of 128 mel
+/// bands) → 4 × 64 → 8 → 4 × 64 → `reconstruction [1, 640]`, ReLU after every hidden layer.
+/// MLPerf's has 128 a layer; 64 keeps the committed file small with the same shape of graph.
+pub fn autoencoder(precision: Precision) -> ModelProto {
+    let widths = [640, 64, 64, 64, 64, 8, 64, 64, 64, 64, 640];
+    let mut b = Builder::new("ad-autoencoder", 0x5eed_0003, precision);
+    let h = b.g.input("input", Elem::F32, &fixed(&[1, 640]));
+    let h = b.dense_stack(&h, &widths);
+    b.g.node_to("Identity", &[&h], "reconstruction", &[]);
+    b.g.output("reconstruction", Elem::F32, &fixed(&[1, 640]));
+    b.g.build()
+}
+
+/// MLPerf Tiny's keyword-spotting DS-CNN: `input [1, 1, 49, 10]` (49 frames of 10 MFCCs) →
+/// Conv 10×4 stride 2, 64 channels, ReLU → 4 × (depthwise 3×3, ReLU, pointwise 1×1, ReLU) →
+/// global average pool → FC 12 → `probs [1, 12]` (softmax). Batch norms are folded into the convs.
+pub fn ds_cnn(precision: Precision) -> ModelProto {
+    const C: usize = 64;
+    let mut b = Builder::new("ds-cnn", 0x5eed_0004, precision);
+    let x = b.g.input("input", Elem::F32, &fixed(&[1, 1, 49, 10]));
+    // TensorFlow's "same" padding for 49 × 10 with a 10 × 4 window, stride 2: 25 × 5 out.
+    let stem = [Attr::Ints("strides", vec![2, 2]), Attr::Ints("pads", vec![4, 1, 5, 1])];
+    let h = b.conv(&x, "conv1", (1, C, 1), &[10, 4], &stem);
+    let mut h = b.g.node("Relu", &[&h], &[]);
+    for i in 1..=4 {
+        let dw = b.conv(&h, &format!("dw{i}"), (C, C, C), &[3, 3], &[Attr::Ints("pads", vec![1, 1, 1, 1])]);
+        let dw = b.g.node("Relu", &[&dw], &[]);
+        let pw = b.conv(&dw, &format!("pw{i}"), (C, C, 1), &[1, 1], &[]);
+        h = b.g.node("Relu", &[&pw], &[]);
+    }
+    let pooled = b.g.node("GlobalAveragePool", &[&h], &[]);
+    let flat = b.g.node("Flatten", &[&pooled], &[Attr::Int("axis", 1)]);
+    let logits = b.linear(&flat, "fc", C, 12);
+    b.g.node_to("Softmax", &[&logits], "probs", &[Attr::Int("axis", -1)]);
+    b.g.output("probs", Elem::F32, &fixed(&[1, 12]));
+    b.g.build()
+}
+
+/// The micro engine's other ops in one small model (not committed: the micro engine's tests
+/// build it): `signal [1, 4, 32]` → Conv1D k3 → Relu6 (Clip 0..6) → MaxPool 2 → Sigmoid ·
+/// Tanh of itself → AveragePool 3 stride 2 with padding → Mul by a per-channel constant →
+/// Reshape → Gemm (transB, alpha, beta) → `out [1, 5]`.
+pub fn micro_ops(precision: Precision) -> ModelProto {
+    let mut b = Builder::new("micro-ops", 0x5eed_0005, precision);
+    let x = b.g.input("signal", Elem::F32, &fixed(&[1, 4, 32]));
+    let h = b.conv(&x, "conv", (4, 8, 1), &[3], &[Attr::Ints("pads", vec![1, 1])]);
+    let zero = b.g.f32s("zero", &[], &[0.0]);
+    let six = b.g.f32s("six", &[], &[6.0]);
+    let h = b.g.node("Clip", &[&h, &zero, &six], &[]);
+    let h = b.g.node("MaxPool", &[&h], &[Attr::Ints("kernel_shape", vec![2]), Attr::Ints("strides", vec![2])]);
+    let s = b.g.node("Sigmoid", &[&h], &[]);
+    let t = b.g.node("Tanh", &[&h], &[]);
+    let h = b.g.node("Mul", &[&s, &t], &[]);
+    let pool = [Attr::Ints("kernel_shape", vec![3]), Attr::Ints("strides", vec![2]), Attr::Ints("pads", vec![1, 1])];
+    let h = b.g.node("AveragePool", &[&h], &pool);
+    let gain = b.rng.fill(8, 1.0);
+    let gain = b.g.f32s("gain", &[1, 8, 1], &gain);
+    let h = b.g.node("Mul", &[&h, &gain], &[]);
+    let shape = b.g.i64s("flat_shape", &[2], &[1, -1]);
+    let h = b.g.node("Reshape", &[&h, &shape], &[]);
+    let w = b.rng.fill(5 * 64, 0.125);
+    let w = b.weight("fc", &[5, 64], &w, 0);
+    let bias = b.rng.fill(5, 0.1);
+    let bias = b.g.f32s("fc.bias", &[5], &bias);
+    let gemm = [Attr::Int("transB", 1), Attr::Float("alpha", 0.5), Attr::Float("beta", 2.0)];
+    b.g.node_to("Gemm", &[&h, &w, &bias], "out", &gemm);
+    b.g.output("out", Elem::F32, &fixed(&[1, 5]));
+    b.g.build()
+}
+
 /// MLP classifier: `input [4, 64]` → 128 → 64 → `logits [4, 10]`, ReLU between.
 pub fn mlp(precision: Precision) -> ModelProto {
     mlp_sized("mlp", 4, &[64, 128, 64, 10], precision)
@@ -113,14 +231,9 @@ pub fn mlp(precision: Precision) -> ModelProto {
 /// for benchmarks and memory tests that need a model of a given weight.
 pub fn mlp_sized(name: &str, batch: i64, widths: &[usize], precision: Precision) -> ModelProto {
     let mut b = Builder::new(name, 0x5eed_0001, precision);
-    let mut h = b.g.input("input", Elem::F32, &fixed(&[batch, widths[0] as i64]));
+    let h = b.g.input("input", Elem::F32, &fixed(&[batch, widths[0] as i64]));
+    let h = b.dense_stack(&h, widths);
     let layers = widths.len() - 1;
-    for (i, pair) in widths.windows(2).enumerate() {
-        h = b.linear(&h, &format!("fc{}", i + 1), pair[0], pair[1]);
-        if i + 1 < layers {
-            h = b.g.node("Relu", &[&h], &[]);
-        }
-    }
     b.g.node_to("Identity", &[&h], "logits", &[]);
     b.g.output("logits", Elem::F32, &fixed(&[batch, widths[layers] as i64]));
     b.g.build()

@@ -11,6 +11,7 @@ pub mod export;
 pub mod fixtures;
 pub mod graph;
 pub mod hf;
+pub mod micro;
 pub mod rng;
 
 pub use graph::{Attr, Dim, Elem, GraphBuilder, OnnxError};

@@ -517,3 +517,20 @@ fn export_replaces_only_an_earlier_export_and_never_its_source() {
     left.sort();
     assert_eq!(left, ["a-file", "empty", "models", "my-notes"]);
 }
+
+#[test]
+fn micro_compiles_a_fixture_and_prints_flash_and_ram() {
+    let out_file = scratch_dir("cli-micro").join("ds-cnn-int8.micro");
+    let model = fixture("ds-cnn-int8.onnx");
+    let o = edgehil(&["micro", model.to_str().unwrap(), "--out", out_file.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let written = std::fs::metadata(&out_file).unwrap().len();
+    assert!(out.contains("flash ") && out.contains(&format!("({written} B; weights ")), "{out}");
+    assert!(out.contains("B activation arena; largest live set "), "{out}");
+    let block = fixture("block.onnx");
+    let o = edgehil(&["micro", block.to_str().unwrap(), "--out", out_file.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("LayerNormalization is not an op of the micro engine"), "{err}");
+}

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod micro;
 pub mod models;
 pub mod plan;
 pub mod profiles;
