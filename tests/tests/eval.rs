@@ -56,6 +56,7 @@ fn retrieval_over_minilm_on_the_board_finds_the_hand_picked_items() {
         cap: 512 << 20,
         threads: 1,
         ort_library: None,
+        storage: false,
         extra_args: vec![],
     })
     .unwrap();
