@@ -18,3 +18,4 @@ mod memory_link;
 mod noisy_link;
 mod protocol;
 mod suite;
+mod upload;
