@@ -275,8 +275,8 @@ fn message_bytes() {
             event: Event::Error(AgentError::UploadMismatch {
                 name: "model.onnx".into(),
                 size: 9000,
-                expected: [0xab; 32],
-                actual: [0xcd; 32],
+                expected: Box::new([0xab; 32]),
+                actual: Box::new([0xcd; 32]),
             }),
         },
         ToHost::Event { id: 17, seq: 0, event: Event::Error(AgentError::Storage("disk full".into())) },

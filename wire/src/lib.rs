@@ -601,11 +601,12 @@ pub enum AgentError {
     Engine(String),
     /// An uploaded file whose bytes do not hash to the SHA-256 its `Upload`
     /// named; the board kept nothing of it.
+    // The hashes are boxed: every error a host handles is as large as this one.
     UploadMismatch {
         name: String,
         size: u64,
-        expected: [u8; 32],
-        actual: [u8; 32],
+        expected: alloc::boxed::Box<[u8; 32]>,
+        actual: alloc::boxed::Box<[u8; 32]>,
     },
     /// The board's storage failed (a folder, a write, a rename).
     Storage(String),

@@ -14,6 +14,7 @@
 //! goes with the agent, and every byte held there counts against the heap
 //! cap, so an upload that does not fit is refused as `OutOfMemory`.
 
+use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::format;
 use std::fs::File;
@@ -147,7 +148,8 @@ impl Store {
         let r = self.receiving.as_mut().expect("an upload is open");
         let actual: [u8; 32] = std::mem::take(&mut r.hasher).finalize().into();
         if actual != r.sha256 {
-            let e = AgentError::UploadMismatch { name: r.name.clone(), size: r.size, expected: r.sha256, actual };
+            let (expected, actual) = (Box::new(r.sha256), Box::new(actual));
+            let e = AgentError::UploadMismatch { name: r.name.clone(), size: r.size, expected, actual };
             self.abort(alloc);
             return Err(e);
         }
