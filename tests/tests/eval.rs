@@ -127,6 +127,21 @@ fn eval_on_the_sample_set() {
 }
 
 #[test]
+fn rag_uploads_the_embedder_beside_the_language_model_and_answers_the_same() {
+    let (lm, _) = export_to("llama-gqa", "eval-upload", ExportOptions::default());
+    let local = eval(&options("classification", Method::Rag, &lm), &profile("jetson-orin-nano")).unwrap();
+    let mut opts = options("classification", Method::Rag, &lm);
+    opts.board.upload = edgehil::run::Upload::Always;
+    let uploaded = eval(&opts, &profile("jetson-orin-nano")).unwrap();
+    assert_eq!(uploaded.status, Status::Ok, "{:?}", uploaded.error);
+    let up = uploaded.link.upload.as_ref().unwrap();
+    // model.onnx, model.onnx.data and tokenizer.json of each: the embedder went too.
+    assert_eq!((up.files, up.reused), (6, 0), "{up:?}");
+    assert!(up.chunks > 0);
+    assert_eq!(uploaded.results, local.results);
+}
+
+#[test]
 fn lora_needs_a_lora_merged_export() {
     let (plain, _) = export_to("llama-gqa", "eval-plain", ExportOptions::default());
     let err = eval(&options("classification", Method::Lora, &plain), &profile("jetson-orin-nano")).unwrap_err();
