@@ -139,12 +139,12 @@ impl BoardOptions {
         let secs = uploaded.elapsed.as_secs_f64();
         let _ = writeln!(
             std::io::stderr(),
-            "upload: {}: {} of {} files sent ({} in {secs:.2} s, {}/s), the rest on the board already",
+            "upload: {}: {} files sent ({} in {secs:.2} s, {}/s), {} on the board already",
             model.display(),
             bundle.files.len() as u32 - uploaded.reused,
-            bundle.files.len(),
             human_bytes(uploaded.bytes_sent as f64),
             human_bytes(uploaded.bytes_sent as f64 / secs.max(1e-9)),
+            uploaded.reused,
         );
         let total = summary.get_or_insert_with(UploadSummary::default);
         total.files += bundle.files.len() as u32;
