@@ -137,14 +137,20 @@ impl BoardOptions {
         bar.finish_and_clear();
         let uploaded = uploaded?;
         let secs = uploaded.elapsed.as_secs_f64();
+        let sent = match uploaded.bytes_sent {
+            0 => "nothing sent".to_string(),
+            bytes => format!(
+                "{} files sent ({} in {secs:.2} s, {}/s)",
+                bundle.files.len() as u32 - uploaded.reused,
+                human_bytes(bytes as f64),
+                human_bytes(bytes as f64 / secs.max(1e-9)),
+            ),
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "upload: {}: {} files sent ({} in {secs:.2} s, {}/s), {} on the board already",
+            "upload: {}: {sent}, {} on the board already",
             model.display(),
-            bundle.files.len() as u32 - uploaded.reused,
-            human_bytes(uploaded.bytes_sent as f64),
-            human_bytes(uploaded.bytes_sent as f64 / secs.max(1e-9)),
-            uploaded.reused,
+            uploaded.reused
         );
         let total = summary.get_or_insert_with(UploadSummary::default);
         total.files += bundle.files.len() as u32;
