@@ -19,3 +19,4 @@ mod micro;
 mod noisy_link;
 mod protocol;
 mod suite;
+mod upload;

@@ -320,6 +320,7 @@ fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
         ort_library,
         timeouts: Timeouts { request: Duration::from_secs_f64(suite.timeout_s), ..Timeouts::default() },
         agent_args: Vec::new(),
+        upload: run::Upload::Auto,
     })
 }
 
