@@ -54,7 +54,7 @@ pub fn suite(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             out!("{}", c.text());
             Ok(if c.regressions.is_empty() { 0 } else { super::EXIT_REGRESSED })
         }
-        SuiteCmd::Run { suite: path, out, resume, baseline, profiles: on, targets, engine } => {
+        SuiteCmd::Run { suite: path, out, resume, baseline, profiles: on, targets, engine, jobs } => {
             let mut s = Suite::load(&path, profiles)?;
             s.override_axes(on, targets, engine, profiles)?;
             let out = out.unwrap_or_else(|| PathBuf::from("edgehil-results").join(&s.name));
@@ -62,8 +62,8 @@ pub fn suite(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             if let Some(dir) = profiles_dir {
                 worker.extend(["--profiles-dir".into(), dir.as_os_str().to_owned()]);
             }
-            let opts = RunSuiteOptions { out: out.clone(), resume, worker };
-            let records = run_with_progress(&s, &opts)?;
+            let opts = RunSuiteOptions { out: out.clone(), resume, worker, jobs: jobs as usize };
+            let records = run_with_progress(&s, profiles, &opts)?;
             let written = write_reports(&out, &s.name, &records)?;
             out!("{}", reports::markdown(&s.name, &records));
             outln!(
@@ -85,7 +85,7 @@ pub fn suite(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
 }
 
 /// Runs the suite with a progress bar on a terminal, a line per case either way.
-fn run_with_progress(s: &Suite, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
+fn run_with_progress(s: &Suite, profiles: &Profiles, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} cases, {elapsed} elapsed, eta {eta}  {msg}",
@@ -113,6 +113,9 @@ fn run_with_progress(s: &Suite, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
         )),
         Progress::Exporting(what) => bar.set_message(format!("exporting {what}")),
         Progress::Case(case) => bar.set_message(case.id()),
+        Progress::Unhealthy { target, reason } => {
+            say(format!("board {target} failed its health check, its cases are skipped: {reason}"))
+        }
         Progress::Done(r) => {
             let latency = r.measurements.latency_ms.map_or(String::new(), |l| format!("  {l:.3} ms"));
             let reason = r.reason.as_deref().map_or(String::new(), |r| format!("  ({r})"));
@@ -120,7 +123,7 @@ fn run_with_progress(s: &Suite, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
             bar.inc(1);
         }
     };
-    let records = run_suite(s, opts, &mut show)?;
+    let records = run_suite(s, profiles, opts, &mut show)?;
     bar.finish_and_clear();
     Ok(records)
 }
