@@ -54,8 +54,7 @@ pub struct Place(Client);
 impl Place {
     /// Acquires `name`; an error names the holder if someone else has it.
     pub fn acquire(name: &str) -> Result<Self, LabgridError> {
-        let coordinator = std::env::var("LG_COORDINATOR").unwrap_or_else(|_| DEFAULT_COORDINATOR.into());
-        let client = Client { place: name.into(), coordinator };
+        let client = Client::new(name);
         match client.run("acquire") {
             Ok(_) => Ok(Self(client)),
             Err(LabgridError::Client { message, .. }) if holder(&message).is_some() => {
@@ -82,6 +81,11 @@ impl Place {
     }
 }
 
+/// Releases `place` for a run that could not (one killed at its timeout).
+pub fn release(place: &str) -> Result<(), LabgridError> {
+    Client::new(place).run("release").map(|_| ())
+}
+
 /// `labgrid-client` for one place.
 struct Client {
     place: String,
@@ -89,6 +93,11 @@ struct Client {
 }
 
 impl Client {
+    fn new(place: &str) -> Self {
+        let coordinator = std::env::var("LG_COORDINATOR").unwrap_or_else(|_| DEFAULT_COORDINATOR.into());
+        Self { place: place.into(), coordinator }
+    }
+
     /// Runs `labgrid-client -x COORDINATOR -p PLACE COMMAND`; its stdout, or
     /// its last stderr line as the error.
     fn run(&self, command: &'static str) -> Result<String, LabgridError> {

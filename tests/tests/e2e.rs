@@ -14,6 +14,7 @@ mod failures;
 mod generate;
 mod hostile;
 mod html_report;
+mod labgrid;
 mod memory_link;
 mod noisy_link;
 mod protocol;

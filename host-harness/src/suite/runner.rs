@@ -8,9 +8,10 @@
 //! With `jobs` above 1, cases on distinct boards (one board per target: a
 //! labgrid place, a serial port, the emulated board) run at once, each board
 //! one case at a time, taken in the suite's order. Before its first case a
-//! board is checked as LAVA checks a device: its link opened and a hello
-//! answered in [`HEALTH_CHECK`]'s time. A board that fails is marked
-//! unhealthy and its cases are skipped with the reason; the suite goes on.
+//! board that outlives a case (a serial port, a labgrid place) is checked as
+//! LAVA checks a device: its link opened and a hello answered in
+//! [`HEALTH_CHECK`]'s time. A board that fails is marked unhealthy and its
+//! cases are skipped with the reason; the suite goes on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -213,14 +214,19 @@ pub fn run_suite(
         let record = if let Some(e) = export_failures.get(&needed) {
             failed(suite, case, e.clone(), started, clock.elapsed())
         } else {
-            let checked = health.get_or_insert_with(|| {
-                let outcome = health_check(suite, profiles, case);
-                if let Err(reason) = &outcome {
-                    let mut say = journal_lock.lock().unwrap_or_else(PoisonError::into_inner);
-                    say(Progress::Unhealthy { target: &case.target, reason });
-                }
-                outcome
-            });
+            let checked = match outlives_a_case(&case.target) {
+                true => health
+                    .get_or_insert_with(|| {
+                        let outcome = health_check(suite, profiles, case);
+                        if let Err(reason) = &outcome {
+                            let mut say = journal_lock.lock().unwrap_or_else(PoisonError::into_inner);
+                            say(Progress::Unhealthy { target: &case.target, reason });
+                        }
+                        outcome
+                    })
+                    .clone(),
+                false => Ok(()),
+            };
             match checked {
                 Ok(()) => {
                     journal_lock.lock().unwrap_or_else(PoisonError::into_inner)(Progress::Case(case));
@@ -308,6 +314,12 @@ impl<'a> Schedule<'a> {
     }
 }
 
+/// Whether a board is there between cases and so gets a health check: the
+/// emulated board is started anew for each case, whose own run checks it.
+fn outlives_a_case(target: &Target) -> bool {
+    matches!(target, Target::Serial { .. } | Target::Labgrid { .. })
+}
+
 /// Opens `case`'s board and says hello, as its cases would; the reason if it does not answer.
 fn health_check(suite: &Suite, profiles: &Profiles, case: &Case) -> Result<(), String> {
     let profile = profiles.get(&case.profile).map_err(|e| e.to_string())?;
@@ -386,8 +398,16 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
                 // SAFETY: the worker leads its own process group; this signals it and its agent only.
                 unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.wait();
+                // A killed worker released nothing: its place would stay acquired.
+                let place = match &case.target {
+                    Target::Labgrid { place } => match edgehil_hil::labgrid::release(place) {
+                        Ok(()) => format!("; labgrid place {place} released"),
+                        Err(e) => format!("; {e}"),
+                    },
+                    _ => String::new(),
+                };
                 break Err(format!(
-                    "timed out after {:.0} s (the case's timeout); the worker and its board were killed",
+                    "timed out after {:.0} s (the case's timeout); the worker and its board were killed{place}",
                     suite.timeout_s
                 ));
             }
