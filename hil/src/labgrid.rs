@@ -243,7 +243,10 @@ mod tests {
     fn names_the_holder_from_labgrids_refusal() {
         let refusal = "Error: Place p1 is already acquired by vm/root. To work simultaneously, root can execute 'labgrid-client -p p1 allow vm/alice' on vm.";
         assert_eq!(holder(refusal).as_deref(), Some("vm/root"));
-        assert_eq!(holder("Error: Place p1 is already acquired by lab.example.com/ci.").as_deref(), Some("lab.example.com/ci"));
+        assert_eq!(
+            holder("Error: Place p1 is already acquired by lab.example.com/ci.").as_deref(),
+            Some("lab.example.com/ci")
+        );
         assert_eq!(holder("Error: You have already acquired place p1."), None);
     }
 }

@@ -42,7 +42,7 @@ const STOP_BITS_1: u8 = 1;
 const OURS: [u8; 3] = [BINARY, SUPPRESS_GO_AHEAD, COM_PORT];
 const THEIRS: [u8; 2] = [BINARY, SUPPRESS_GO_AHEAD];
 
-/// How long connecting and the line set-up may take.
+/// How long connecting, the line set-up and one write may take.
 const SETUP: Duration = Duration::from_secs(5);
 
 /// Longest subnegotiation kept; the server's COM-PORT answers are at most 6 bytes.
@@ -172,6 +172,8 @@ impl Rfc2217Link {
         // Frames are small and the session waits for each answer: no Nagle delay.
         stream.set_nodelay(true).map_err(|e| open_err(e.to_string()))?;
         stream.set_read_timeout(Some(POLL)).map_err(|e| open_err(e.to_string()))?;
+        // A board that stops reading fills the server's buffers: a write then fails rather than hangs.
+        stream.set_write_timeout(Some(SETUP)).map_err(|e| open_err(e.to_string()))?;
         let mut link = Self {
             stream,
             name: name.clone(),

@@ -218,7 +218,7 @@ pub fn health_check(board: &BoardOptions, profile: &Profile) -> Result<BoardInfo
 /// What the board gave before it stopped, if it stopped.
 #[derive(Default)]
 pub(crate) struct BoardRun {
-    pub info: Option<edgehil_runtime::wire::BoardInfo>,
+    pub info: Option<BoardInfo>,
     pub load: Option<LoadReport>,
     pub infer: Option<InferResult>,
     pub agent_bad_frames: Option<u32>,

@@ -35,17 +35,18 @@ fn labgrid_bin() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-/// A pty an exporter serves: a board's agent, or nothing answering.
+/// A pty an exporter serves: a board's agent, or nothing answering (both
+/// ends held open, so the exporter's ser2net sees a port that never answers).
 enum Board {
     Agent(NullModem),
-    Silent(TTYPort, TTYPort),
+    Silent { _master: TTYPort, slave: TTYPort },
 }
 
 impl Board {
     fn port(&self) -> PathBuf {
         match self {
             Board::Agent(modem) => modem.host_end.clone(),
-            Board::Silent(_, slave) => PathBuf::from(slave.name().unwrap()),
+            Board::Silent { slave, .. } => PathBuf::from(slave.name().unwrap()),
         }
     }
 }
@@ -82,7 +83,7 @@ impl Farm {
                 true => Board::Agent(NullModem::start("6979321856")),
                 false => {
                     let (master, slave) = TTYPort::pair().unwrap();
-                    Board::Silent(master, slave)
+                    Board::Silent { _master: master, slave }
                 }
             })
             .collect();
@@ -113,7 +114,7 @@ impl Farm {
             let listed = String::from_utf8_lossy(&farm.client(&["resources"]).stdout).into_owned();
             places.iter().all(|(place, _)| listed.contains(&format!("{exporter}/{place}/")))
         });
-        for (place, _) in places {
+        for &(place, _) in places {
             for args in [vec!["-p", place, "create"], vec!["-p", place, "add-match", &format!("{exporter}/{place}/*")]]
             {
                 let o = farm.client(&args);
@@ -305,7 +306,8 @@ warmup = 1
     let records = journal(&out);
     assert_eq!(records.len(), 3, "{records:#?}");
     let by_place = |place: &str| records.iter().find(|r| r.case.target.to_string() == format!("labgrid:{place}"));
-    let (one, two, dead) = (by_place("bench-1").unwrap(), by_place("bench-2").unwrap(), by_place("bench-dead").unwrap());
+    let (one, two, dead) =
+        (by_place("bench-1").unwrap(), by_place("bench-2").unwrap(), by_place("bench-dead").unwrap());
     assert_eq!((one.status, two.status), (Status::Ok, Status::Ok), "{records:#?}");
     assert_eq!(dead.status, Status::Skipped);
     let reason = dead.reason.as_deref().unwrap_or_default();

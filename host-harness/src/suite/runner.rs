@@ -141,9 +141,9 @@ fn prepare(
     out: &Path,
     pending: &[&Case],
     progress: &mut dyn FnMut(Progress),
-) -> std::collections::BTreeMap<PathBuf, String> {
-    let mut failures = std::collections::BTreeMap::new();
-    let mut seen = std::collections::BTreeSet::new();
+) -> BTreeMap<PathBuf, String> {
+    let mut failures = BTreeMap::new();
+    let mut seen = BTreeSet::new();
     for case in pending {
         let Some(model) = suite.model(&case.model) else { continue };
         if let Source::Hf { dir, compressions } = &model.source {
