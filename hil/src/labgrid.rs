@@ -8,10 +8,10 @@
 //! client and is not a stable interface). The coordinator is the one
 //! `labgrid-client` would use: `$LG_COORDINATOR`, else labgrid's default.
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process;
 use crate::rfc2217::Rfc2217Link;
 use crate::{HilError, Link};
 
@@ -108,48 +108,29 @@ impl Client {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(LabgridError::NoClient)?;
-        let drain = |pipe: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                if let Some(mut p) = pipe {
-                    let _ = p.read_to_string(&mut text);
-                }
-                text
-            })
-        };
-        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if started.elapsed() >= CLIENT_TIMEOUT => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(LabgridError::ClientTimeout {
-                        command,
-                        place: self.place.clone(),
-                        coordinator: self.coordinator.clone(),
-                        waited: CLIENT_TIMEOUT,
-                    });
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => break Err(LabgridError::NoClient(e)),
-            }
-        };
-        let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
-        match status? {
-            s if s.success() => Ok(out),
-            s => Err(LabgridError::Client {
+        let finished = process::wait_until(&mut child, Instant::now() + CLIENT_TIMEOUT, |c| {
+            let _ = c.kill();
+        })
+        .map_err(LabgridError::NoClient)?;
+        match finished.status {
+            Some(s) if s.success() => Ok(finished.stdout),
+            Some(s) => Err(LabgridError::Client {
                 command,
                 place: self.place.clone(),
                 coordinator: self.coordinator.clone(),
-                message: err
+                message: finished
+                    .stderr
                     .lines()
                     .rev()
                     .map(|l| l.trim().trim_start_matches("labgrid-client: "))
                     .find(|l| !l.is_empty())
                     .map_or_else(|| s.to_string(), str::to_string),
+            }),
+            None => Err(LabgridError::ClientTimeout {
+                command,
+                place: self.place.clone(),
+                coordinator: self.coordinator.clone(),
+                waited: CLIENT_TIMEOUT,
             }),
         }
     }

@@ -13,6 +13,7 @@ mod emulated;
 mod error;
 pub mod labgrid;
 mod link;
+pub mod process;
 mod rfc2217;
 mod session;
 

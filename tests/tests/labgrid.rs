@@ -213,6 +213,18 @@ fn report_of(path: &Path) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(path).unwrap()).unwrap()[0].clone()
 }
 
+/// A suite of the block fixture's `[[run]]` on the farm's `places`.
+fn block_suite(farm: &Farm, name: &str, timeout_s: u32, places: &[&str], runs: u32) -> PathBuf {
+    let targets: Vec<String> = places.iter().map(|p| format!("\"labgrid:{p}\"")).collect();
+    let body = format!(
+        "name = \"{name}\"\ntimeout = \"{timeout_s} s\"\nprofiles = [\"jetson-orin-nano\"]\ntargets = [{}]\n\
+         [[model]]\nname = \"block\"\npath = \"@REPO/onnx-models/fixtures/block.onnx\"\n\
+         [[run]]\nruns = {runs}\nwarmup = 0\n",
+        targets.join(", ")
+    );
+    write_suite(&farm.dir, &body)
+}
+
 /// Hello round trips on a fresh session over `link`: the median.
 fn median_hello(link: Box<dyn edgehil_hil::Link>) -> Duration {
     let mut session = Session::new(link, Timeouts::default());
@@ -281,23 +293,7 @@ fn run_on_a_labgrid_place_acquires_runs_and_releases_it_and_a_held_place_names_i
 fn a_suite_runs_two_places_at_once_and_skips_the_cases_of_a_board_that_fails_its_health_check() {
     let places = [("bench-1", true), ("bench-2", true), ("bench-dead", false)];
     let Some(farm) = Farm::start("labgrid-suite", &places) else { return };
-    let suite = write_suite(
-        &farm.dir,
-        r#"
-name = "farm"
-timeout = "120 s"
-profiles = ["jetson-orin-nano"]
-targets = ["labgrid:bench-1", "labgrid:bench-2", "labgrid:bench-dead"]
-
-[[model]]
-name = "block"
-path = "@REPO/onnx-models/fixtures/block.onnx"
-
-[[run]]
-runs = 3
-warmup = 1
-"#,
-    );
+    let suite = block_suite(&farm, "farm", 120, &["bench-1", "bench-2", "bench-dead"], 3);
     let out = farm.dir.join("out");
     let o = farm.edgehil(&["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap(), "--jobs", "2"]);
     assert_eq!(o.status.code(), Some(4), "an unhealthy board fails the night: {}", text(&o));
@@ -330,23 +326,7 @@ warmup = 1
     }
 
     // A case killed at its timeout released nothing itself: the suite releases its place.
-    let slow = write_suite(
-        &farm.dir,
-        r#"
-name = "slow"
-timeout = "4 s"
-profiles = ["jetson-orin-nano"]
-targets = ["labgrid:bench-1"]
-
-[[model]]
-name = "block"
-path = "@REPO/onnx-models/fixtures/block.onnx"
-
-[[run]]
-runs = 1000000
-warmup = 0
-"#,
-    );
+    let slow = block_suite(&farm, "slow", 4, &["bench-1"], 1_000_000);
     let out = farm.dir.join("slow");
     let o = farm.edgehil(&["suite", "run", slow.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));

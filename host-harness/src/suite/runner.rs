@@ -14,14 +14,13 @@
 //! cases are skipped with the reason; the suite goes on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgehil_hil::{ExitCause, Target, Timeouts};
+use edgehil_hil::{process, ExitCause, Target, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
@@ -378,45 +377,15 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
             return failed(suite, case, format!("cannot start the worker {program:?}: {e}"), started, clock.elapsed())
         }
     };
-    // Read both pipes as the worker writes, so a large report cannot block it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let limit = Duration::from_secs_f64(suite.timeout_s);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if clock.elapsed() >= limit => {
-                // SAFETY: the worker leads its own process group; this signals it and its agent only.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                // A killed worker released nothing: its place would stay acquired.
-                let place = match &case.target {
-                    Target::Labgrid { place } => match edgehil_hil::labgrid::release(place) {
-                        Ok(()) => format!("; labgrid place {place} released"),
-                        Err(e) => format!("; {e}"),
-                    },
-                    _ => String::new(),
-                };
-                break Err(format!(
-                    "timed out after {:.0} s (the case's timeout); the worker and its board were killed{place}",
-                    suite.timeout_s
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => break Err(format!("waiting for the worker: {e}")),
-        }
+    let finished = process::wait_until(&mut child, clock + limit, |worker| {
+        // SAFETY: the worker leads its own process group; this signals it and its agent only.
+        unsafe { libc::kill(-(worker.id() as i32), libc::SIGKILL) };
+    });
+    let (status, out, err) = match finished {
+        Ok(f) => (f.status.ok_or_else(|| timed_out(suite, case)), f.stdout, f.stderr),
+        Err(e) => (Err(format!("waiting for the worker: {e}")), String::new(), String::new()),
     };
-    let out = stdout.join().unwrap_or_default();
-    let err = stderr.join().unwrap_or_default();
     let took = clock.elapsed();
     let last_words = || {
         let tail: Vec<&str> = err.lines().rev().take(5).collect();
@@ -439,6 +408,22 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
             ),
         },
     }
+}
+
+/// Why a case killed at its timeout ended; a labgrid place its killed worker
+/// held is released here, or it would stay acquired.
+fn timed_out(suite: &Suite, case: &Case) -> String {
+    let place = match &case.target {
+        Target::Labgrid { place } => match edgehil_hil::labgrid::release(place) {
+            Ok(()) => format!("; labgrid place {place} released"),
+            Err(e) => format!("; {e}"),
+        },
+        _ => String::new(),
+    };
+    format!(
+        "timed out after {:.0} s (the case's timeout); the worker and its board were killed{place}",
+        suite.timeout_s
+    )
 }
 
 /// The board options of a case on `target` with `engine`.
