@@ -100,7 +100,7 @@ pub struct CalibrateArgs {
     /// Only the cases of this engine (tract or ort).
     #[arg(long, value_parser = parse_engine)]
     pub engine: Option<EngineKind>,
-    /// Only the cases on this target (emu, serial:PORT).
+    /// Only the cases on this target (emu, serial:PORT, labgrid:PLACE).
     #[arg(long)]
     pub target: Option<Target>,
     /// The board's memory bandwidth as measured there (e.g. a STREAM copy: "20 GB/s"),
