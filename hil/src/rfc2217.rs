@@ -353,6 +353,25 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_does_not_speak_rfc2217_is_an_error_within_the_setup_time() {
+        // A raw TCP port (ser2net's `tcp` accepter, a console server) takes the bytes and answers nothing.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || listener.accept().map(|(conn, _)| conn));
+        let clock = Instant::now();
+        let e = Rfc2217Link::open("127.0.0.1", port, 921_600).err().expect("no RFC 2217 answer").to_string();
+        assert!(clock.elapsed() < SETUP + Duration::from_secs(1), "{:?}", clock.elapsed());
+        assert_eq!(
+            e,
+            format!(
+                "cannot open serial port rfc2217://127.0.0.1:{port}: no answer to SET-BAUDRATE 921600 within 5s: \
+                 not an RFC 2217 server (ser2net needs `telnet(rfc2217)`)"
+            )
+        );
+        drop(held.join());
+    }
+
+    #[test]
     fn every_0xff_is_doubled_once() {
         let mut out = Vec::new();
         escape_into(&mut out, &[1, IAC, IAC, 2]);
