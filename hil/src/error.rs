@@ -5,12 +5,17 @@ use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HilError {
-    /// a target string that is not emu, serial:PORT[@baud]
-    #[error("bad target `{0}`: expected `emu` or `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200)")]
+    /// a target string that is not emu, serial:PORT[@baud], labgrid:PLACE
+    #[error(
+        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200) or `labgrid:PLACE`"
+    )]
     BadTarget(String),
     /// the serial port could not be opened
     #[error("cannot open serial port {port}: {reason}")]
     Open { port: String, reason: String },
+    /// a labgrid place could not be acquired or has no serial port
+    #[error(transparent)]
+    Labgrid(Box<crate::labgrid::LabgridError>),
     /// the agent process could not be started
     #[error("cannot start the agent {agent}: {cause}")]
     Spawn { agent: String, cause: std::io::Error },
@@ -41,6 +46,13 @@ pub enum HilError {
     /// a request too large for one frame
     #[error("cannot encode {command}: {reason}")]
     Encode { command: &'static str, reason: String },
+}
+
+// Boxed: its texts would double the size of every `Result` a session returns.
+impl From<crate::labgrid::LabgridError> for HilError {
+    fn from(e: crate::labgrid::LabgridError) -> Self {
+        HilError::Labgrid(Box::new(e))
+    }
 }
 
 /// How a board's agent process ended.

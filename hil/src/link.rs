@@ -13,6 +13,8 @@ pub enum Target {
     Emulated,
     /// A board on a serial port.
     Serial { port: String, baud: Option<u32> },
+    /// A place of a labgrid farm, reached over its network serial port.
+    Labgrid { place: String },
 }
 
 impl FromStr for Target {
@@ -20,6 +22,9 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Self, HilError> {
         if s == "emu" {
             return Ok(Target::Emulated);
+        }
+        if let Some(place) = s.strip_prefix("labgrid:").filter(|p| !p.is_empty()) {
+            return Ok(Target::Labgrid { place: place.into() });
         }
         let rest = s.strip_prefix("serial:").filter(|r| !r.is_empty()).ok_or_else(|| HilError::BadTarget(s.into()))?;
         match rest.rsplit_once('@') {
@@ -59,7 +64,7 @@ impl Target {
     pub fn timing(&self) -> Timing {
         match self {
             Target::Emulated => Timing::Host,
-            Target::Serial { .. } => Timing::Device,
+            Target::Serial { .. } | Target::Labgrid { .. } => Timing::Device,
         }
     }
 }
@@ -70,6 +75,7 @@ impl std::fmt::Display for Target {
             Target::Emulated => write!(f, "emu"),
             Target::Serial { port, baud: Some(b) } => write!(f, "serial:{port}@{b}"),
             Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
+            Target::Labgrid { place } => write!(f, "labgrid:{place}"),
         }
     }
 }
@@ -156,9 +162,11 @@ mod tests {
             Target::Serial { port: "/dev/ttyUSB0".into(), baud: Some(921600) }
         );
         assert_eq!("serial:COM3".parse::<Target>().unwrap(), Target::Serial { port: "COM3".into(), baud: None });
-        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast"] {
+        assert_eq!("labgrid:rack-3".parse::<Target>().unwrap(), Target::Labgrid { place: "rack-3".into() });
+        assert_eq!(Target::Labgrid { place: "rack-3".into() }.to_string(), "labgrid:rack-3");
+        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "labgrid:"] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
-            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT"), "{e}");
+            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT") && e.contains("labgrid:PLACE"), "{e}");
         }
     }
 }

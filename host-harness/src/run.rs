@@ -3,13 +3,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use edgehil_hil::labgrid::LabgridBoard;
 use edgehil_hil::{
     Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, SerialLink, Session,
     Target, Timeouts, UploadStep,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
-use edgehil_runtime::wire::{AgentError, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor};
+use edgehil_runtime::wire::{AgentError, BoardInfo, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor};
 
 use crate::accuracy::{self, Accuracy};
 use crate::estimate::{self, EstimateError};
@@ -295,20 +296,34 @@ fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64) -> Result<Box<dyn
             };
             Ok(Box::new(EmulatedBoard::spawn(&config)?))
         }
-        Target::Serial { port, baud } => {
-            let default_baud = match profile.link {
-                LinkSpec::Serial { baud } => baud,
-                LinkSpec::Probe { .. } => 115_200,
-            };
-            Ok(Box::new(SerialLink::open(port, baud.unwrap_or(default_baud))?))
-        }
+        Target::Serial { port, baud } => Ok(Box::new(SerialLink::open(port, baud.unwrap_or(profile_baud(profile)))?)),
+        Target::Labgrid { place } => Ok(Box::new(LabgridBoard::open(place, profile_baud(profile))?)),
     }
+}
+
+/// The baud rate of the profile's serial link.
+fn profile_baud(profile: &Profile) -> u32 {
+    match profile.link {
+        LinkSpec::Serial { baud } => baud,
+        LinkSpec::Probe { .. } => 115_200,
+    }
+}
+
+/// A board's health check: its link opened, a hello answered within
+/// `board.timeouts`, and the agent told to end (a real board's supervisor
+/// starts it again, as after every run).
+pub fn health_check(board: &BoardOptions, profile: &Profile) -> Result<BoardInfo, HilError> {
+    let link = open_link(board, profile, board.cap_on(profile))?;
+    let mut session = Session::new(link, board.timeouts);
+    let info = session.hello()?;
+    session.shutdown()?;
+    Ok(info)
 }
 
 /// What the board gave before it stopped, if it stopped.
 #[derive(Default)]
 pub(crate) struct BoardRun {
-    pub info: Option<edgehil_runtime::wire::BoardInfo>,
+    pub info: Option<BoardInfo>,
     pub load: Option<LoadReport>,
     pub infer: Option<InferResult>,
     pub agent_bad_frames: Option<u32>,

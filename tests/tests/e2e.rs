@@ -14,6 +14,7 @@ mod failures;
 mod generate;
 mod hostile;
 mod html_report;
+mod labgrid;
 mod memory_link;
 mod micro;
 mod noisy_link;

@@ -266,3 +266,68 @@ fn relay(
         }
     })
 }
+/// Two pseudo-terminals joined back to back: a serial cable to an agent
+/// that runs as a board on the far end, opened by path like a USB serial port.
+/// As on a real board, a supervisor starts the agent again each time a
+/// session shuts it down (systemd's Restart=always in docs/guide.md's recipe).
+pub struct NullModem {
+    pub host_end: PathBuf,
+    supervisor: std::process::Child,
+}
+
+impl NullModem {
+    pub fn start(cap: &str) -> Self {
+        use std::io::{Read, Write};
+        use std::os::unix::process::CommandExt;
+
+        use serialport::{SerialPort, TTYPort};
+        let (mut a_master, a_slave) = TTYPort::pair().unwrap();
+        let (mut b_master, b_slave) = TTYPort::pair().unwrap();
+        let host_end = PathBuf::from(b_slave.name().unwrap());
+        let agent = format!(
+            "{} --port {} --cap {cap} --threads 2 --ort-library {}",
+            binary("edgehil-agent").display(),
+            a_slave.name().unwrap(),
+            ort_library().display()
+        );
+        let supervisor = std::process::Command::new("sh")
+            .args(["-c", &format!("while true; do {agent}; done")])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        for m in [&mut a_master, &mut b_master] {
+            m.set_timeout(Duration::from_millis(50)).unwrap();
+        }
+        let relay = |mut from: TTYPort, mut to: TTYPort, keep: TTYPort| {
+            std::thread::spawn(move || {
+                let _keep = keep; // the slave stays open so the master never sees a hang-up
+                let mut buf = [0u8; 4096];
+                loop {
+                    match from.read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
+        let a2 = a_master.try_clone_native().unwrap();
+        let b2 = b_master.try_clone_native().unwrap();
+        relay(a_master, b2, a_slave);
+        relay(b_master, a2, b_slave);
+        NullModem { host_end, supervisor }
+    }
+}
+
+impl Drop for NullModem {
+    fn drop(&mut self) {
+        // SAFETY: the supervisor leads its own process group: this ends it and its agent.
+        unsafe { libc::kill(-(self.supervisor.id() as i32), libc::SIGKILL) };
+        let _ = self.supervisor.wait();
+    }
+}
