@@ -272,7 +272,7 @@ fn relay(
 /// session shuts it down (systemd's Restart=always in docs/guide.md's recipe).
 pub struct NullModem {
     pub host_end: PathBuf,
-    supervisor: std::process::Child,
+    supervisor: Child,
 }
 
 impl NullModem {
@@ -290,7 +290,7 @@ impl NullModem {
             a_slave.name().unwrap(),
             ort_library().display()
         );
-        let supervisor = std::process::Command::new("sh")
+        let supervisor = Command::new("sh")
             .args(["-c", &format!("while true; do {agent}; done")])
             .process_group(0)
             .spawn()
