@@ -5,8 +5,10 @@ use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HilError {
-    /// a target string that is not emu, serial:PORT[@baud]
-    #[error("bad target `{0}`: expected `emu` or `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200)")]
+    /// a target string that is not emu, serial:PORT[@baud], qemu:ARCH
+    #[error(
+        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `qemu:aarch64` or `qemu:x86_64`"
+    )]
     BadTarget(String),
     /// the serial port could not be opened
     #[error("cannot open serial port {port}: {reason}")]
@@ -14,6 +16,21 @@ pub enum HilError {
     /// the agent process could not be started
     #[error("cannot start the agent {agent}: {cause}")]
     Spawn { agent: String, cause: std::io::Error },
+    /// a QEMU board did not come up
+    #[error(
+        "QEMU board {arch} did not boot within {waited:.1?}{}{}; console log {} ends: {console_tail}",
+        exit.map(|e| format!(" (QEMU ended: {e})")).unwrap_or_default(),
+        if qemu_said.is_empty() { String::new() } else { format!("; QEMU said: {qemu_said}") },
+        console_log.display()
+    )]
+    Boot {
+        arch: crate::QemuArch,
+        waited: Duration,
+        exit: Option<ExitCause>,
+        qemu_said: String,
+        console_log: std::path::PathBuf,
+        console_tail: String,
+    },
     /// reading or writing the link failed
     #[error("link I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -47,6 +64,8 @@ pub enum ExitCause {
     OutOfMemory,
     Code(i32),
     Signal(i32),
+    /// Killed by the board kernel's OOM killer (a QEMU board's console said so); `ram` is the board's RAM.
+    KernelOom { ram: u64 },
 }
 
 impl From<std::process::ExitStatus> for ExitCause {
@@ -69,6 +88,7 @@ impl std::fmt::Display for ExitCause {
             ExitCause::OutOfMemory => write!(f, "exit code {EXIT_OUT_OF_MEMORY}"),
             ExitCause::Code(code) => write!(f, "exit code {code}"),
             ExitCause::Signal(signal) => write!(f, "killed by signal {signal}"),
+            ExitCause::KernelOom { .. } => write!(f, "killed by the board kernel's OOM killer"),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::{ExitCause, HilError};
+use crate::{ExitCause, HilError, QemuArch, VmInfo};
 
 /// Where a run goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub enum Target {
     Emulated,
     /// A board on a serial port.
     Serial { port: String, baud: Option<u32> },
+    /// A Linux VM in QEMU with the profile's RAM and cores.
+    Qemu { arch: QemuArch },
 }
 
 impl FromStr for Target {
@@ -20,6 +22,9 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Self, HilError> {
         if s == "emu" {
             return Ok(Target::Emulated);
+        }
+        if let Some(arch) = s.strip_prefix("qemu:") {
+            return Ok(Target::Qemu { arch: arch.parse().map_err(|_| HilError::BadTarget(s.into()))? });
         }
         let rest = s.strip_prefix("serial:").filter(|r| !r.is_empty()).ok_or_else(|| HilError::BadTarget(s.into()))?;
         match rest.rsplit_once('@') {
@@ -38,6 +43,7 @@ impl std::fmt::Display for Target {
             Target::Emulated => write!(f, "emu"),
             Target::Serial { port, baud: Some(b) } => write!(f, "serial:{port}@{b}"),
             Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
+            Target::Qemu { arch } => write!(f, "qemu:{arch}"),
         }
     }
 }
@@ -54,6 +60,10 @@ pub trait Link: Send {
     /// An error if the board is known to be gone (the emulated board's process ended).
     fn check_alive(&mut self) -> Result<(), Exited> {
         Ok(())
+    }
+    /// The VM this link reaches, if it is one (a QEMU board).
+    fn vm(&self) -> Option<&VmInfo> {
+        None
     }
 }
 
@@ -124,9 +134,14 @@ mod tests {
             Target::Serial { port: "/dev/ttyUSB0".into(), baud: Some(921600) }
         );
         assert_eq!("serial:COM3".parse::<Target>().unwrap(), Target::Serial { port: "COM3".into(), baud: None });
-        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast"] {
+        for arch in QemuArch::ALL {
+            let text = format!("qemu:{arch}");
+            assert_eq!(text.parse::<Target>().unwrap(), Target::Qemu { arch });
+            assert_eq!(Target::Qemu { arch }.to_string(), text);
+        }
+        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "qemu:", "qemu:riscv64", "qemu:aarch64:x"] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
-            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT"), "{e}");
+            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT") && e.contains("qemu:aarch64"), "{e}");
         }
     }
 }
