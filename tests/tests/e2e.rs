@@ -17,4 +17,5 @@ mod html_report;
 mod memory_link;
 mod noisy_link;
 mod protocol;
+mod qemu;
 mod suite;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgehil_hil::{ExitCause, Target, Timeouts};
+use edgehil_hil::{ExitCause, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
@@ -302,11 +302,11 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
 /// The board options of a case.
 fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
     let (target, engine) = (case.target.clone(), case.engine);
-    let agent = match (&suite.agent, &target) {
-        (Some(a), _) => a.clone(),
-        (None, Target::Emulated) => run::find_agent().map_err(|e| e.to_string())?,
-        (None, Target::Serial { .. }) => PathBuf::new(),
+    let agent = match &suite.agent {
+        Some(a) => a.clone(),
+        None => run::agent_for(&target).map_err(|e| e.to_string())?,
     };
+    let qemu_image = run::board_image(&target, &agent).map_err(|e| e.to_string())?;
     let ort_library = match engine {
         EngineKind::Ort => Some(run::find_ort_library(None).map_err(|e| e.to_string())?),
         EngineKind::Tract => None,
@@ -320,6 +320,7 @@ fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
         ort_library,
         timeouts: Timeouts { request: Duration::from_secs_f64(suite.timeout_s), ..Timeouts::default() },
         agent_args: Vec::new(),
+        qemu_image,
     })
 }
 

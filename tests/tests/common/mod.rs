@@ -55,6 +55,7 @@ pub fn board(engine: EngineKind) -> BoardOptions {
             request: Duration::from_secs(120),
         },
         agent_args: Vec::new(),
+        qemu_image: None,
     }
 }
 
