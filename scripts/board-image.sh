@@ -38,6 +38,9 @@ aarch64)
 *) die "unknown arch '$arch': expected aarch64 or x86_64" ;;
 esac
 mkdir -p "$cache"/{deb,kernel,busybox,ort,images}
+# One build at a time: parallel tests and suite workers ask for the same image.
+exec 9>"$cache/.lock"
+flock 9
 
 # Downloads a Debian package once into the cache; prints its path.
 download() {
@@ -198,7 +201,7 @@ walk "$root/bin/edgehil-agent"
 interp=$("$readelf" -l "$root/bin/edgehil-agent" | sed -n 's/.*interpreter: \(.*\)\]/\1/p')
 mkdir -p "$root$(dirname "$interp")"
 cp -L "$(resolve "$(basename "$interp")")" "$root$interp"
-[ "$(dirname "$interp")" = /lib ] || ln -s "$interp" "$root/lib/$(basename "$interp")"
+[ -e "$root/lib/$(basename "$interp")" ] || ln -s "$interp" "$root/lib/$(basename "$interp")"
 # The loader looks in /lib/$triple and /usr/lib too; /lib is enough with this link.
 ln -s . "$root/lib/$triple"
 

@@ -17,20 +17,8 @@ pub enum HilError {
     #[error("cannot start the agent {agent}: {cause}")]
     Spawn { agent: String, cause: std::io::Error },
     /// a QEMU board did not come up
-    #[error(
-        "QEMU board {arch} did not boot within {waited:.1?}{}{}; console log {} ends: {console_tail}",
-        exit.map(|e| format!(" (QEMU ended: {e})")).unwrap_or_default(),
-        if qemu_said.is_empty() { String::new() } else { format!("; QEMU said: {qemu_said}") },
-        console_log.display()
-    )]
-    Boot {
-        arch: crate::QemuArch,
-        waited: Duration,
-        exit: Option<ExitCause>,
-        qemu_said: String,
-        console_log: std::path::PathBuf,
-        console_tail: String,
-    },
+    #[error(transparent)]
+    Boot(Box<crate::qemu::BootFailure>),
     /// reading or writing the link failed
     #[error("link I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -65,7 +53,9 @@ pub enum ExitCause {
     Code(i32),
     Signal(i32),
     /// Killed by the board kernel's OOM killer (a QEMU board's console said so); `ram` is the board's RAM.
-    KernelOom { ram: u64 },
+    KernelOom {
+        ram: u64,
+    },
 }
 
 impl From<std::process::ExitStatus> for ExitCause {

@@ -17,7 +17,7 @@ mod session;
 pub use emulated::{EmulatedBoard, EmulatorConfig};
 pub use error::{ExitCause, HilError};
 pub use link::{Exited, Link, SerialLink, Target};
-pub use qemu::{console_tail, QemuArch, QemuBoard, QemuConfig, VmInfo, AGENT_STARTED};
+pub use qemu::{console_tail, BootFailure, QemuArch, QemuBoard, QemuConfig, VmInfo, AGENT_STARTED};
 pub use session::{InferResult, LinkStats, OutputData, Session, Timeouts};
 
 #[cfg(feature = "testing")]

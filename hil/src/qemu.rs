@@ -158,7 +158,8 @@ impl QemuBoard {
         cmd.args(["-M", config.arch.machine(), "-cpu", config.arch.cpu(), "-accel", "tcg"])
             .args(["-m", &format!("{}M", config.ram_bytes.div_ceil(1 << 20))])
             .args(["-smp", &config.cores.to_string()])
-            .args(["-nographic", "-no-reboot", "-monitor", "none"])
+            // No network: nothing needs it, and the PC's boot ROM would try it first.
+            .args(["-nographic", "-no-reboot", "-monitor", "none", "-nic", "none"])
             .arg("-kernel")
             .arg(&config.kernel)
             .arg("-initrd")
@@ -303,15 +304,32 @@ pub fn console_tail(path: &Path, lines: usize) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
+/// Why a QEMU board did not come up, with what QEMU and the console said last.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "QEMU board {arch} did not boot within {waited:.1?}{}{}; console log {} ends: {console_tail}",
+    exit.map(|e| format!(" (QEMU ended: {e})")).unwrap_or_default(),
+    if qemu_said.is_empty() { String::new() } else { format!("; QEMU said: {qemu_said}") },
+    console_log.display()
+)]
+pub struct BootFailure {
+    pub arch: QemuArch,
+    pub waited: Duration,
+    pub exit: Option<ExitCause>,
+    pub qemu_said: String,
+    pub console_log: PathBuf,
+    pub console_tail: String,
+}
+
 fn boot_error(config: &QemuConfig, started: Instant, status: Option<ExitStatus>, qemu_said: &str) -> HilError {
-    HilError::Boot {
+    HilError::Boot(Box::new(BootFailure {
         arch: config.arch,
         waited: started.elapsed(),
         exit: status.map(ExitCause::from),
         qemu_said: qemu_said.into(),
         console_log: config.console_log.clone(),
         console_tail: console_tail(&config.console_log, 8),
-    }
+    }))
 }
 
 impl Link for QemuBoard {
@@ -349,7 +367,8 @@ impl Link for QemuBoard {
         match cause {
             None => Ok(()),
             Some(cause) => {
-                let exited = Exited { cause, stderr: format!("console {}: {}", self.info.console_log.display(), tail()) };
+                let exited =
+                    Exited { cause, stderr: format!("console {}: {}", self.info.console_log.display(), tail()) };
                 self.exited = Some(exited.clone());
                 Err(exited)
             }

@@ -61,7 +61,8 @@ impl BoardImage {
                 .map(str::to_string)
                 .ok_or_else(|| bad(format!("image.txt has no {key}=")))
         };
-        let initrd_bytes = field("initrd_bytes")?.parse().map_err(|_| bad("image.txt: initrd_bytes is not a number".into()))?;
+        let initrd_bytes =
+            field("initrd_bytes")?.parse().map_err(|_| bad("image.txt: initrd_bytes is not a number".into()))?;
         let ort = Some(field("ort")?).filter(|v| v != "none");
         let image = BoardImage { arch, kernel_package: field("kernel")?, initrd_bytes, ort, dir: dir.clone() };
         for file in [image.kernel(), image.initrd()] {

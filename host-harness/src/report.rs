@@ -230,7 +230,10 @@ impl RunReport {
         let verdict = match self.status {
             Status::Ok => "fits".to_string(),
             Status::DoesNotFit if m.kernel_oom_ram.is_some() => {
-                format!("does not fit (board kernel OOM killer, RAM {})", human_bytes(m.kernel_oom_ram.unwrap_or(0) as f64))
+                format!(
+                    "does not fit (board kernel OOM killer, RAM {})",
+                    human_bytes(m.kernel_oom_ram.unwrap_or(0) as f64)
+                )
             }
             Status::DoesNotFit => match m.needed_at_least {
                 // Only known to be over the cap: no figure of its own to give.
