@@ -40,6 +40,9 @@ pub enum HilError {
     /// an output chunk that does not continue its tensor
     #[error("bad output in the answer to {command}: {error}")]
     BadOutput { command: &'static str, error: ChunkError },
+    /// a file to upload that cannot be read, or that changed while it was sent
+    #[error("cannot upload {path}: {reason}")]
+    File { path: String, reason: String },
     /// a request too large for one frame
     #[error("cannot encode {command}: {reason}")]
     Encode { command: &'static str, reason: String },

@@ -5,7 +5,8 @@
 //! pair) implement it, as will QEMU boards, RTT through a probe and a board
 //! farm's network serial ports. The [`Session`] sees only the trait, so the
 //! emulated board exercises exactly the code path of a real one, down to the
-//! serial port settings. With the feature `testing`, [`testing`] adds an
+//! serial port settings. [`Session::upload`] puts a model and the files
+//! beside it on a board that does not share the host's files. With the feature `testing`, [`testing`] adds an
 //! in-memory link and one that damages chosen frames.
 
 mod emulated;
@@ -13,12 +14,14 @@ mod error;
 mod link;
 mod qemu;
 mod session;
+mod upload;
 
 pub use emulated::{EmulatedBoard, EmulatorConfig};
 pub use error::{ExitCause, HilError};
 pub use link::{Exited, Link, SerialLink, Target};
 pub use qemu::{console_tail, BootFailure, QemuArch, QemuBoard, QemuConfig, VmInfo, AGENT_STARTED};
 pub use session::{InferResult, LinkStats, OutputData, Session, Timeouts};
+pub use upload::{Bundle, BundleFile, UploadStep, Uploaded};
 
 #[cfg(feature = "testing")]
 pub mod testing;

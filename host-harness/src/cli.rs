@@ -288,6 +288,11 @@ pub struct BoardArgs {
     /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
+    /// Send the board the model and the files its agent reads beside it (tokenizer.json, external data,
+    /// the embedder), skipping those it holds already by SHA-256: auto (every board but emu, which reads
+    /// this machine's files), always, or never (the model paths given are paths on the board).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub upload: run::Upload,
 }
 
 impl BoardArgs {
@@ -320,6 +325,7 @@ impl BoardArgs {
                 },
                 agent_args: Vec::new(),
                 qemu_image: qemu_image.clone(),
+                upload: self.upload,
             })
             .collect();
         Ok(Boards { profiles: self.profiles, boards })

@@ -1,10 +1,11 @@
 //! `edgehil run`: one model on one board, against the host reference.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use edgehil_hil::{
-    EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, QemuArch, SerialLink, Session,
-    Target, Timeouts,
+    Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, QemuArch, SerialLink,
+    Session, Target, Timeouts, UploadStep,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
@@ -16,7 +17,8 @@ use crate::estimate::{self, EstimateError};
 use crate::inputs::{self, InputError};
 use crate::profile::{LinkSpec, Profile};
 use crate::report::{
-    limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, MeasuredBy, Memory, RunReport, Status, VmSummary,
+    limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, MeasuredBy, Memory, RunReport, Status,
+    UploadSummary, VmSummary,
 };
 use crate::units::human_bytes;
 
@@ -54,6 +56,30 @@ pub struct BoardOptions {
     pub agent_args: Vec<String>,
     /// The image a `qemu:` target boots ([`board_image`]).
     pub qemu_image: Option<BoardImage>,
+    pub upload: Upload,
+}
+
+/// Whether a run first sends the board the model and the files its agent
+/// reads beside it (external data, tokenizer.json, the embedder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Upload {
+    /// Every board but the emulated one, which reads this machine's files.
+    #[default]
+    Auto,
+    /// Every board, the emulated one too (into a storage folder of its own).
+    Always,
+    /// None: the model paths given are paths on the board.
+    Never,
+}
+
+impl Upload {
+    fn to(self, target: &Target) -> bool {
+        match self {
+            Upload::Auto => !matches!(target, Target::Emulated),
+            Upload::Always => true,
+            Upload::Never => false,
+        }
+    }
 }
 
 impl BoardOptions {
@@ -75,7 +101,8 @@ impl BoardOptions {
         let mut start = || -> Result<(), HilError> {
             got.info = Some(session.hello()?);
             let threads = got.info.as_ref().map_or(1, |i| i.cores).min(profile.cores.value as u16);
-            got.load = Some(session.load(&model.display().to_string(), self.engine, self.opt_level, threads)?);
+            let path = self.place(&mut session, model, &mut got.upload)?;
+            got.load = Some(session.load(&path, self.engine, self.opt_level, threads)?);
             Ok(())
         };
         match start() {
@@ -83,6 +110,84 @@ impl BoardOptions {
             Err(e) => Err((e, Some(session.stats))),
         }
     }
+}
+
+impl BoardOptions {
+    /// The path on the board of `model` (an ONNX file): its own path on a
+    /// board that reads the host's files, else where the upload of it and the
+    /// files beside it put it. What was sent is added to `summary`.
+    pub(crate) fn place(
+        &self,
+        session: &mut Session,
+        model: &Path,
+        summary: &mut Option<UploadSummary>,
+    ) -> Result<String, HilError> {
+        if !self.upload.to(&self.target) {
+            return Ok(model.display().to_string());
+        }
+        let bundle = Bundle::new(&model_files(model)?)?;
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "upload {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        let uploaded = session.upload(&bundle, |step| match step {
+            UploadStep::Send { name, size } => {
+                bar.set_message(name.to_string());
+                bar.inc_length(size);
+            }
+            UploadStep::Sent { bytes } => bar.inc(bytes),
+            UploadStep::Have { .. } => {}
+        });
+        bar.finish_and_clear();
+        let uploaded = uploaded?;
+        let secs = uploaded.elapsed.as_secs_f64();
+        let sent = match uploaded.bytes_sent {
+            0 => "nothing sent".to_string(),
+            bytes => format!(
+                "{} files sent ({} in {secs:.2} s, {}/s)",
+                bundle.files.len() as u32 - uploaded.reused,
+                human_bytes(bytes as f64),
+                human_bytes(bytes as f64 / secs.max(1e-9)),
+            ),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "upload: {}: {sent}, {} on the board already",
+            model.display(),
+            uploaded.reused
+        );
+        let total = summary.get_or_insert_with(UploadSummary::default);
+        total.files += bundle.files.len() as u32;
+        total.reused += uploaded.reused;
+        total.bytes_sent += uploaded.bytes_sent;
+        total.chunks += uploaded.chunks;
+        total.seconds += secs;
+        Ok(uploaded.paths[0].clone())
+    }
+}
+
+/// The files an agent reads for `model`: the model, its external data
+/// files and the tokenizer.json beside it, if there is one.
+pub fn model_files(model: &Path) -> Result<Vec<PathBuf>, HilError> {
+    let unreadable = |reason: String| HilError::File { path: model.display().to_string(), reason };
+    let proto = engine::onnx::read(model).map_err(|e| unreadable(e.to_string()))?;
+    let dir = model.parent().unwrap_or(Path::new("."));
+    let mut files = vec![model.to_path_buf()];
+    let locations = proto.graph.iter().flat_map(|g| &g.initializer).flat_map(|t| &t.external_data);
+    for location in locations.filter(|e| e.key == "location") {
+        let file = dir.join(&location.value);
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    let tokenizer = model.with_file_name("tokenizer.json");
+    if tokenizer.is_file() {
+        files.push(tokenizer);
+    }
+    Ok(files)
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +315,7 @@ fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64) -> Result<Box<dyn
                 cap,
                 threads: (profile.cores.value as usize).min(host_cores),
                 ort_library: opts.ort_library.clone(),
+                storage: opts.upload.to(&opts.target),
                 extra_args: opts.agent_args.clone(),
             };
             Ok(Box::new(EmulatedBoard::spawn(&config)?))
@@ -240,6 +346,7 @@ pub(crate) struct BoardRun {
     pub agent_bad_frames: Option<u32>,
     /// The VM of a QEMU board: console log and boot time.
     pub vm: Option<VmSummary>,
+    pub upload: Option<UploadSummary>,
 }
 
 impl BoardRun {
@@ -263,6 +370,7 @@ impl BoardRun {
             bad_frames_host: s.bad_frames,
             bad_frames_agent: self.agent_bad_frames,
             resends: s.resends,
+            upload: self.upload.clone(),
         })
     }
 }

@@ -19,3 +19,4 @@ mod noisy_link;
 mod protocol;
 mod qemu;
 mod suite;
+mod upload;

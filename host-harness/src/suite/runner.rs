@@ -321,6 +321,7 @@ fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
         timeouts: Timeouts { request: Duration::from_secs_f64(suite.timeout_s), ..Timeouts::default() },
         agent_args: Vec::new(),
         qemu_image,
+        upload: run::Upload::Auto,
     })
 }
 
