@@ -112,11 +112,11 @@ fn a_model_larger_than_the_vm_is_killed_by_its_kernel() {
     let r = run::run(&opts, &small_board(ram)).unwrap();
     assert_eq!(r.status, Status::DoesNotFit, "{:?}", r.error);
     let error = r.error.as_deref().unwrap();
-    assert!(error.starts_with("does not fit (board kernel OOM killer, RAM 256 MiB)"), "{error}");
+    assert!(error.starts_with("does not fit (board kernel OOM killer, RAM 256.0 MiB)"), "{error}");
     assert_eq!(r.memory.kernel_oom_ram, Some(ram));
     let log = std::fs::read_to_string(&r.vm.as_ref().unwrap().console_log).unwrap();
     assert!(log.contains("Out of memory: Killed process"), "the guest kernel said so:\n{log}");
-    assert!(r.table().contains("does not fit (board kernel OOM killer, RAM 256 MiB)"), "{}", r.table());
+    assert!(r.table().contains("does not fit (board kernel OOM killer, RAM 256.0 MiB)"), "{}", r.table());
 }
 
 /// A model of a few hundred bytes that needs two tensors of `bytes` each
