@@ -19,5 +19,6 @@ mod memory_link;
 mod micro;
 mod noisy_link;
 mod protocol;
+mod qemu;
 mod suite;
 mod upload;
