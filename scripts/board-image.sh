@@ -109,7 +109,7 @@ else
             CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
             CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="--sysroot $sysroot" \
             CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
-            AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1} \
+            AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
             nice -n 10 /usr/bin/cargo build -q -p edgehil-runtime --features ort --bin edgehil-agent \
             --target aarch64-unknown-linux-gnu >&2) || die "cross build of the aarch64 agent failed"
         agent=$repo/target/cross/aarch64-unknown-linux-gnu/debug/edgehil-agent

@@ -15,16 +15,16 @@ mod error;
 pub mod labgrid;
 mod link;
 pub mod process;
-mod rfc2217;
 mod qemu;
+mod rfc2217;
 mod session;
 mod upload;
 
 pub use emulated::{EmulatedBoard, EmulatorConfig};
 pub use error::{ExitCause, HilError};
 pub use link::{Exited, Link, SerialLink, Target, Timing};
-pub use rfc2217::Rfc2217Link;
 pub use qemu::{console_tail, BootFailure, QemuArch, QemuBoard, QemuConfig, VmInfo, AGENT_STARTED};
+pub use rfc2217::Rfc2217Link;
 pub use session::{InferResult, LinkStats, OutputData, Session, Timeouts};
 pub use upload::{Bundle, BundleFile, UploadStep, Uploaded};
 

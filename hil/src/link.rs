@@ -180,9 +180,13 @@ mod tests {
             assert_eq!(text.parse::<Target>().unwrap(), Target::Qemu { arch });
             assert_eq!(Target::Qemu { arch }.to_string(), text);
         }
-        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "labgrid:", "qemu:", "qemu:riscv64", "qemu:aarch64:x"] {
+        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "labgrid:", "qemu:", "qemu:riscv64", "qemu:aarch64:x"]
+        {
             let e = bad.parse::<Target>().unwrap_err().to_string();
-            assert!(e.contains(&format!("`{bad}`")) && e.contains("labgrid:PLACE") && e.contains("qemu:aarch64"), "{e}");
+            assert!(
+                e.contains(&format!("`{bad}`")) && e.contains("labgrid:PLACE") && e.contains("qemu:aarch64"),
+                "{e}"
+            );
         }
     }
 }

@@ -58,6 +58,8 @@ fn qemu_boards_run_the_block_with_the_host_accuracy() {
         assert_eq!((vm.ram_bytes, vm.cores), (8 << 30, 4), "raspberry-pi-5's total RAM and cores");
         assert!(vm.boot_ms > 0.0);
         check_console(&vm.console_log);
+        let table = r.table();
+        assert!(table.contains("emulated-instruction timings (QEMU under TCG), not device latencies"), "{table}");
     }
 }
 
