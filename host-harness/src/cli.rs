@@ -89,10 +89,11 @@ pub struct PlanArgs {
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
-    /// Journal or report.json of A (e.g. the emulated run).
+    /// Journal or report.json of A (e.g. the emulated run); alone, a journal of a suite with two targets,
+    /// whose first target is A and second B.
     pub a: PathBuf,
     /// Journal or report.json of B (e.g. the real board's run).
-    pub b: PathBuf,
+    pub b: Option<PathBuf>,
     /// Also write the pairs as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -162,3 +162,44 @@ fn a_vm_that_does_not_boot_in_time_names_its_console() {
     assert!(e.contains(&format!("QEMU board {arch} did not boot within")), "{e}");
     assert!(e.contains(&console_log.display().to_string()), "names its console log: {e}");
 }
+
+#[test]
+fn a_nightly_suite_on_emu_and_qemu_is_paired_by_compare() {
+    if !installed().contains(&QemuArch::Aarch64) {
+        return;
+    }
+    let dir = common::scratch_dir("qemu-suite");
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "name = \"emu-and-qemu\"\ntimeout = \"300 s\"\nprofiles = [\"raspberry-pi-5\"]\n\
+             targets = [\"emu\", \"qemu:aarch64\"]\nengines = [\"tract\"]\n\n\
+             [[model]]\nname = \"block\"\npath = \"{}\"\n\n[[run]]\nruns = 2\nwarmup = 1\n",
+            common::fixture("block.onnx").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let edgehil = |args: &[&str]| std::process::Command::new(binary("edgehil")).args(args).output().unwrap();
+    let o = edgehil(&["suite", "run", suite.to_str().unwrap(), "--out", out.to_str().unwrap(), "--jobs", "2"]);
+    let said = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    let pairs = dir.join("pairs.json");
+    let journal = out.join("journal.jsonl");
+    let o = edgehil(&["compare", journal.to_str().unwrap(), "--json", pairs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", said(&o));
+    assert!(
+        said(&o).contains("| emu ok | qemu:aarch64 ok | not compared: emulated-instruction timings |"),
+        "{}",
+        said(&o)
+    );
+    let pairing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pairs).unwrap()).unwrap();
+    let pair = &pairing["pairs"][0];
+    assert_eq!((pair["a_timing"].as_str(), pair["b_timing"].as_str()), (Some("host"), Some("emulated-instruction")));
+    // Fit and accuracy side by side: the board's aarch64 kernels against the x86 host's.
+    assert!(pair["accuracy_difference"].as_f64().unwrap().abs() < 1e-4, "{pair:#}");
+    assert!(pair["ram_difference"].is_i64(), "{pair:#}");
+}
