@@ -41,7 +41,7 @@ pub enum Cmd {
     Eval(EvalArgs),
     /// llama-bench's speed table (ppN prompt, tgN generation tok/s) per model, profile and engine.
     Sweep(SweepArgs),
-    /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
+    /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) or a GGUF file (llama) to an ONNX model folder.
     Export(ExportArgs),
     /// Compile an ONNX model to a micro-model for the no_std engine of microcontroller boards: flash and RAM bytes.
     Micro(MicroArgs),
@@ -167,7 +167,8 @@ pub enum ModelsCmd {
 
 #[derive(Parser)]
 pub struct ExportArgs {
-    /// Hugging Face folder: config.json, model.safetensors, tokenizer.json.
+    /// Hugging Face folder (config.json, model.safetensors, tokenizer.json), or a GGUF file (llama; tensors
+    /// F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized to fp32 first: --quant none keeps the file's values exactly).
     pub hf_dir: PathBuf,
     /// Output folder: model.onnx, model.onnx.data, tokenizer.json, edgehil.json. An earlier export there is
     /// replaced; any other non-empty folder only with --force.
