@@ -153,6 +153,11 @@ impl GgmlType {
         })
     }
 
+    /// [`dequantize`] reads it.
+    pub fn readable(self) -> bool {
+        [Self::F32, Self::F16, Self::BF16, Self::Q8_0, Self::Q4_0, Self::Q4_1].contains(&self)
+    }
+
     /// (elements, bytes) of one block; `None` for a type whose layout is not known here.
     fn block(self) -> Option<(u64, u64)> {
         Some(match self.0 {
@@ -402,6 +407,14 @@ impl GgufFile {
         self.index.get(name).map(|i| &self.tensors[*i])
     }
 
+    /// An error when tensor `t` is of a type [`dequantize`] does not read.
+    pub(crate) fn check_readable(&self, t: &TensorInfo) -> Result<(), GgufError> {
+        if t.ggml_type.readable() {
+            return Ok(());
+        }
+        Err(GgufError::TensorType { path: self.path.clone(), tensor: t.name.clone(), ggml_type: t.ggml_type })
+    }
+
     fn tensor_error(&self, tensor: &str, message: String) -> GgufError {
         GgufError::Tensor { path: self.path.clone(), tensor: tensor.into(), message }
     }
@@ -439,12 +452,11 @@ impl GgufFile {
     /// Its pages of the map are released afterwards.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, GgufError> {
         let t = self.tensor(name).ok_or_else(|| self.tensor_error(name, "missing".into()))?;
-        let type_error =
-            || GgufError::TensorType { path: self.path.clone(), tensor: name.into(), ggml_type: t.ggml_type };
-        // Alignment was checked at open.
-        let range = self.bytes_of(t, 1)?.ok_or_else(type_error)?;
+        self.check_readable(t)?;
+        // Alignment was checked at open; every readable type has a known layout.
+        let range = self.bytes_of(t, 1)?.expect("a readable type's layout");
         let bytes = &self.map[range.clone()];
-        let values = dequantize(t.ggml_type, bytes).ok_or_else(type_error)?;
+        let values = dequantize(t.ggml_type, bytes).expect("a readable type");
         // SAFETY: the map is private and read-only; dropped pages are read back from the file if touched again.
         // Failing to drop them only costs memory, so the result is ignored.
         let _ = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, range.start, range.len()) };

@@ -78,6 +78,7 @@ impl GgufModel {
             let t = self.file.tensor(&stored.name).ok_or_else(|| {
                 error(format!("missing (llama with {} layers needs it)", self.config.layers))
             })?;
+            self.file.check_readable(t)?;
             if t.shape() != expected {
                 return Err(error(format!("has shape {:?} (outermost first), expected {expected:?}", t.shape())));
             }
@@ -214,13 +215,39 @@ mod tests {
         assert_eq!(types.into_iter().collect::<Vec<_>>(), ["F16", "Q4_0", "Q4_1", "Q8_0"]);
     }
 
+    /// Writes `bytes` to a file of its own for the duration of `f`.
+    fn with_file<T>(name: &str, bytes: &[u8], f: impl FnOnce(&std::path::Path) -> T) -> T {
+        let path = std::env::temp_dir().join(format!("edgehil-{name}-{}.gguf", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let result = f(&path);
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
+    #[test]
+    fn a_type_not_read_is_refused_at_open_naming_the_tensor_and_type() {
+        let mut bytes = std::fs::read(tiny("llama-gqa.gguf")).unwrap();
+        // The tensor info: name, 2 dimensions (u32 + 2 × u64), then the type (u32).
+        let name = b"blk.1.ffn_up.weight";
+        let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+        assert_eq!(bytes[at..at + 4], 2u32.to_le_bytes());
+        bytes[at + 20..at + 24].copy_from_slice(&20u32.to_le_bytes()); // IQ4_NL
+        let (err, path) = with_file("iq4", &bytes, |p| (GgufModel::open(p).err().unwrap(), p.to_path_buf()));
+        assert!(matches!(err, GgufError::TensorType { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: tensor `blk.1.ffn_up.weight` is IQ4_NL; edgehil reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1 (re-quantize the file to one of them, e.g. with llama-quantize)",
+                path.display()
+            )
+        );
+    }
+
     #[test]
     fn a_truncated_file_is_an_error_naming_it_and_the_tensor() {
         let bytes = std::fs::read(tiny("llama-gqa.gguf")).unwrap();
-        let path = std::env::temp_dir().join(format!("edgehil-truncated-{}.gguf", std::process::id()));
-        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
-        let err = GgufModel::open(&path).err().unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let (err, path) =
+            with_file("truncated", &bytes[..bytes.len() - 100], |p| (GgufModel::open(p).err().unwrap(), p.to_path_buf()));
         assert!(matches!(err, GgufError::Tensor { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.starts_with(&format!("{}: tensor `", path.display())), "{message}");
