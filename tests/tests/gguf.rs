@@ -26,8 +26,7 @@ fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {
 
 fn export_gguf(file: &Path, name: &str) -> (PathBuf, Manifest) {
     let out = scratch_dir("gguf").join(name);
-    let manifest =
-        export(file, &out, ExportOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let manifest = export(file, &out, ExportOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     (out, manifest)
 }
 
@@ -80,14 +79,38 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
 }
 
-/// Largest logit difference from llama.cpp's allowed: it runs the Q4_1
-/// matmuls on activations quantized to 8 bits (Q8_1), our fp32 export on the
-/// exact dequantized weights, so logits of magnitude ~20 differ by ~0.1–0.5.
-const LOGIT_TOLERANCE: f32 = 1.0;
-/// Least cosine of each position's logits (top 64, and the whole last row).
-const COSINE_AT_LEAST: f64 = 0.999;
-/// Greedy tokens that must equal llama.cpp's.
+/// Largest logit difference from llama.cpp on the same values in F32 with an
+/// F32 KV cache (its fp32 sums run in another order than tract's and ONNX
+/// Runtime's; measured up to 7e-5).
+const LOGIT_TOLERANCE: f32 = 5e-4;
+/// Greedy tokens that must equal llama.cpp's on the F32 file.
 const GREEDY_EQUAL: usize = 32;
+/// Least cosine of each position's top-64 logits against llama.cpp on the
+/// Q4_1 file itself, which runs its matmuls on activations quantized to 8
+/// bits (Q8_1): its logits differ from the exact ones by up to ~1.
+const Q4_1_COSINE: f64 = 0.999;
+
+/// (max abs difference, least cosine) of `logits` at each position's top-64 ids of `prefix` against its values.
+fn top64(reference: &Reference, prefix: &str, logits: &[f32], vocab: usize) -> (f32, f64) {
+    let top_ids = reference.i64s(&format!("{prefix}top_ids")).1;
+    let want = reference.f32s(&format!("{prefix}top_logits"));
+    let positions = logits.len() / vocab;
+    let top = top_ids.len() / positions;
+    let (mut worst, mut least_cos) = (0.0f32, 1.0f64);
+    for pos in 0..positions {
+        let row = &logits[pos * vocab..(pos + 1) * vocab];
+        let ours: Vec<f32> = top_ids[pos * top..(pos + 1) * top].iter().map(|t| row[*t as usize]).collect();
+        let theirs = &want[pos * top..(pos + 1) * top];
+        worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        least_cos = least_cos.min(cosine(&ours, theirs));
+    }
+    (worst, least_cos)
+}
+
+/// Tokens `a` and `b` have in common from the start.
+fn same_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
 
 #[test]
 fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
@@ -112,46 +135,42 @@ fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
     let reference = Reference::open(&reference_dir);
     let tok = tokenizer(&dir);
     let vocab = manifest.config.vocab as usize;
+    let ids_of = |name: String| -> Vec<u32> { reference.i64s(&name).1.iter().map(|t| *t as u32).collect() };
     for p in 0.. {
         let Some(text) = texts.get(&format!("p{p}.text")) else { break };
-        let ids: Vec<u32> = reference.i64s(&format!("p{p}.input_ids")).1.iter().map(|t| *t as u32).collect();
+        let ids = ids_of(format!("p{p}.input_ids"));
         assert_eq!(encode(&tok, text), ids, "prompt {p} {text:?}: our tokenizer.json vs llama.cpp's tokenization");
-        let top_ids = reference.i64s(&format!("p{p}.top_ids")).1;
-        let top_logits = reference.f32s(&format!("p{p}.top_logits"));
-        let last = reference.f32s(&format!("p{p}.last_logits"));
-        let greedy: Vec<u32> = reference.i64s(&format!("p{p}.greedy")).1.iter().map(|t| *t as u32).collect();
-        let top = top_logits.len() / ids.len();
+        let last = reference.f32s(&format!("f32.p{p}.last_logits"));
+        let greedy = ids_of(format!("f32.p{p}.greedy"));
+        let greedy_q4_1 = ids_of(format!("p{p}.greedy"));
         for engine in EngineKind::ALL {
             let mut e = load(&dir, engine);
             let (logits, _) = lm::logits_of(e.as_mut(), &ids).unwrap();
-            let (mut worst, mut least_cos) = (0.0f32, 1.0f64);
-            for pos in 0..ids.len() {
-                let row = &logits[pos * vocab..(pos + 1) * vocab];
-                let want = &top_logits[pos * top..(pos + 1) * top];
-                let ours: Vec<f32> = top_ids[pos * top..(pos + 1) * top].iter().map(|t| row[*t as usize]).collect();
-                worst = ours.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
-                least_cos = least_cos.min(cosine(&ours, want));
-                let argmax = (0..vocab).max_by(|a, b| row[*a].total_cmp(&row[*b])).unwrap();
-                assert_eq!(argmax as i64, top_ids[pos * top], "prompt {p} {engine:?} position {pos}: top-1");
-            }
+            let (worst, least_cos) = top64(&reference, &format!("f32.p{p}."), &logits, vocab);
+            let (worst_q, least_cos_q) = top64(&reference, &format!("p{p}."), &logits, vocab);
             let last_row = &logits[(ids.len() - 1) * vocab..];
             let last_err = last_row.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            let last_cos = cosine(last_row, &last);
             let params = GenParams { max_new: greedy.len() as u32, temperature: 0.0, eos: None, ..GenParams::STUDY };
             let (tokens, _) = lm::generate(e.as_mut(), &ids, &params, |_, _, _| Ok::<(), ()>(())).unwrap().unwrap();
-            let same = tokens.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
+            let (same, same_q) = (same_prefix(&tokens, &greedy), same_prefix(&tokens, &greedy_q4_1));
             println!(
-                "smollm2 prompt {p} ({} tokens) {engine:?}: top-64 max abs {worst:.3}, least cosine {least_cos:.6}; last row max abs {last_err:.3}, cosine {last_cos:.6}; greedy equal for {same} of {}",
+                "smollm2 prompt {p} ({} tokens) {engine:?}: vs llama.cpp F32: top-64 max abs {worst:.2e}, least cosine {least_cos:.8}, \
+                 last row max abs {last_err:.2e}, cosine {:.8}, greedy equal for {same} of {}; \
+                 vs llama.cpp Q4_1: top-64 max abs {worst_q:.3}, least cosine {least_cos_q:.6}, greedy equal for {same_q}",
                 ids.len(),
+                cosine(last_row, &last),
                 greedy.len()
             );
-            assert!(worst <= LOGIT_TOLERANCE && last_err <= LOGIT_TOLERANCE, "prompt {p} {engine:?}: logits vs llama.cpp");
-            assert!(least_cos >= COSINE_AT_LEAST && last_cos >= COSINE_AT_LEAST, "prompt {p} {engine:?}: cosine");
+            assert!(
+                worst <= LOGIT_TOLERANCE && last_err <= LOGIT_TOLERANCE,
+                "prompt {p} {engine:?}: logits vs llama.cpp"
+            );
             assert!(
                 same >= GREEDY_EQUAL,
                 "prompt {p} {engine:?}: greedy tokens equal llama.cpp's for {same}, expected at least {GREEDY_EQUAL}: ours {:?}",
                 tok.decode(&tokens, false)
             );
+            assert!(least_cos_q >= Q4_1_COSINE, "prompt {p} {engine:?}: cosine {least_cos_q} vs llama.cpp on Q4_1");
         }
     }
 }
