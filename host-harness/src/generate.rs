@@ -82,9 +82,7 @@ impl TextTokenizer {
             bos_token => self.special("bos_token").unwrap_or_default(),
             eos_token => self.special("eos_token").unwrap_or_default(),
         };
-        env.get_template("chat")
-            .and_then(|t| t.render(context))
-            .map_err(|e| err(format!("`chat_template`: {e}")))
+        env.get_template("chat").and_then(|t| t.render(context)).map_err(|e| err(format!("`chat_template`: {e}")))
     }
 
     /// Cuts every encoding to `max` tokens, special tokens kept (what

@@ -358,9 +358,10 @@ impl GgufFile {
         let mut gguf = Self { path: path.into(), map, metadata, tensors, index, data_start: 0 };
         let alignment = match gguf.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
-            Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
-                gguf.key_error("general.alignment", format!("{v:?}: expected a power of two"))
-            })?,
+            Some(v) => v
+                .as_u64()
+                .filter(|a| a.is_power_of_two())
+                .ok_or_else(|| gguf.key_error("general.alignment", format!("{v:?}: expected a power of two")))?,
         };
         gguf.data_start = header_end.div_ceil(alignment) * alignment;
         for t in &gguf.tensors {

@@ -75,9 +75,10 @@ impl GgufModel {
                 tensor: stored.name.clone(),
                 message: format!("{message} (Hugging Face `{hf}`)"),
             };
-            let t = self.file.tensor(&stored.name).ok_or_else(|| {
-                error(format!("missing (llama with {} layers needs it)", self.config.layers))
-            })?;
+            let t = self
+                .file
+                .tensor(&stored.name)
+                .ok_or_else(|| error(format!("missing (llama with {} layers needs it)", self.config.layers)))?;
             self.file.check_readable(t)?;
             if t.shape() != expected {
                 return Err(error(format!("has shape {:?} (outermost first), expected {expected:?}", t.shape())));
@@ -91,7 +92,9 @@ impl GgufModel {
         let stored = self.stored_or_error(hf)?;
         let values = self.file.read_f32(&stored.name)?;
         Ok(match stored.permuted_heads {
-            Some(heads) => unpermute(&values, heads as usize, self.config.head_dim() as usize, self.config.hidden as usize),
+            Some(heads) => {
+                unpermute(&values, heads as usize, self.config.head_dim() as usize, self.config.hidden as usize)
+            }
             None => values,
         })
     }
@@ -246,8 +249,9 @@ mod tests {
     #[test]
     fn a_truncated_file_is_an_error_naming_it_and_the_tensor() {
         let bytes = std::fs::read(tiny("llama-gqa.gguf")).unwrap();
-        let (err, path) =
-            with_file("truncated", &bytes[..bytes.len() - 100], |p| (GgufModel::open(p).err().unwrap(), p.to_path_buf()));
+        let (err, path) = with_file("truncated", &bytes[..bytes.len() - 100], |p| {
+            (GgufModel::open(p).err().unwrap(), p.to_path_buf())
+        });
         assert!(matches!(err, GgufError::Tensor { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.starts_with(&format!("{}: tensor `", path.display())), "{message}");

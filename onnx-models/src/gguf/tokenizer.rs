@@ -39,7 +39,9 @@ pub fn tokenizer_files(file: &GgufFile) -> Result<TokenizerFiles, GgufError> {
     if model != "gpt2" {
         return Err(file.key_error(
             "tokenizer.ggml.model",
-            format!("`{model}`: expected gpt2 (byte-level BPE; SentencePiece `llama` vocabularies are not converted yet)"),
+            format!(
+                "`{model}`: expected gpt2 (byte-level BPE; SentencePiece `llama` vocabularies are not converted yet)"
+            ),
         ));
     }
     let pre_name = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
