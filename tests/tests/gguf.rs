@@ -7,22 +7,12 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::export::load;
 use common::{reference_dir, scratch_dir, Reference};
 use edgehil::generate::TextTokenizer;
 use edgehil_onnx::export::{export, ExportOptions, Manifest};
-use edgehil_runtime::engine::{self, Engine, LoadOptions};
 use edgehil_runtime::generate as lm;
-use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel};
-
-fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {
-    let opts = LoadOptions {
-        engine,
-        opt_level: OptLevel::Basic,
-        threads: 1,
-        ort_library: (engine == EngineKind::Ort).then(common::ort_library),
-    };
-    engine::load(&dir.join("model.onnx"), &opts).unwrap_or_else(|e| panic!("{} on {engine:?}: {e}", dir.display()))
-}
+use edgehil_runtime::wire::{EngineKind, GenParams};
 
 fn export_gguf(file: &Path, name: &str) -> (PathBuf, Manifest) {
     let out = scratch_dir("gguf").join(name);
