@@ -168,7 +168,8 @@ pub enum ModelsCmd {
 #[derive(Parser)]
 pub struct ExportArgs {
     /// Hugging Face folder (config.json, model.safetensors, tokenizer.json), or a GGUF file (llama; tensors
-    /// F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized to fp32 first: --quant none keeps the file's values exactly).
+    /// F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized to fp32 first: --quant none keeps the file's values exactly,
+    /// and so does --quant int4 for Q4_0 tensors).
     pub hf_dir: PathBuf,
     /// Output folder: model.onnx, model.onnx.data, tokenizer.json, edgehil.json. An earlier export there is
     /// replaced; any other non-empty folder only with --force.

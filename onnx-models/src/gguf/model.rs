@@ -218,6 +218,27 @@ mod tests {
         assert_eq!(types.into_iter().collect::<Vec<_>>(), ["F16", "Q4_0", "Q4_1", "Q8_0"]);
     }
 
+    /// llama.cpp's Q4_0 is the exporter's int4 (block 32, scale = the block's value of largest
+    /// magnitude / -8, code + 8): re-quantizing Q4_0 values gives back the same codes and scales.
+    #[test]
+    fn q4_0_tensors_export_to_int4_exactly() {
+        use crate::export::emit::{dequantize_q4, quantize_q4, Mat};
+        let model = GgufModel::open(&tiny("llama-gqa-quant.gguf")).unwrap();
+        let mut checked = 0;
+        for (hf, shape) in model.config.tensors() {
+            let stored = model.stored(&hf).unwrap().name;
+            if model.file.tensor(&stored).unwrap().ggml_type != crate::gguf::GgmlType::Q4_0 {
+                continue;
+            }
+            let (rows, cols) = (shape[0] as usize, shape[1] as usize);
+            let values = model.read_f32(&hf).unwrap();
+            let (packed, scales) = quantize_q4(&Mat::new(rows, cols, values.clone()), 32);
+            assert_eq!(dequantize_q4(&packed, &scales, rows, cols, 32).data, values, "{hf} ({stored})");
+            checked += 1;
+        }
+        assert!(checked >= 2, "the file has Q4_0 matrices");
+    }
+
     /// Writes `bytes` to a file of its own for the duration of `f`.
     fn with_file<T>(name: &str, bytes: &[u8], f: impl FnOnce(&std::path::Path) -> T) -> T {
         let path = std::env::temp_dir().join(format!("edgehil-{name}-{}.gguf", std::process::id()));
