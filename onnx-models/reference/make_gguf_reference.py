@@ -34,7 +34,9 @@ prompt i (see PROMPTS):
                                           fp32 export is, so it is the exact comparison
     f32.p{i}.last_logits float32 [vocab]  its whole last row
 
-The prompt texts are in the file's metadata (`p{i}.text`), with the versions.
+    tok{j}.input_ids    int64   [n]       llama.cpp's tokenization of TOKENIZER_TEXTS[j]
+
+The texts are in the file's metadata (`p{i}.text`, `tok{j}.text`), with the versions.
 """
 
 import importlib.metadata
@@ -51,6 +53,15 @@ PROMPTS = [
     "The capital of France is",
     "<|im_start|>user\nWhat is 12 + 35?<|im_end|>\n<|im_start|>assistant\n",
     "def fibonacci(n):\n    ",
+]
+# Texts only tokenized: whitespace, digits, contractions, Unicode, special tokens.
+TOKENIZER_TEXTS = [
+    "  leading spaces and\ttabs\n\nnewlines  ",
+    "Numbers: 1234567 3.14159 -42 1e10, the year 2024",
+    "Ünïcödé café naïve — “quotes” 日本語のテキスト 🤖🚀",
+    "I'm you're they'll we've it's",
+    "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n",
+    "    indented\n        more<|endoftext|>",
 ]
 TOP = 64
 GREEDY = 40
@@ -196,6 +207,9 @@ def run(path, prefix, tensors, meta, exact):
     # One thread for prompts and for decoding: the same sums in the same order on every run.
     llm = Llama(model_path=path, n_ctx=256, n_batch=256, logits_all=True, n_threads=1, n_threads_batch=1,
                 seed=0, verbose=False, flash_attn=False, **cache)
+    for j, text in enumerate(TOKENIZER_TEXTS):
+        tensors[f"tok{j}.input_ids"] = np.array(llm.tokenize(text.encode(), add_bos=False, special=True), dtype=np.int64)
+        meta[f"tok{j}.text"] = text
     for i, text in enumerate(PROMPTS):
         ids = llm.tokenize(text.encode(), add_bos=False, special=True)
         llm.reset()

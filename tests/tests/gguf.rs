@@ -126,6 +126,13 @@ fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
     let tok = tokenizer(&dir);
     let vocab = manifest.config.vocab as usize;
     let ids_of = |name: String| -> Vec<u32> { reference.i64s(&name).1.iter().map(|t| *t as u32).collect() };
+    let mut tokenized = 0;
+    while let Some(text) = texts.get(&format!("tok{tokenized}.text")) {
+        let ids = ids_of(format!("tok{tokenized}.input_ids"));
+        assert_eq!(encode(&tok, text), ids, "{text:?}: our tokenizer.json vs llama.cpp's tokenization");
+        tokenized += 1;
+    }
+    assert!(tokenized > 0, "the reference holds tokenizer texts");
     for p in 0.. {
         let Some(text) = texts.get(&format!("p{p}.text")) else { break };
         let ids = ids_of(format!("p{p}.input_ids"));
