@@ -25,6 +25,9 @@ pub enum GgufError {
     /// the header, metadata or tensor infos are not valid GGUF
     #[error("{path}: not a valid GGUF file: {message}")]
     Format { path: PathBuf, message: String },
+    /// the configuration the metadata gives is not one export can build (the message names the key)
+    #[error("{path}: metadata: {message}")]
+    Config { path: PathBuf, message: String },
     /// a metadata key is missing or has a value export does not follow
     #[error("{path}: metadata `{key}`: {message}")]
     Key { path: PathBuf, key: String, message: String },
@@ -321,7 +324,9 @@ impl GgufFile {
         let mut c = Cursor { bytes: &map, pos: 0, path };
         let magic = c.take(4, "the magic")?;
         if magic != b"GGUF" {
-            return Err(c.error(format!("starts with {magic:?}, expected \"GGUF\"")));
+            return Err(c.error(format!(
+                "starts with {magic:?}, expected \"GGUF\" (export reads a Hugging Face folder or a GGUF file)"
+            )));
         }
         let version = c.u32("the version")?;
         if !(2..=3).contains(&version) {

@@ -175,11 +175,7 @@ fn read_config(file: &GgufFile) -> Result<Config, GgufError> {
         rope_theta: key("rope.freq_base"),
         norm_eps: key("attention.layer_norm_rms_epsilon"),
     };
-    config.validate_keys(&keys).map_err(|message| GgufError::Key {
-        path: file.path().into(),
-        key: keys.hidden.clone(),
-        message,
-    })?;
+    config.validate_keys(&keys).map_err(|message| GgufError::Config { path: file.path().into(), message })?;
     if let Some(rot) = file.get(&key("rope.dimension_count")) {
         if rot.as_u64() != Some(config.head_dim()) {
             return Err(file.key_error(
@@ -262,6 +258,26 @@ mod tests {
             err.to_string(),
             format!(
                 "{}: tensor `blk.1.ffn_up.weight` is IQ4_NL; edgehil reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1 (re-quantize the file to one of them, e.g. with llama-quantize)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_configuration_export_cannot_build_names_the_metadata_key() {
+        let mut bytes = std::fs::read(tiny("llama-gqa.gguf")).unwrap();
+        // The key (its u64 length, then its bytes), the value type (u32: 4), the value.
+        let key = b"llama.attention.head_count";
+        let mut needle = (key.len() as u64).to_le_bytes().to_vec();
+        needle.extend_from_slice(key);
+        let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap() + needle.len();
+        assert_eq!(bytes[at..at + 8], [4, 0, 0, 0, 4, 0, 0, 0], "u32 4");
+        bytes[at + 4..at + 8].copy_from_slice(&5u32.to_le_bytes());
+        let (err, path) = with_file("heads", &bytes, |p| (GgufModel::open(p).err().unwrap(), p.to_path_buf()));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: metadata: field `llama.attention.head_count` = 5: expected a divisor of `llama.embedding_length` = 64 (heads × head size must equal the hidden size)",
                 path.display()
             )
         );
