@@ -41,7 +41,7 @@ pub enum Cmd {
     Eval(EvalArgs),
     /// llama-bench's speed table (ppN prompt, tgN generation tok/s) per model, profile and engine.
     Sweep(SweepArgs),
-    /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) to an ONNX model folder.
+    /// Export a Hugging Face folder (gpt2, gpt_neox, llama, opt, bert) or a GGUF file (llama) to an ONNX model folder.
     Export(ExportArgs),
     /// Compile an ONNX model to a micro-model for the no_std engine of microcontroller boards: flash and RAM bytes.
     Micro(MicroArgs),
@@ -173,7 +173,9 @@ pub enum ModelsCmd {
 
 #[derive(Parser)]
 pub struct ExportArgs {
-    /// Hugging Face folder: config.json, model.safetensors, tokenizer.json.
+    /// Hugging Face folder (config.json, model.safetensors, tokenizer.json), or a GGUF file (llama; tensors
+    /// F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized to fp32 first: --quant none keeps the file's values exactly,
+    /// and so does --quant int4 for Q4_0 tensors).
     pub hf_dir: PathBuf,
     /// Output folder: model.onnx, model.onnx.data, tokenizer.json, edgehil.json. An earlier export there is
     /// replaced; any other non-empty folder only with --force.
@@ -422,6 +424,9 @@ pub struct GenerateArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub prompt: String,
+    /// Put the prompt in the model's chat format (its chat template, as a user message) before tokenizing.
+    #[arg(long)]
+    pub chat: bool,
     /// The fp32 export of the same model: report teacher-forced top-1 agreement with it.
     #[arg(long)]
     pub reference: Option<PathBuf>,

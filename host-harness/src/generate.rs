@@ -36,12 +36,13 @@ pub enum GenerateHostError {
     Reference { path: PathBuf, cause: GenerateError },
 }
 
-/// A model folder's tokenizer (`tokenizer.json`, Hugging Face `tokenizers`)
-/// and its end-of-sequence token.
+/// A model folder's tokenizer (`tokenizer.json`, Hugging Face `tokenizers`),
+/// its end-of-sequence token and chat template (`tokenizer_config.json`).
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
     pub eos: Option<u32>,
+    config: serde_json::Value,
 }
 
 impl TextTokenizer {
@@ -49,16 +50,39 @@ impl TextTokenizer {
         let path = dir.join("tokenizer.json");
         let err = |reason: String| GenerateHostError::Tokenizer { path: path.clone(), reason };
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
-        // tokenizer_config.json names the end token, as a string or {"content": ..}.
-        let eos = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        let config = std::fs::read_to_string(dir.join("tokenizer_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|c| {
-                let e = &c["eos_token"];
-                e.as_str().or_else(|| e["content"].as_str()).map(str::to_string)
-            })
-            .and_then(|name| inner.token_to_id(&name));
-        Ok(Self { inner, path, eos })
+            .unwrap_or_default();
+        let mut t = Self { inner, path, eos: None, config };
+        t.eos = t.special("eos_token").and_then(|name| t.inner.token_to_id(&name));
+        Ok(t)
+    }
+
+    /// A special token of tokenizer_config.json, given as a string or {"content": ..}.
+    fn special(&self, key: &str) -> Option<String> {
+        let e = &self.config[key];
+        e.as_str().or_else(|| e["content"].as_str()).map(str::to_string)
+    }
+
+    /// `user` as the one message of a chat, rendered by the model's chat
+    /// template (tokenizer_config.json's `chat_template`, as transformers'
+    /// `apply_chat_template` with `add_generation_prompt`).
+    pub fn chat_prompt(&self, user: &str) -> Result<String, GenerateHostError> {
+        let config = self.path.with_file_name("tokenizer_config.json");
+        let err = |reason: String| GenerateHostError::Tokenizer { path: config.clone(), reason };
+        let template = self.config["chat_template"]
+            .as_str()
+            .ok_or_else(|| err("no `chat_template`: the model has no chat format to apply (drop --chat)".into()))?;
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", template).map_err(|e| err(format!("`chat_template`: {e}")))?;
+        let context = minijinja::context! {
+            messages => [minijinja::context! { role => "user", content => user }],
+            add_generation_prompt => true,
+            bos_token => self.special("bos_token").unwrap_or_default(),
+            eos_token => self.special("eos_token").unwrap_or_default(),
+        };
+        env.get_template("chat").and_then(|t| t.render(context)).map_err(|e| err(format!("`chat_template`: {e}")))
     }
 
     /// Cuts every encoding to `max` tokens, special tokens kept (what

@@ -242,7 +242,7 @@ impl Config {
         self.validate_keys(&self.arch.arch().keys())
     }
 
-    fn validate_keys(&self, k: &Keys) -> Result<(), String> {
+    pub(crate) fn validate_keys(&self, k: &Keys) -> Result<(), String> {
         let mut dims = vec![
             (&k.hidden, self.hidden),
             (&k.layers, self.layers),

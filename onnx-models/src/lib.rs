@@ -9,6 +9,7 @@
 pub mod arch;
 pub mod export;
 pub mod fixtures;
+pub mod gguf;
 pub mod graph;
 pub mod hf;
 pub mod micro;

@@ -12,6 +12,7 @@ mod eval;
 mod export;
 mod failures;
 mod generate;
+mod gguf;
 mod hostile;
 mod html_report;
 mod labgrid;

@@ -14,7 +14,8 @@ use edgehil_runtime::wire::{EngineKind, OptLevel, Tensor, Values};
 
 const MODELS: [&str; 5] = ["gpt2", "neox", "llama-gqa", "llama-tied", "opt"];
 
-fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {
+/// The export in `dir` on `engine`, as the reference tests load it (one thread, Level1 for ONNX Runtime).
+pub(crate) fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {
     let opts = LoadOptions {
         engine,
         // Level1 keeps DequantizeLinear → MatMul as written (see DESIGN: Level3 also quantizes activations).

@@ -1,4 +1,4 @@
-//! `edgehil export`: a Hugging Face folder to an ONNX model folder, with a progress bar.
+//! `edgehil export`: a Hugging Face folder or a GGUF file to an ONNX model folder, with a progress bar.
 
 use anyhow::{Context, Result};
 

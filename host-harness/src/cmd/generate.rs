@@ -10,11 +10,12 @@ use crate::cli::GenerateArgs;
 pub fn generate(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
     let boards = args.board.options()?;
     let tokenizer = TextTokenizer::load(&args.model)?;
+    let prompt = if args.chat { tokenizer.chat_prompt(&args.prompt)? } else { args.prompt.clone() };
     let reports = boards.each(profiles, |board, profile| {
         let opts = GenerateOptions {
             model: args.model.clone(),
             reference: args.reference.clone(),
-            prompt: args.prompt.clone(),
+            prompt: prompt.clone(),
             params: args.sampling.params(),
             stop_at_eos: !args.ignore_eos,
             tokenize_on_board: args.tokenize_on_board,

@@ -1,4 +1,4 @@
-//! Hugging Face folder → edgehil model folder: `model.onnx` (standard ops,
+//! Hugging Face folder or GGUF file → edgehil model folder: `model.onnx` (standard ops,
 //! opset 17), `model.onnx.data` (weights, page-aligned), `tokenizer.json` and
 //! the manifest `edgehil.json`.
 //!
@@ -21,6 +21,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::arch::{Graph, ModelFamily};
+use crate::gguf::model::GgufModel;
+use crate::gguf::GgufError;
 use crate::graph::{write_model, OnnxError};
 use crate::hf::{Config, HfError, HfModel};
 use emit::{Emitter, Lin, Mat};
@@ -32,6 +34,9 @@ pub enum ExportError {
     /// the Hugging Face folder is not usable
     #[error(transparent)]
     Hf(#[from] HfError),
+    /// the GGUF file is not usable
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
     /// a file could not be read or written
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
@@ -166,14 +171,91 @@ pub struct Manifest {
     pub kv_heads: Vec<u64>,
     pub head_dim: u64,
     pub tokenizer: Option<String>,
+    /// The end-of-sequence token, when the source names it (GGUF metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u32>,
+    /// The Jinja chat template, when the source has one (GGUF metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
     pub sources: Vec<SourceFile>,
 }
 
 pub const MANIFEST: &str = "edgehil.json";
 
+/// What export reads: a Hugging Face folder or a GGUF file.
+pub(crate) trait Weights {
+    fn config(&self) -> &Config;
+    /// A tensor by its Hugging Face name, as fp32.
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>, ExportError>;
+    /// Writes the tokenizer files into `dir`; returns what the manifest says of the source.
+    fn write_files(&self, dir: &Path) -> Result<SourceSummary, ExportError>;
+}
+
+/// The manifest's fields that come from the source besides its weights.
+#[derive(Default)]
+pub(crate) struct SourceSummary {
+    sources: Vec<SourceFile>,
+    tokenizer: Option<String>,
+    eos_token_id: Option<u32>,
+    chat_template: Option<String>,
+}
+
+impl Weights for HfModel {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>, ExportError> {
+        Ok(HfModel::read_f32(self, name)?)
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<SourceSummary, ExportError> {
+        let mut sources = vec![sha256(&self.dir.join("config.json"))?, sha256(self.weights_path())?];
+        let tokenizer_src = self.dir.join("tokenizer.json");
+        let tokenizer = if tokenizer_src.exists() {
+            for extra in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+                let from = self.dir.join(extra);
+                if from.exists() {
+                    std::fs::copy(&from, dir.join(extra)).map_err(|e| ExportError::io(&from, e))?;
+                }
+            }
+            sources.push(sha256(&tokenizer_src)?);
+            Some("tokenizer.json".to_string())
+        } else {
+            None
+        };
+        Ok(SourceSummary { sources, tokenizer, ..SourceSummary::default() })
+    }
+}
+
+impl Weights for GgufModel {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>, ExportError> {
+        Ok(GgufModel::read_f32(self, name)?)
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<SourceSummary, ExportError> {
+        let t = crate::gguf::tokenizer::tokenizer_files(&self.file)?;
+        for (name, json) in [("tokenizer.json", &t.tokenizer), ("tokenizer_config.json", &t.config)] {
+            let path = dir.join(name);
+            let text = serde_json::to_string(json).expect("json");
+            std::fs::write(&path, text).map_err(|e| ExportError::io(&path, e))?;
+        }
+        Ok(SourceSummary {
+            sources: vec![sha256(self.file.path())?],
+            tokenizer: Some("tokenizer.json".into()),
+            eos_token_id: t.eos,
+            chat_template: t.chat_template,
+        })
+    }
+}
+
 /// Reads the weights the builders ask for: LoRA merged, progress counted.
 pub(crate) struct Source<'a, 'p> {
-    pub model: &'a HfModel,
+    pub model: &'a dyn Weights,
     adapter: Option<lora::Adapter>,
     done: u64,
     total: u64,
@@ -185,7 +267,7 @@ pub(crate) struct Source<'a, 'p> {
 
 impl Source<'_, '_> {
     pub fn config(&self) -> &Config {
-        &self.model.config
+        self.model.config()
     }
 
     pub fn vector(&mut self, name: &str) -> Result<Vec<f32>, ExportError> {
@@ -318,17 +400,24 @@ fn check_destination(out: &Path, sources: &[&Path], force: bool) -> Result<(), E
     Ok(())
 }
 
-/// Exports `hf_dir` into `out`. Returns the manifest. An earlier export or
+/// Exports `source` (a Hugging Face folder, or a GGUF file: its tensors
+/// dequantized to fp32) into `out`. Returns the manifest. An earlier export or
 /// an empty folder at `out` is replaced; any other non-empty `out` only
 /// with [`ExportOptions::force`], and never the source folder or a folder
 /// containing it.
-pub fn export(hf_dir: &Path, out: &Path, mut opts: ExportOptions) -> Result<Manifest, ExportError> {
-    let mut sources = vec![hf_dir];
+pub fn export(source: &Path, out: &Path, mut opts: ExportOptions) -> Result<Manifest, ExportError> {
+    let mut sources = vec![source];
     sources.extend(opts.lora.as_deref());
     check_destination(out, &sources, opts.force)?;
-    let model = HfModel::open(hf_dir)?;
-    model.check()?;
-    let config = model.config.clone();
+    let model: Box<dyn Weights> = if source.is_file() {
+        Box::new(GgufModel::open(source)?)
+    } else {
+        let model = HfModel::open(source)?;
+        model.check()?;
+        Box::new(model)
+    };
+    let model = model.as_ref();
+    let config = model.config().clone();
     check_options(&config, &opts)?;
     let adapter = opts.lora.as_deref().map(lora::Adapter::open).transpose()?;
     if let Some(a) = &adapter {
@@ -344,7 +433,7 @@ pub fn export(hf_dir: &Path, out: &Path, mut opts: ExportOptions) -> Result<Mani
     let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ExportError::io(&tmp, e))?;
-    let result = write_folder(&model, adapter, &tmp, &mut opts).and_then(|manifest| {
+    let result = write_folder(model, adapter, &tmp, &mut opts).and_then(|manifest| {
         replace_dir(&tmp, out)?;
         Ok(manifest)
     });
@@ -382,12 +471,12 @@ fn total_of(config: &Config, bytes: u64) -> Result<u64, ExportError> {
 }
 
 fn write_folder(
-    model: &HfModel,
+    model: &dyn Weights,
     adapter: Option<lora::Adapter>,
     dir: &Path,
     opts: &mut ExportOptions,
 ) -> Result<Manifest, ExportError> {
-    let config = model.config.clone();
+    let config = model.config().clone();
     let total = total_of(&config, 4)?;
     let mut source = Source {
         model,
@@ -405,20 +494,7 @@ fn write_folder(
     let (proto, written) = em.finish()?;
     write_model(&proto, &dir.join("model.onnx"))?;
 
-    let mut sources = vec![sha256(&model.dir.join("config.json"))?, sha256(model.weights_path())?];
-    let tokenizer_src = model.dir.join("tokenizer.json");
-    let tokenizer = if tokenizer_src.exists() {
-        for extra in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
-            let from = model.dir.join(extra);
-            if from.exists() {
-                std::fs::copy(&from, dir.join(extra)).map_err(|e| ExportError::io(&from, e))?;
-            }
-        }
-        sources.push(sha256(&tokenizer_src)?);
-        Some("tokenizer.json".to_string())
-    } else {
-        None
-    };
+    let SourceSummary { mut sources, tokenizer, eos_token_id, chat_template } = model.write_files(dir)?;
     if let Some(a) = opts.lora.as_deref() {
         sources.push(sha256(&a.join("adapter_config.json"))?);
         sources.push(sha256(&a.join("adapter_model.safetensors"))?);
@@ -452,6 +528,8 @@ fn write_folder(
         outputs: io.1,
         kv_heads,
         tokenizer,
+        eos_token_id,
+        chat_template,
         sources,
     };
     let path = dir.join(MANIFEST);
@@ -483,11 +561,11 @@ fn build(
 /// The tensors `model`'s export reads, each with the shape it reads it as
 /// (the graph is written into `scratch`).
 #[cfg(test)]
-pub(crate) fn tensors_read(model: &HfModel, scratch: &Path) -> Result<Vec<(String, Vec<u64>)>, ExportError> {
+pub(crate) fn tensors_read(model: &dyn Weights, scratch: &Path) -> Result<Vec<(String, Vec<u64>)>, ExportError> {
     std::fs::create_dir_all(scratch).map_err(|e| ExportError::io(scratch, e))?;
     let mut source = Source { model, adapter: None, done: 0, total: 0, progress: None, read: Vec::new() };
     let mut em = Emitter::new("tensors-read", scratch, Quant::None, 32, 0)?;
-    build(model.config.arch, &mut source, &mut em, None)?;
+    build(model.config().arch, &mut source, &mut em, None)?;
     Ok(source.read)
 }
 

