@@ -268,15 +268,15 @@ pub(crate) fn verdict(
     peaks: (Option<u64>, Option<u64>),
 ) -> (Status, Option<String>, Memory) {
     let limit = match engine {
-        EngineKind::Tract => MemLimit::Heap,
+        EngineKind::Tract | EngineKind::Micro => MemLimit::Heap,
         EngineKind::Ort => MemLimit::ProcessData,
     };
     let measured_by = match engine {
-        EngineKind::Tract => MeasuredBy::PeakHeap,
+        EngineKind::Tract | EngineKind::Micro => MeasuredBy::PeakHeap,
         EngineKind::Ort => MeasuredBy::PeakRss,
     };
     let measured = match engine {
-        EngineKind::Tract => peaks.0,
+        EngineKind::Tract | EngineKind::Micro => peaks.0,
         EngineKind::Ort => peaks.1,
     };
     let mut memory = Memory {

@@ -166,6 +166,8 @@ fn message_bytes() {
                 ram_free: 6 << 30,
                 cap: 6 << 30,
                 engines: vec![EngineKind::Tract, EngineKind::Ort],
+                clock_hz: 0,
+                flash_total: 0,
             }),
         },
         ToHost::Event {

@@ -309,7 +309,7 @@ fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
     };
     let ort_library = match engine {
         EngineKind::Ort => Some(run::find_ort_library(None).map_err(|e| e.to_string())?),
-        EngineKind::Tract => None,
+        EngineKind::Tract | EngineKind::Micro => None,
     };
     Ok(BoardOptions {
         target,
