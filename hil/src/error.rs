@@ -5,8 +5,8 @@ use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HilError {
-    /// a target string that is not emu, serial:PORT[@baud]
-    #[error("bad target `{0}`: expected `emu` or `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200)")]
+    /// a target string that is not emu, serial:PORT[@baud] or qemu:MACHINE
+    #[error("bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200) or `qemu:mps2-an386` (a microcontroller in QEMU)")]
     BadTarget(String),
     /// the serial port could not be opened
     #[error("cannot open serial port {port}: {reason}")]

@@ -11,11 +11,13 @@
 mod emulated;
 mod error;
 mod link;
+mod qemu_mcu;
 mod session;
 
 pub use emulated::{EmulatedBoard, EmulatorConfig};
 pub use error::{ExitCause, HilError};
 pub use link::{Exited, Link, SerialLink, Target, Timing};
+pub use qemu_mcu::{McuConfig, McuMachine, QemuMcu, BOOT_CAP_ADDR, MODEL_ADDR, MODEL_MAX_BYTES};
 pub use session::{InferResult, LinkStats, OutputData, Session, Timeouts};
 
 #[cfg(feature = "testing")]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::{ExitCause, HilError};
+use crate::{ExitCause, HilError, McuMachine};
 
 /// Where a run goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub enum Target {
     Emulated,
     /// A board on a serial port.
     Serial { port: String, baud: Option<u32> },
+    /// The microcontroller firmware on a QEMU Cortex-M machine, its UART on a pseudo-terminal.
+    QemuMcu { machine: McuMachine },
 }
 
 impl FromStr for Target {
@@ -20,6 +22,9 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Self, HilError> {
         if s == "emu" {
             return Ok(Target::Emulated);
+        }
+        if let Some(machine) = s.strip_prefix("qemu:").and_then(|m| m.parse().ok()) {
+            return Ok(Target::QemuMcu { machine });
         }
         let rest = s.strip_prefix("serial:").filter(|r| !r.is_empty()).ok_or_else(|| HilError::BadTarget(s.into()))?;
         match rest.rsplit_once('@') {
@@ -60,6 +65,7 @@ impl Target {
         match self {
             Target::Emulated => Timing::Host,
             Target::Serial { .. } => Timing::Device,
+            Target::QemuMcu { .. } => Timing::EmulatedInstructions,
         }
     }
 }
@@ -70,6 +76,7 @@ impl std::fmt::Display for Target {
             Target::Emulated => write!(f, "emu"),
             Target::Serial { port, baud: Some(b) } => write!(f, "serial:{port}@{b}"),
             Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
+            Target::QemuMcu { machine } => write!(f, "qemu:{machine}"),
         }
     }
 }
@@ -156,7 +163,10 @@ mod tests {
             Target::Serial { port: "/dev/ttyUSB0".into(), baud: Some(921600) }
         );
         assert_eq!("serial:COM3".parse::<Target>().unwrap(), Target::Serial { port: "COM3".into(), baud: None });
-        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast"] {
+        let mcu = Target::QemuMcu { machine: McuMachine::Mps2An386 };
+        assert_eq!("qemu:mps2-an386".parse::<Target>().unwrap(), mcu);
+        assert_eq!(mcu.to_string(), "qemu:mps2-an386");
+        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "qemu:mps2-an999"] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
             assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT"), "{e}");
         }

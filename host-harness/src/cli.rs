@@ -290,7 +290,7 @@ pub struct BoardArgs {
     /// Device profile; repeat to run on several boards in turn.
     #[arg(long = "profile", default_values_t = ["jetson-orin-nano".to_string()])]
     pub profiles: Vec<String>,
-    /// emu, or serial:PORT[@BAUD].
+    /// emu, serial:PORT[@BAUD], or qemu:mps2-an386 (the microcontroller firmware in QEMU; engine micro).
     #[arg(long, default_value = "emu")]
     pub target: String,
     /// tract or ort; several, comma-separated, run one after the other.
@@ -308,7 +308,7 @@ pub struct BoardArgs {
     /// Longest one request may take, in seconds.
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
-    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT).
+    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT); on qemu:mps2-an386, the firmware ELF (default: scripts/firmware.sh's, or $EDGEHIL_FIRMWARE).
     #[arg(long)]
     pub agent: Option<PathBuf>,
     /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).
@@ -328,9 +328,14 @@ impl BoardArgs {
             (_, Some(a)) => a,
             (Target::Emulated, None) => run::find_agent()?,
             (Target::Serial { .. }, None) => PathBuf::new(),
+            (Target::QemuMcu { .. }, None) => edgehil::mcu::find_firmware()?,
         };
-        let boards = self
-            .engine
+        // A microcontroller has one engine, whatever --engine says.
+        let engines = match target {
+            Target::QemuMcu { .. } => vec![EngineKind::Micro],
+            _ => self.engine,
+        };
+        let boards = engines
             .iter()
             .map(|&engine| run::BoardOptions {
                 target: target.clone(),

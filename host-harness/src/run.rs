@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use edgehil_hil::{
-    EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, SerialLink, Session, Target,
-    Timeouts,
+    EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig, QemuMcu, SerialLink,
+    Session, Target, Timeouts, MODEL_ADDR,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
@@ -13,9 +13,10 @@ use edgehil_runtime::wire::{AgentError, EngineKind, LoadReport, MemLimit, OptLev
 use crate::accuracy::{self, Accuracy};
 use crate::estimate::{self, EstimateError};
 use crate::inputs::{self, InputError};
+use crate::mcu::{self, FlashImage};
 use crate::profile::{LinkSpec, Profile};
 use crate::report::{
-    limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, MeasuredBy, Memory, RunReport, Status,
+    limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, McuSummary, MeasuredBy, Memory, RunReport, Status,
 };
 use crate::units::human_bytes;
 
@@ -30,6 +31,9 @@ pub enum RunError {
     Inputs(#[from] InputError),
     #[error(transparent)]
     Estimate(#[from] EstimateError),
+    /// the model cannot run on a microcontroller's micro engine
+    #[error(transparent)]
+    Micro(#[from] edgehil_onnx::micro::MicroError),
     /// the agent binary or the ONNX Runtime library was not found
     #[error("{0}")]
     Setup(String),
@@ -57,19 +61,24 @@ impl BoardOptions {
         self.cap.unwrap_or(profile.ram_usable.value.0)
     }
 
-    /// Opens the link, says hello and loads `model`; what the board said is kept in `got`.
+    /// Opens the link, says hello and loads `model` (on a microcontroller, the
+    /// micro-model QEMU puts in its flash); what the board said is kept in `got`.
     pub(crate) fn connect(
         &self,
         profile: &Profile,
         model: &Path,
         got: &mut BoardRun,
     ) -> Result<Session, (HilError, Option<LinkStats>)> {
-        let link = open_link(self, profile, self.cap_on(profile)).map_err(|e| (e, None))?;
+        let link = open_link(self, profile, self.cap_on(profile), model).map_err(|e| (e, None))?;
+        let path = match self.target {
+            Target::QemuMcu { .. } => format!("flash:{MODEL_ADDR:#010x}"),
+            _ => model.display().to_string(),
+        };
         let mut session = Session::new(link, self.timeouts);
         let mut start = || -> Result<(), HilError> {
             got.info = Some(session.hello()?);
             let threads = got.info.as_ref().map_or(1, |i| i.cores).min(profile.cores.value as u16);
-            got.load = Some(session.load(&model.display().to_string(), self.engine, self.opt_level, threads)?);
+            got.load = Some(session.load(&path, self.engine, self.opt_level, threads)?);
             Ok(())
         };
         match start() {
@@ -177,7 +186,7 @@ pub fn host_run(
     Ok((inputs, outputs))
 }
 
-fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64) -> Result<Box<dyn Link>, HilError> {
+fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64, model: &Path) -> Result<Box<dyn Link>, HilError> {
     match &opts.target {
         Target::Emulated => {
             let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -197,6 +206,12 @@ fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64) -> Result<Box<dyn
             };
             Ok(Box::new(SerialLink::open(port, baud.unwrap_or(default_baud))?))
         }
+        Target::QemuMcu { machine } => Ok(Box::new(QemuMcu::boot(&McuConfig {
+            machine: *machine,
+            firmware: opts.agent.clone(),
+            model: Some(model.to_path_buf()),
+            cap,
+        })?)),
     }
 }
 
@@ -376,9 +391,16 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
     let tokens = inputs::prompt_tokens(&inputs);
     let predicted = estimate::predict(&cost, tokens.unwrap_or(0), profile, board.engine, board.opt_level);
     let cap = board.cap_on(profile);
+    // A microcontroller runs the micro-model compiled from the ONNX model, from flash.
+    let image = match board.target {
+        Target::QemuMcu { .. } => Some(FlashImage::compile(&opts.model)?),
+        _ => None,
+    };
+    let firmware_bytes = image.as_ref().map(|_| mcu::flash_bytes(&board.agent)).transpose()?;
 
     let mut got = BoardRun::default();
-    let (outcome, link_stats) = on_board(board, profile, &opts.model, &mut got, |session, got| {
+    let board_model = image.as_ref().map_or(opts.model.as_path(), FlashImage::path);
+    let (outcome, link_stats) = on_board(board, profile, board_model, &mut got, |session, got| {
         session.set_inputs(&inputs)?;
         got.infer = Some(session.infer(opts.runs, opts.warmup, opts.outputs, |_, _| {})?);
         Ok(())
@@ -424,5 +446,16 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         memory,
         accuracy,
         link: got.link_summary(link_stats),
+        mcu: match (&board.target, &image, firmware_bytes) {
+            (Target::QemuMcu { machine }, Some(image), Some(firmware)) => Some(McuSummary {
+                machine: format!("QEMU {machine} ({})", machine.core()),
+                flash_firmware_bytes: firmware,
+                flash_model_bytes: image.bytes,
+                flash_profile_bytes: profile.flash.as_ref().map(|f| f.value.0),
+                ram_peak_bytes: peaks.1,
+                ram_profile_bytes: profile.ram_total.value.0,
+            }),
+            _ => None,
+        },
     })
 }

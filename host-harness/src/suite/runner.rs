@@ -306,6 +306,7 @@ fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
         (Some(a), _) => a.clone(),
         (None, Target::Emulated) => run::find_agent().map_err(|e| e.to_string())?,
         (None, Target::Serial { .. }) => PathBuf::new(),
+        (None, Target::QemuMcu { .. }) => crate::mcu::find_firmware().map_err(|e| e.to_string())?,
     };
     let ort_library = match engine {
         EngineKind::Ort => Some(run::find_ort_library(None).map_err(|e| e.to_string())?),
