@@ -15,6 +15,7 @@ mod generate;
 mod hostile;
 mod html_report;
 mod memory_link;
+mod mcu_board;
 mod micro;
 mod noisy_link;
 mod protocol;
