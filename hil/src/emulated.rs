@@ -18,6 +18,9 @@ pub struct EmulatorConfig {
     /// Engine threads: the profile's cores, at most the host's.
     pub threads: usize,
     pub ort_library: Option<PathBuf>,
+    /// Give the agent storage for uploads: a temporary folder of this
+    /// board's own, removed with it. Without it uploads are held in RAM.
+    pub storage: bool,
     /// Further agent arguments.
     pub extra_args: Vec<String>,
 }
@@ -31,6 +34,8 @@ pub struct EmulatedBoard {
     _slave: TTYPort,
     stderr: Arc<Mutex<String>>,
     exited: Option<ExitStatus>,
+    /// The agent's `--storage` folder, if it has one.
+    storage: Option<PathBuf>,
 }
 
 impl EmulatedBoard {
@@ -52,6 +57,15 @@ impl EmulatedBoard {
         if let Some(lib) = &config.ort_library {
             cmd.arg("--ort-library").arg(lib);
         }
+        let storage = match config.storage {
+            true => {
+                let dir = storage_dir();
+                std::fs::create_dir_all(&dir).map_err(spawn_err)?;
+                cmd.arg("--storage").arg(&dir);
+                Some(dir)
+            }
+            false => None,
+        };
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let stderr = Arc::new(Mutex::new(String::new()));
         if let Some(mut pipe) = child.stderr.take() {
@@ -66,7 +80,12 @@ impl EmulatedBoard {
                 }
             });
         }
-        Ok(Self { link: SerialLink::from_port(master)?, child, _slave: slave, stderr, exited: None })
+        Ok(Self { link: SerialLink::from_port(master)?, child, _slave: slave, stderr, exited: None, storage })
+    }
+
+    /// The folder the agent stores uploads in, if it was given one.
+    pub fn storage(&self) -> Option<&std::path::Path> {
+        self.storage.as_deref()
     }
 
     /// The agent's process id (for tests that kill or stop it).
@@ -99,9 +118,25 @@ impl Link for EmulatedBoard {
     }
 }
 
+/// A folder no other emulated board of any process uses.
+fn storage_dir() -> PathBuf {
+    static BOARDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BOARDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    std::env::temp_dir().join(format!("edgehil-emu-storage-{}-{n}", std::process::id()))
+}
+
 impl Drop for EmulatedBoard {
     fn drop(&mut self) {
-        // A shut-down agent exits by itself; one that does not is killed.
+        self.stop();
+        if let Some(dir) = &self.storage {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl EmulatedBoard {
+    /// Waits briefly for a shut-down agent to exit by itself; kills one that does not.
+    fn stop(&mut self) {
         for _ in 0..20 {
             if self.exited.is_some() || self.child.try_wait().ok().flatten().is_some() {
                 return;

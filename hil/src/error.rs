@@ -5,12 +5,17 @@ use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HilError {
-    /// a target string that is not emu, serial:PORT[@baud] or qemu:MACHINE
-    #[error("bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200) or `qemu:mps2-an386` (a microcontroller in QEMU)")]
+    /// a target string that is not emu, serial:PORT[@baud], labgrid:PLACE or qemu:MACHINE
+    #[error(
+        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `labgrid:PLACE` or `qemu:mps2-an386` (a microcontroller in QEMU)"
+    )]
     BadTarget(String),
     /// the serial port could not be opened
     #[error("cannot open serial port {port}: {reason}")]
     Open { port: String, reason: String },
+    /// a labgrid place could not be acquired or has no serial port
+    #[error(transparent)]
+    Labgrid(Box<crate::labgrid::LabgridError>),
     /// the agent process could not be started
     #[error("cannot start the agent {agent}: {cause}")]
     Spawn { agent: String, cause: std::io::Error },
@@ -35,9 +40,19 @@ pub enum HilError {
     /// an output chunk that does not continue its tensor
     #[error("bad output in the answer to {command}: {error}")]
     BadOutput { command: &'static str, error: ChunkError },
+    /// a file to upload that cannot be read, or that changed while it was sent
+    #[error("cannot upload {path}: {reason}")]
+    File { path: String, reason: String },
     /// a request too large for one frame
     #[error("cannot encode {command}: {reason}")]
     Encode { command: &'static str, reason: String },
+}
+
+// Boxed: its texts would double the size of every `Result` a session returns.
+impl From<crate::labgrid::LabgridError> for HilError {
+    fn from(e: crate::labgrid::LabgridError) -> Self {
+        HilError::Labgrid(Box::new(e))
+    }
 }
 
 /// How a board's agent process ended.

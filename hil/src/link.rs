@@ -13,6 +13,8 @@ pub enum Target {
     Emulated,
     /// A board on a serial port.
     Serial { port: String, baud: Option<u32> },
+    /// A place of a labgrid farm, reached over its network serial port.
+    Labgrid { place: String },
     /// The microcontroller firmware on a QEMU Cortex-M machine, its UART on a pseudo-terminal.
     QemuMcu { machine: McuMachine },
 }
@@ -25,6 +27,9 @@ impl FromStr for Target {
         }
         if let Some(machine) = s.strip_prefix("qemu:").and_then(|m| m.parse().ok()) {
             return Ok(Target::QemuMcu { machine });
+        }
+        if let Some(place) = s.strip_prefix("labgrid:").filter(|p| !p.is_empty()) {
+            return Ok(Target::Labgrid { place: place.into() });
         }
         let rest = s.strip_prefix("serial:").filter(|r| !r.is_empty()).ok_or_else(|| HilError::BadTarget(s.into()))?;
         match rest.rsplit_once('@') {
@@ -64,7 +69,7 @@ impl Target {
     pub fn timing(&self) -> Timing {
         match self {
             Target::Emulated => Timing::Host,
-            Target::Serial { .. } => Timing::Device,
+            Target::Serial { .. } | Target::Labgrid { .. } => Timing::Device,
             Target::QemuMcu { .. } => Timing::EmulatedInstructions,
         }
     }
@@ -76,6 +81,7 @@ impl std::fmt::Display for Target {
             Target::Emulated => write!(f, "emu"),
             Target::Serial { port, baud: Some(b) } => write!(f, "serial:{port}@{b}"),
             Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
+            Target::Labgrid { place } => write!(f, "labgrid:{place}"),
             Target::QemuMcu { machine } => write!(f, "qemu:{machine}"),
         }
     }
@@ -166,9 +172,11 @@ mod tests {
         let mcu = Target::QemuMcu { machine: McuMachine::Mps2An386 };
         assert_eq!("qemu:mps2-an386".parse::<Target>().unwrap(), mcu);
         assert_eq!(mcu.to_string(), "qemu:mps2-an386");
-        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "qemu:mps2-an999"] {
+        assert_eq!("labgrid:rack-3".parse::<Target>().unwrap(), Target::Labgrid { place: "rack-3".into() });
+        assert_eq!(Target::Labgrid { place: "rack-3".into() }.to_string(), "labgrid:rack-3");
+        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "labgrid:", "qemu:mps2-an999"] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
-            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT"), "{e}");
+            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT") && e.contains("labgrid:PLACE"), "{e}");
         }
     }
 }

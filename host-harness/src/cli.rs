@@ -111,7 +111,7 @@ pub struct CalibrateArgs {
     /// Only the cases of this engine (tract or ort).
     #[arg(long, value_parser = parse_engine)]
     pub engine: Option<EngineKind>,
-    /// Only the cases on this target (emu, serial:PORT).
+    /// Only the cases on this target (emu, serial:PORT, labgrid:PLACE).
     #[arg(long)]
     pub target: Option<Target>,
     /// The board's memory bandwidth as measured there (e.g. a STREAM copy: "20 GB/s"),
@@ -224,12 +224,15 @@ pub enum SuiteCmd {
         /// Instead of the suite's profiles (repeat for several).
         #[arg(long = "profile")]
         profiles: Vec<String>,
-        /// Instead of the suite's targets: emu or serial:PORT[@BAUD] (repeat for several).
+        /// Instead of the suite's targets: emu, serial:PORT[@BAUD] or labgrid:PLACE (repeat for several).
         #[arg(long = "target")]
         targets: Vec<String>,
         /// Instead of the suite's engines, comma-separated.
         #[arg(long, value_delimiter = ',', value_parser = parse_engine)]
         engine: Vec<EngineKind>,
+        /// Cases on this many distinct boards at once (one case at a time per board).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        jobs: u32,
     },
     /// List what regressed against a baseline; exits 5 if anything did.
     Compare {
@@ -290,7 +293,7 @@ pub struct BoardArgs {
     /// Device profile; repeat to run on several boards in turn.
     #[arg(long = "profile", default_values_t = ["jetson-orin-nano".to_string()])]
     pub profiles: Vec<String>,
-    /// emu, serial:PORT[@BAUD], or qemu:mps2-an386 (the microcontroller firmware in QEMU; engine micro).
+    /// emu, serial:PORT[@BAUD], labgrid:PLACE (coordinator: $LG_COORDINATOR, as labgrid-client), or qemu:mps2-an386 (the microcontroller firmware in QEMU; engine micro).
     #[arg(long, default_value = "emu")]
     pub target: String,
     /// tract or ort; several, comma-separated, run one after the other.
@@ -314,6 +317,11 @@ pub struct BoardArgs {
     /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
+    /// Send the board the model and the files its agent reads beside it (tokenizer.json, external data,
+    /// the embedder), skipping those it holds already by SHA-256: auto (every board but emu, which reads
+    /// this machine's files), always, or never (the model paths given are paths on the board).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub upload: run::Upload,
 }
 
 impl BoardArgs {
@@ -327,7 +335,7 @@ impl BoardArgs {
         let agent = match (&target, self.agent) {
             (_, Some(a)) => a,
             (Target::Emulated, None) => run::find_agent()?,
-            (Target::Serial { .. }, None) => PathBuf::new(),
+            (Target::Serial { .. } | Target::Labgrid { .. }, None) => PathBuf::new(),
             (Target::QemuMcu { .. }, None) => edgehil::mcu::find_firmware()?,
         };
         // A microcontroller has one engine, whatever --engine says.
@@ -350,6 +358,7 @@ impl BoardArgs {
                     ..Timeouts::default()
                 },
                 agent_args: Vec::new(),
+                upload: self.upload,
             })
             .collect();
         Ok(Boards { profiles: self.profiles, boards })

@@ -471,7 +471,8 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
     let (outcome, link_stats) = on_board(board, profile, &opts.model.join("model.onnx"), &mut got, |session, got| {
         if let Some((dir, _)) = &embedder {
             let threads = got.load.as_ref().map_or(1, |l| l.threads);
-            session.load_embedder(&dir.join("model.onnx").display().to_string(), board.engine, threads)?;
+            let path = board.place(session, &dir.join("model.onnx"), &mut got.upload)?;
+            session.load_embedder(&path, board.engine, threads)?;
             index = Some(IndexMemory {
                 embedder: dir.display().to_string(),
                 most_items: 0,

@@ -132,6 +132,20 @@ pub struct LinkSummary {
     pub bad_frames_host: u64,
     pub bad_frames_agent: Option<u32>,
     pub resends: u64,
+    /// What was sent to the board before the run (none: the board read the host's files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadSummary>,
+}
+
+/// The files a run put on the board, over all the uploads it made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadSummary {
+    pub files: u32,
+    /// Files the board held already (same SHA-256): nothing sent.
+    pub reused: u32,
+    pub bytes_sent: u64,
+    pub chunks: u64,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,14 +1,16 @@
 //! `edgehil run`: one model on one board, against the host reference.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use edgehil_hil::labgrid::LabgridBoard;
 use edgehil_hil::{
-    EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig, QemuMcu, SerialLink,
-    Session, Target, Timeouts, MODEL_ADDR,
+    Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig, QemuMcu,
+    SerialLink, Session, Target, Timeouts, UploadStep, MODEL_ADDR,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
-use edgehil_runtime::wire::{AgentError, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor};
+use edgehil_runtime::wire::{AgentError, BoardInfo, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor};
 
 use crate::accuracy::{self, Accuracy};
 use crate::estimate::{self, EstimateError};
@@ -17,6 +19,7 @@ use crate::mcu::{self, FlashImage};
 use crate::profile::{LinkSpec, Profile};
 use crate::report::{
     limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, McuSummary, MeasuredBy, Memory, RunReport, Status,
+    UploadSummary,
 };
 use crate::units::human_bytes;
 
@@ -53,6 +56,30 @@ pub struct BoardOptions {
     pub timeouts: Timeouts,
     /// Further agent arguments (emulated board only).
     pub agent_args: Vec<String>,
+    pub upload: Upload,
+}
+
+/// Whether a run first sends the board the model and the files its agent
+/// reads beside it (external data, tokenizer.json, the embedder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Upload {
+    /// Every board but the emulated one, which reads this machine's files.
+    #[default]
+    Auto,
+    /// Every board, the emulated one too (into a storage folder of its own).
+    Always,
+    /// None: the model paths given are paths on the board.
+    Never,
+}
+
+impl Upload {
+    fn to(self, target: &Target) -> bool {
+        match self {
+            Upload::Auto => !matches!(target, Target::Emulated),
+            Upload::Always => true,
+            Upload::Never => false,
+        }
+    }
 }
 
 impl BoardOptions {
@@ -69,15 +96,12 @@ impl BoardOptions {
         model: &Path,
         got: &mut BoardRun,
     ) -> Result<Session, (HilError, Option<LinkStats>)> {
-        let link = open_link(self, profile, self.cap_on(profile), model).map_err(|e| (e, None))?;
-        let path = match self.target {
-            Target::QemuMcu { .. } => format!("flash:{MODEL_ADDR:#010x}"),
-            _ => model.display().to_string(),
-        };
+        let link = open_link(self, profile, self.cap_on(profile), Some(model)).map_err(|e| (e, None))?;
         let mut session = Session::new(link, self.timeouts);
         let mut start = || -> Result<(), HilError> {
             got.info = Some(session.hello()?);
             let threads = got.info.as_ref().map_or(1, |i| i.cores).min(profile.cores.value as u16);
+            let path = self.place(&mut session, model, &mut got.upload)?;
             got.load = Some(session.load(&path, self.engine, self.opt_level, threads)?);
             Ok(())
         };
@@ -86,6 +110,88 @@ impl BoardOptions {
             Err(e) => Err((e, Some(session.stats))),
         }
     }
+}
+
+impl BoardOptions {
+    /// The path on the board of `model` (an ONNX file): its own path on a
+    /// board that reads the host's files, else where the upload of it and the
+    /// files beside it put it. What was sent is added to `summary`.
+    pub(crate) fn place(
+        &self,
+        session: &mut Session,
+        model: &Path,
+        summary: &mut Option<UploadSummary>,
+    ) -> Result<String, HilError> {
+        // QEMU's loader put the micro-model in the microcontroller's flash.
+        if let Target::QemuMcu { .. } = self.target {
+            return Ok(format!("flash:{MODEL_ADDR:#010x}"));
+        }
+        if !self.upload.to(&self.target) {
+            return Ok(model.display().to_string());
+        }
+        let bundle = Bundle::new(&model_files(model)?)?;
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "upload {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        let uploaded = session.upload(&bundle, |step| match step {
+            UploadStep::Send { name, size } => {
+                bar.set_message(name.to_string());
+                bar.inc_length(size);
+            }
+            UploadStep::Sent { bytes } => bar.inc(bytes),
+            UploadStep::Have { .. } => {}
+        });
+        bar.finish_and_clear();
+        let uploaded = uploaded?;
+        let secs = uploaded.elapsed.as_secs_f64();
+        let sent = match uploaded.bytes_sent {
+            0 => "nothing sent".to_string(),
+            bytes => format!(
+                "{} files sent ({} in {secs:.2} s, {}/s)",
+                bundle.files.len() as u32 - uploaded.reused,
+                human_bytes(bytes as f64),
+                human_bytes(bytes as f64 / secs.max(1e-9)),
+            ),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "upload: {}: {sent}, {} on the board already",
+            model.display(),
+            uploaded.reused
+        );
+        let total = summary.get_or_insert_with(UploadSummary::default);
+        total.files += bundle.files.len() as u32;
+        total.reused += uploaded.reused;
+        total.bytes_sent += uploaded.bytes_sent;
+        total.chunks += uploaded.chunks;
+        total.seconds += secs;
+        Ok(uploaded.paths[0].clone())
+    }
+}
+
+/// The files an agent reads for `model`: the model, its external data
+/// files and the tokenizer.json beside it, if there is one.
+pub fn model_files(model: &Path) -> Result<Vec<PathBuf>, HilError> {
+    let unreadable = |reason: String| HilError::File { path: model.display().to_string(), reason };
+    let proto = engine::onnx::read(model).map_err(|e| unreadable(e.to_string()))?;
+    let dir = model.parent().unwrap_or(Path::new("."));
+    let mut files = vec![model.to_path_buf()];
+    let locations = proto.graph.iter().flat_map(|g| &g.initializer).flat_map(|t| &t.external_data);
+    for location in locations.filter(|e| e.key == "location") {
+        let file = dir.join(&location.value);
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    let tokenizer = model.with_file_name("tokenizer.json");
+    if tokenizer.is_file() {
+        files.push(tokenizer);
+    }
+    Ok(files)
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +292,8 @@ pub fn host_run(
     Ok((inputs, outputs))
 }
 
-fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64, model: &Path) -> Result<Box<dyn Link>, HilError> {
+/// `model` is what a microcontroller's flash gets (none: the firmware alone).
+fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64, model: Option<&Path>) -> Result<Box<dyn Link>, HilError> {
     match &opts.target {
         Target::Emulated => {
             let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -195,33 +302,49 @@ fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64, model: &Path) -> 
                 cap,
                 threads: (profile.cores.value as usize).min(host_cores),
                 ort_library: opts.ort_library.clone(),
+                storage: opts.upload.to(&opts.target),
                 extra_args: opts.agent_args.clone(),
             };
             Ok(Box::new(EmulatedBoard::spawn(&config)?))
         }
-        Target::Serial { port, baud } => {
-            let default_baud = match profile.link {
-                LinkSpec::Serial { baud } => baud,
-                LinkSpec::Probe { .. } => 115_200,
-            };
-            Ok(Box::new(SerialLink::open(port, baud.unwrap_or(default_baud))?))
-        }
+        Target::Serial { port, baud } => Ok(Box::new(SerialLink::open(port, baud.unwrap_or(profile_baud(profile)))?)),
+        Target::Labgrid { place } => Ok(Box::new(LabgridBoard::open(place, profile_baud(profile))?)),
         Target::QemuMcu { machine } => Ok(Box::new(QemuMcu::boot(&McuConfig {
             machine: *machine,
             firmware: opts.agent.clone(),
-            model: Some(model.to_path_buf()),
+            model: model.map(Path::to_path_buf),
             cap,
         })?)),
     }
 }
 
+/// The baud rate of the profile's serial link.
+fn profile_baud(profile: &Profile) -> u32 {
+    match profile.link {
+        LinkSpec::Serial { baud } => baud,
+        LinkSpec::Probe { .. } => 115_200,
+    }
+}
+
+/// A board's health check: its link opened, a hello answered within
+/// `board.timeouts`, and the agent told to end (a real board's supervisor
+/// starts it again, as after every run).
+pub fn health_check(board: &BoardOptions, profile: &Profile) -> Result<BoardInfo, HilError> {
+    let link = open_link(board, profile, board.cap_on(profile), None)?;
+    let mut session = Session::new(link, board.timeouts);
+    let info = session.hello()?;
+    session.shutdown()?;
+    Ok(info)
+}
+
 /// What the board gave before it stopped, if it stopped.
 #[derive(Default)]
 pub(crate) struct BoardRun {
-    pub info: Option<edgehil_runtime::wire::BoardInfo>,
+    pub info: Option<BoardInfo>,
     pub load: Option<LoadReport>,
     pub infer: Option<InferResult>,
     pub agent_bad_frames: Option<u32>,
+    pub upload: Option<UploadSummary>,
 }
 
 impl BoardRun {
@@ -245,6 +368,7 @@ impl BoardRun {
             bad_frames_host: s.bad_frames,
             bad_frames_agent: self.agent_bad_frames,
             resends: s.resends,
+            upload: self.upload.clone(),
         })
     }
 }

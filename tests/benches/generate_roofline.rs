@@ -149,6 +149,7 @@ fn side_by_side(model: &Path, engine: EngineKind, ort: Option<PathBuf>) -> SideB
             cap: 0,
             threads: THREADS,
             ort_library: ort.clone(),
+            storage: false,
             extra_args: vec![],
         })
         .expect("agent");

@@ -135,6 +135,7 @@ impl Subject {
             cap: 0,
             threads,
             ort_library: Some(ort.to_path_buf()),
+            storage: false,
             extra_args: vec![],
         })
         .expect("agent");

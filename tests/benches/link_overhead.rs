@@ -35,6 +35,7 @@ fn bench(engine: EngineKind, model: &std::path::Path, agent: &std::path::Path, o
         cap: 0,
         threads: 1,
         ort_library,
+        storage: false,
         extra_args: vec![],
     })
     .expect("agent");

@@ -56,6 +56,7 @@ fn retrieval_over_minilm_on_the_board_finds_the_hand_picked_items() {
         cap: 512 << 20,
         threads: 1,
         ort_library: None,
+        storage: false,
         extra_args: vec![],
     })
     .unwrap();
@@ -123,6 +124,21 @@ fn eval_on_the_sample_set() {
         "[].memory.cap_bytes" => "[bytes]",
         "[].link" => "[link]",
     });
+}
+
+#[test]
+fn rag_uploads_the_embedder_beside_the_language_model_and_answers_the_same() {
+    let (lm, _) = export_to("llama-gqa", "eval-upload", ExportOptions::default());
+    let local = eval(&options("classification", Method::Rag, &lm), &profile("jetson-orin-nano")).unwrap();
+    let mut opts = options("classification", Method::Rag, &lm);
+    opts.board.upload = edgehil::run::Upload::Always;
+    let uploaded = eval(&opts, &profile("jetson-orin-nano")).unwrap();
+    assert_eq!(uploaded.status, Status::Ok, "{:?}", uploaded.error);
+    let up = uploaded.link.upload.as_ref().unwrap();
+    // model.onnx, model.onnx.data and tokenizer.json of each: the embedder went too.
+    assert_eq!((up.files, up.reused), (6, 0), "{up:?}");
+    assert!(up.chunks > 0);
+    assert_eq!(uploaded.results, local.results);
 }
 
 #[test]

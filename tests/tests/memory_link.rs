@@ -21,7 +21,7 @@ static ALLOC: CappedAlloc<MapLarge> = CappedAlloc::new(MapLarge);
 /// A session to an agent serving on a thread, through a link with `faults`.
 fn session(faults: &Faults, resend_after: Duration) -> (Session, JoinHandle<std::io::Result<()>>) {
     let (host, reader, writer) = MemoryLink::pair();
-    let config = AgentConfig { threads: 1, ort_library: None, protocol_version: PROTOCOL_VERSION };
+    let config = AgentConfig { threads: 1, ort_library: None, protocol_version: PROTOCOL_VERSION, storage: None };
     let agent = std::thread::spawn(move || agent::serve(reader, Box::new(writer), -1, &ALLOC, config));
     let timeouts = Timeouts { resend_after, max_sends: 3, request: Duration::from_secs(30) };
     let mut s = Session::new(Box::new(FaultyLink::new(host, faults.clone())), timeouts);

@@ -1,116 +1,38 @@
-//! A link that flips, drops and duplicates bytes in both directions: the
-//! agent on one pseudo-terminal pair, the host on another, and a relay
-//! between the two masters that damages bytes with a seeded generator, so a
+//! A link that flips, drops and duplicates bytes in both directions: a
+//! [`RelayedBoard`] whose relay damages bytes with a seeded generator, so a
 //! run is repeatable. The session must recover, and never hand back a wrong
 //! result.
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
 use edgehil_hil::{OutputData, SerialLink, Session, Timeouts};
-use edgehil_onnx::rng::SplitMix64;
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
-use serialport::{SerialPort, TTYPort};
 
 /// The agent behind a noisy relay, and the host's session to it.
 struct NoisyBoard {
     session: Session,
-    agent: Child,
-    /// Chance per byte of damage, as a fraction of `u64::MAX`.
-    noise: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    relays: Vec<JoinHandle<()>>,
-    // Held open so that neither master sees a hang-up.
-    _slaves: [TTYPort; 2],
-}
-
-/// Copies `from` to `to`, damaging each byte with the chance `noise` says:
-/// a flipped bit, a dropped byte or a doubled one, in equal shares.
-fn relay(
-    mut from: TTYPort,
-    mut to: TTYPort,
-    noise: Arc<AtomicU64>,
-    seed: u64,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut rng = SplitMix64::new(seed);
-        from.set_timeout(Duration::from_millis(20)).unwrap();
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::SeqCst) {
-            let n = match from.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-                Err(_) => return,
-            };
-            let mut out = Vec::with_capacity(2 * n);
-            for &b in &buf[..n] {
-                if rng.next_u64() >= noise.load(Ordering::SeqCst) {
-                    out.push(b);
-                    continue;
-                }
-                match rng.next_u64() % 3 {
-                    0 => out.push(b ^ (1 << (rng.next_u64() % 8))),
-                    1 => {}
-                    _ => out.extend([b, b]),
-                }
-            }
-            if to.write_all(&out).is_err() {
-                return;
-            }
-        }
-    })
+    relayed: RelayedBoard,
 }
 
 impl NoisyBoard {
     fn open(rate: f64, seed: u64) -> Self {
-        let (agent_master, agent_slave) = TTYPort::pair().unwrap();
-        let (host_master, host_slave) = TTYPort::pair().unwrap();
-        let agent = Command::new(binary("edgehil-agent"))
-            .arg("--port")
-            .arg(agent_slave.name().unwrap())
-            .args(["--cap", "0", "--threads", "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let noise = Arc::new(AtomicU64::new(0));
-        let to_host = agent_master.try_clone_native().unwrap();
-        let relays = vec![
-            relay(to_host, host_master.try_clone_native().unwrap(), noise.clone(), seed, stop.clone()),
-            relay(host_master, agent_master, noise.clone(), seed ^ 0x5eed, stop.clone()),
-        ];
-        let link = SerialLink::open(&host_slave.name().unwrap(), 115_200).unwrap();
+        let relayed = RelayedBoard::start(&["--cap", "0", "--threads", "1"], seed);
+        let link = SerialLink::open(&relayed.port, 115_200).unwrap();
         // The MLP answers within a millisecond, so 200 ms of silence means a
         // lost frame; the default 1.5 s would make 200 runs take minutes.
         let timeouts = Timeouts { resend_after: Duration::from_millis(200), ..Timeouts::default() };
         let session = Session::new(Box::new(link), timeouts);
-        let board = NoisyBoard { session, agent, noise, stop, relays, _slaves: [agent_slave, host_slave] };
+        let board = NoisyBoard { session, relayed };
         board.set_noise(rate);
         board
     }
 
     fn set_noise(&self, rate: f64) {
-        self.noise.store((rate * u64::MAX as f64) as u64, Ordering::SeqCst);
-    }
-}
-
-impl Drop for NoisyBoard {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
-        for r in self.relays.drain(..) {
-            let _ = r.join();
-        }
+        self.relayed.noise.store((rate * u64::MAX as f64) as u64, Ordering::SeqCst);
     }
 }
 

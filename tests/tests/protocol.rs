@@ -67,6 +67,8 @@ fn every_request_round_trips() {
         "IndexAdd",
         "IndexClear",
         "Retrieve",
+        "Upload",
+        "UploadChunk",
         "Stats",
         "Unload",
         "Shutdown",
@@ -91,6 +93,7 @@ fn every_event_round_trips() {
         "Text",
         "Indexed",
         "Retrieved",
+        "Stored",
         "Stats",
         "Done",
         "Error",
@@ -150,6 +153,8 @@ fn message_bytes() {
             missing: Missing { seqs: vec![1, 3], from: 5 },
             command: Box::new(Command::Infer { runs: 10, warmup: 2, outputs: OutputMode::Full }),
         },
+        Command::Upload { folder: [0xf0; 32], name: "model.onnx".into(), size: 9000, sha256: [0xab; 32] },
+        Command::UploadChunk { offset: 8064, bytes: vec![1, 2, 3] },
     ];
     let info = TensorInfo { name: "y".into(), dtype: DType::F32, shape: vec![None, Some(10)] };
     let events = vec![
@@ -166,6 +171,7 @@ fn message_bytes() {
                 ram_free: 6 << 30,
                 cap: 6 << 30,
                 engines: vec![EngineKind::Tract, EngineKind::Ort],
+                storage: true,
                 clock_hz: 0,
                 flash_total: 0,
             }),
@@ -264,6 +270,18 @@ fn message_bytes() {
         },
         ToHost::Event { id: 8, seq: 0, event: Event::Error(AgentError::VersionMismatch { agent: 2, host: 1 }) },
         ToHost::Event { id: 9, seq: 0, event: Event::Error(AgentError::ModelLoad("no such file".into())) },
+        ToHost::Event { id: 15, seq: 0, event: Event::Stored { path: "/s/f0f0/model.onnx".into(), have: 8067 } },
+        ToHost::Event {
+            id: 16,
+            seq: 0,
+            event: Event::Error(AgentError::UploadMismatch {
+                name: "model.onnx".into(),
+                size: 9000,
+                expected: Box::new([0xab; 32]),
+                actual: Box::new([0xcd; 32]),
+            }),
+        },
+        ToHost::Event { id: 17, seq: 0, event: Event::Error(AgentError::Storage("disk full".into())) },
     ];
     let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
     let mut out = String::new();

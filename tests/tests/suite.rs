@@ -18,13 +18,13 @@ fn edgehil(args: &[&str]) -> Output {
     edgehil_cmd(args).output().unwrap()
 }
 
-fn edgehil_cmd(args: &[&str]) -> Command {
+pub(crate) fn edgehil_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(binary("edgehil"));
     cmd.args(args).env("EDGEHIL_AGENT", binary("edgehil-agent")).env("EDGEHIL_ORT_LIBRARY", ort_library());
     cmd
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
@@ -33,7 +33,7 @@ fn repo() -> PathBuf {
 }
 
 /// A suite file in `dir` whose model paths point into the repository.
-fn write_suite(dir: &Path, body: &str) -> PathBuf {
+pub(crate) fn write_suite(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("suite.toml");
     let body = body.replace("@REPO", &repo().display().to_string());
     std::fs::write(&path, body).unwrap();
@@ -69,7 +69,7 @@ reps = 1
 ignore_eos = true
 "#;
 
-fn journal(out: &Path) -> Vec<Record> {
+pub(crate) fn journal(out: &Path) -> Vec<Record> {
     record::read(&out.join("journal.jsonl")).unwrap()
 }
 
@@ -355,71 +355,9 @@ fn suite_compare_lists_what_regressed_and_exits_non_zero() {
     assert!(text(&o).contains("2 regressions"), "{}", text(&o));
 }
 
-/// Two pseudo-terminals joined back to back: a serial cable to an agent
-/// that runs as a board on the far end, opened by path like a USB serial port.
-/// As on a real board, a supervisor starts the agent again each time a
-/// session shuts it down (systemd's Restart=always in docs/guide.md's recipe).
-struct NullModem {
-    host_end: PathBuf,
-    supervisor: std::process::Child,
-}
-
-impl NullModem {
-    fn start(cap: &str) -> Self {
-        use std::os::unix::process::CommandExt;
-
-        use serialport::{SerialPort, TTYPort};
-        let (mut a_master, a_slave) = TTYPort::pair().unwrap();
-        let (mut b_master, b_slave) = TTYPort::pair().unwrap();
-        let host_end = PathBuf::from(b_slave.name().unwrap());
-        let agent = format!(
-            "{} --port {} --cap {cap} --threads 2 --ort-library {}",
-            binary("edgehil-agent").display(),
-            a_slave.name().unwrap(),
-            ort_library().display()
-        );
-        let supervisor =
-            Command::new("sh").args(["-c", &format!("while true; do {agent}; done")]).process_group(0).spawn().unwrap();
-        for m in [&mut a_master, &mut b_master] {
-            m.set_timeout(Duration::from_millis(50)).unwrap();
-        }
-        let relay = |mut from: TTYPort, mut to: TTYPort, keep: TTYPort| {
-            std::thread::spawn(move || {
-                let _keep = keep; // the slave stays open so the master never sees a hang-up
-                let mut buf = [0u8; 4096];
-                loop {
-                    match from.read(&mut buf) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            if to.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(_) => return,
-                    }
-                }
-            })
-        };
-        let a2 = a_master.try_clone_native().unwrap();
-        let b2 = b_master.try_clone_native().unwrap();
-        relay(a_master, b2, a_slave);
-        relay(b_master, a2, b_slave);
-        NullModem { host_end, supervisor }
-    }
-}
-
-impl Drop for NullModem {
-    fn drop(&mut self) {
-        // SAFETY: the supervisor leads its own process group: this ends it and its agent.
-        unsafe { libc::kill(-(self.supervisor.id() as i32), libc::SIGKILL) };
-        let _ = self.supervisor.wait();
-    }
-}
-
 #[test]
 fn compare_pairs_the_emulated_board_with_a_board_on_a_serial_line() {
-    let board = NullModem::start("6979321856");
+    let board = common::NullModem::start("6979321856");
     let dir = scratch_dir("suite-compare-targets");
     let body = SMALL.replace(
         "engines = [\"tract\"]",

@@ -34,6 +34,13 @@ pub struct IndexState {
     pub peak_heap: u64,
 }
 
+/// Where an uploaded file is on the board and how many of its bytes the board holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub path: String,
+    pub have: u64,
+}
+
 /// Implements [`Call`] for a struct whose fields are those of the command
 /// variant of the same name.
 macro_rules! call {
@@ -84,6 +91,10 @@ call!(
     Retrieve "retrieve" { ids: Vec<u32>, k: u16 } -> (Vec<u32>, Vec<f32>),
     |e| Event::Retrieved { items, scores } => (items, scores)
 );
+call!(Upload "upload" { folder: [u8; 32], name: String, size: u64, sha256: [u8; 32] } -> FileState,
+    |e| Event::Stored { path, have } => FileState { path, have });
+call!(UploadChunk "upload-chunk" { offset: u64, bytes: Vec<u8> } -> FileState,
+    |e| Event::Stored { path, have } => FileState { path, have });
 
 // Commands without fields are unit variants, which `Command::Stats {}` also builds.
 call!(IndexClear "index-clear" {} -> IndexState,

@@ -77,18 +77,31 @@ impl<A> CappedAlloc<A> {
         self.hook.store(hook as usize, Ordering::SeqCst);
     }
 
-    /// Reserves `bytes` against the cap; false (and the hook called) if it would pass it.
-    fn reserve(&self, bytes: usize) -> bool {
+    /// Counts `bytes` held outside this allocator (an uploaded file kept in
+    /// RAM) against the cap; false, and nothing counted, if they would pass
+    /// it. The refusal hook is not called: the caller answers the refusal.
+    pub fn try_hold(&self, bytes: usize) -> bool {
+        self.reserve(bytes, false)
+    }
+
+    /// Stops counting bytes counted by [`try_hold`](Self::try_hold).
+    pub fn let_go(&self, bytes: usize) {
+        self.release(bytes);
+    }
+
+    /// Reserves `bytes` against the cap; false if it would pass it, after
+    /// calling the hook if `hook` says so.
+    fn reserve(&self, bytes: usize, hook: bool) -> bool {
         // Relaxed: the counters publish no other memory.
         let before = self.in_use.0.fetch_add(bytes, Ordering::Relaxed);
         let cap = self.cap.load(Ordering::Relaxed);
         let after = before.saturating_add(bytes);
         if cap != 0 && after > cap {
             self.in_use.0.fetch_sub(bytes, Ordering::Relaxed);
-            let hook = self.hook.load(Ordering::SeqCst);
-            if hook != 0 {
+            let hook_fn = self.hook.load(Ordering::SeqCst);
+            if hook && hook_fn != 0 {
                 // SAFETY: only ever stored from a `RefusalHook` in `set_refusal_hook`.
-                let hook: RefusalHook = unsafe { core::mem::transmute::<usize, RefusalHook>(hook) };
+                let hook: RefusalHook = unsafe { core::mem::transmute::<usize, RefusalHook>(hook_fn) };
                 hook(Refusal { requested: bytes, in_use: before, cap });
             }
             return false;
@@ -108,7 +121,7 @@ impl<A> CappedAlloc<A> {
 // adds bookkeeping; a refused request returns null as `GlobalAlloc` allows.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for CappedAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !self.reserve(layout.size()) {
+        if !self.reserve(layout.size(), true) {
             return core::ptr::null_mut();
         }
         // SAFETY: forwarded contract.
@@ -120,7 +133,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CappedAlloc<A> {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !self.reserve(layout.size()) {
+        if !self.reserve(layout.size(), true) {
             return core::ptr::null_mut();
         }
         // SAFETY: forwarded contract.
@@ -139,7 +152,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CappedAlloc<A> {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = layout.size();
-        if new_size > old && !self.reserve(new_size - old) {
+        if new_size > old && !self.reserve(new_size - old, true) {
             return core::ptr::null_mut();
         }
         // SAFETY: forwarded contract.
@@ -188,5 +201,22 @@ mod tests {
         }
         assert_eq!(a.in_use(), 0);
         assert_eq!(a.peak(), 900);
+    }
+
+    #[test]
+    fn held_bytes_count_against_the_cap_without_the_hook() {
+        static HOOKED: AtomicBool = AtomicBool::new(false);
+        let a = CappedAlloc::new(System);
+        a.set_cap(1000);
+        a.set_refusal_hook(|_| HOOKED.store(true, Ordering::SeqCst));
+        assert!(a.try_hold(700));
+        assert!(!a.try_hold(400), "700 held + 400 passes a cap of 1000");
+        assert_eq!(a.in_use(), 700, "a refused hold counts nothing");
+        assert!(!HOOKED.load(Ordering::SeqCst), "the caller answers a refused hold");
+        let l400 = Layout::from_size_align(400, 8).unwrap();
+        assert!(unsafe { a.alloc(l400) }.is_null(), "held bytes leave no room for the heap");
+        a.let_go(700);
+        assert_eq!(a.in_use(), 0);
+        assert_eq!(a.peak(), 700);
     }
 }

@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on any change to the messages below; checked by `Hello`.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Exit code of an agent process stopped by its memory cap, after it sent
 /// its `OutOfMemory` frame: a host that sees the process end with it knows
@@ -41,6 +41,11 @@ pub const MAX_FRAME: usize = 8192;
 /// Values per tensor chunk: an i64 takes up to 10 bytes as a postcard
 /// varint, so 512 of them leave room in a frame for names and headers.
 pub const CHUNK_VALUES: usize = 512;
+
+/// File bytes per `UploadChunk`: a frame's payload less room for the
+/// request id, the offset, the length and a `Resend` wrapper (a unit test
+/// checks the largest such request still fits one frame).
+pub const UPLOAD_CHUNK: usize = 8064;
 
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 const CRC_LEN: usize = 4;
@@ -124,6 +129,27 @@ pub enum Command {
     Resend {
         missing: Missing,
         command: alloc::boxed::Box<Command>,
+    },
+    // New commands go last: postcard numbers variants in order, and the
+    // bytes of the others stay as they were.
+    /// Open the upload of file `name` into the board's folder `folder` (the
+    /// host names it by the SHA-256 of the names and hashes of the files that
+    /// go together, since an engine reads external data and tokenizer.json
+    /// beside the model). Answered by `Stored`: `have == size` if the board
+    /// holds that file with that SHA-256 already, else `have == 0` and the
+    /// host sends the bytes with `UploadChunk`.
+    Upload {
+        folder: [u8; 32],
+        name: String,
+        size: u64,
+        sha256: [u8; 32],
+    },
+    /// The open upload's bytes from `offset` on (at most [`UPLOAD_CHUNK`]);
+    /// answered by `Stored`. The file is checked against its SHA-256 when
+    /// the last byte arrives and only then put at its path.
+    UploadChunk {
+        offset: u64,
+        bytes: Vec<u8>,
     },
 }
 
@@ -244,6 +270,12 @@ pub enum Event {
     Stats(AgentStats),
     Done,
     Error(AgentError),
+    /// Where an uploaded file is (or will be) on the board, and how many of
+    /// its bytes the board holds: all of them once it is checked and stored.
+    Stored {
+        path: String,
+        have: u64,
+    },
 }
 
 impl Event {
@@ -534,6 +566,10 @@ pub struct BoardInfo {
     /// The agent's heap cap in bytes (0: none).
     pub cap: u64,
     pub engines: Vec<EngineKind>,
+    /// Uploaded files are kept on the board's storage (`--storage`) across
+    /// runs; false: they are held in RAM, counted against the cap, until the
+    /// agent ends.
+    pub storage: bool,
     /// The core clock in Hz (0: not known, as on a Linux board).
     pub clock_hz: u64,
     /// Flash (program and model storage) in bytes (0: none, as on a Linux board).
@@ -598,11 +634,39 @@ pub enum MemLimit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum AgentError {
-    OutOfMemory { requested: u64, in_use: u64, cap: u64, limit: MemLimit },
-    VersionMismatch { agent: u16, host: u16 },
+    OutOfMemory {
+        requested: u64,
+        in_use: u64,
+        cap: u64,
+        limit: MemLimit,
+    },
+    VersionMismatch {
+        agent: u16,
+        host: u16,
+    },
     ModelLoad(String),
     BadRequest(String),
     Engine(String),
+    /// An uploaded file whose bytes do not hash to the SHA-256 its `Upload`
+    /// named; the board kept nothing of it.
+    // The hashes are boxed: every error a host handles is as large as this one.
+    UploadMismatch {
+        name: String,
+        size: u64,
+        expected: alloc::boxed::Box<[u8; 32]>,
+        actual: alloc::boxed::Box<[u8; 32]>,
+    },
+    /// The board's storage failed (a folder, a write, a rename).
+    Storage(String),
+}
+
+/// A SHA-256 digest as 64 lowercase hex digits.
+pub struct Hex<'a>(pub &'a [u8; 32]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 impl core::fmt::Display for AgentError {
@@ -621,6 +685,13 @@ impl core::fmt::Display for AgentError {
             AgentError::ModelLoad(m) => write!(f, "model load failed: {m}"),
             AgentError::BadRequest(m) => write!(f, "bad request: {m}"),
             AgentError::Engine(m) => write!(f, "engine error: {m}"),
+            AgentError::UploadMismatch { name, size, expected, actual } => write!(
+                f,
+                "upload of {name} refused: its {size} bytes have SHA-256 {}, the upload announced {}",
+                Hex(actual),
+                Hex(expected)
+            ),
+            AgentError::Storage(m) => write!(f, "board storage: {m}"),
         }
     }
 }
@@ -748,6 +819,18 @@ mod tests {
         let mut got = vec![];
         FrameDecoder::new().feed::<Request>(&frame, |r| got.push(r));
         assert!(matches!(got[..], [Err(FrameError::Crc { .. })] | [Err(FrameError::Cobs)]), "{got:?}");
+    }
+
+    #[test]
+    fn a_full_upload_chunk_fits_one_frame_even_resent() {
+        let chunk = Command::UploadChunk { offset: u64::MAX, bytes: vec![0xff; UPLOAD_CHUNK] };
+        let resent =
+            Command::Resend { missing: Missing { seqs: vec![u32::MAX], from: u32::MAX }, command: chunk.into() };
+        let frame = encode_frame(&Request { id: u32::MAX, command: resent });
+        assert!(frame.is_ok_and(|f| f.len() <= MAX_FRAME));
+        // Much more would not: the chunk size uses the frame.
+        let bigger = Command::UploadChunk { offset: 0, bytes: vec![0xff; UPLOAD_CHUNK + 128] };
+        assert_eq!(encode_frame(&Request { id: 1, command: bigger }), Err(FrameError::Encode));
     }
 
     #[test]

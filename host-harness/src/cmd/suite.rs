@@ -54,7 +54,7 @@ pub fn suite(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             out!("{}", c.text());
             Ok(if c.regressions.is_empty() { 0 } else { super::EXIT_REGRESSED })
         }
-        SuiteCmd::Run { suite: path, out, resume, baseline, profiles: on, targets, engine } => {
+        SuiteCmd::Run { suite: path, out, resume, baseline, profiles: on, targets, engine, jobs } => {
             let mut s = Suite::load(&path, profiles)?;
             s.override_axes(on, targets, engine, profiles)?;
             let out = out.unwrap_or_else(|| PathBuf::from("edgehil-results").join(&s.name));
@@ -62,8 +62,8 @@ pub fn suite(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
             if let Some(dir) = profiles_dir {
                 worker.extend(["--profiles-dir".into(), dir.as_os_str().to_owned()]);
             }
-            let opts = RunSuiteOptions { out: out.clone(), resume, worker };
-            let records = run_with_progress(&s, &opts)?;
+            let opts = RunSuiteOptions { out: out.clone(), resume, worker, jobs: jobs as usize };
+            let (records, unhealthy) = run_with_progress(&s, profiles, &opts)?;
             let written = write_reports(&out, &s.name, &records)?;
             out!("{}", reports::markdown(&s.name, &records));
             outln!(
@@ -72,6 +72,10 @@ pub fn suite(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
                 written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             );
             let mut code = records.iter().map(|r| r.status).fold(0, super::worse);
+            if unhealthy {
+                // Its cases are skipped, not passed: a dead board fails the night.
+                code = code.max(super::EXIT_BOARD_FAILED);
+            }
             if let Some(baseline) = baseline {
                 let c = compare::against_baseline(&records_at(&baseline)?, &records, s.tolerances);
                 out!("\n{}", c.text());
@@ -84,8 +88,9 @@ pub fn suite(command: SuiteCmd, profiles: &Profiles, profiles_dir: Option<&Path>
     }
 }
 
-/// Runs the suite with a progress bar on a terminal, a line per case either way.
-fn run_with_progress(s: &Suite, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
+/// Runs the suite with a progress bar on a terminal, a line per case either
+/// way; the journal, and whether a board failed its health check.
+fn run_with_progress(s: &Suite, profiles: &Profiles, opts: &RunSuiteOptions) -> Result<(Vec<Record>, bool)> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} cases, {elapsed} elapsed, eta {eta}  {msg}",
@@ -96,6 +101,7 @@ fn run_with_progress(s: &Suite, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
     bar.set_prefix(s.name.clone());
     // Off a terminal (CI logs) the bar is hidden and would swallow these lines.
     let say = |line: String| if bar.is_hidden() { errln!("{line}") } else { bar.println(line) };
+    let mut unhealthy = false;
     let mut show = |p: Progress| match p {
         Progress::Start { total, done } => {
             bar.set_length(total as u64);
@@ -113,6 +119,10 @@ fn run_with_progress(s: &Suite, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
         )),
         Progress::Exporting(what) => bar.set_message(format!("exporting {what}")),
         Progress::Case(case) => bar.set_message(case.id()),
+        Progress::Unhealthy { target, reason } => {
+            unhealthy = true;
+            say(format!("board {target} failed its health check, its cases are skipped: {reason}"))
+        }
         Progress::Done(r) => {
             let latency = r.measurements.latency_ms.map_or(String::new(), |l| format!("  {l:.3} ms"));
             let reason = r.reason.as_deref().map_or(String::new(), |r| format!("  ({r})"));
@@ -120,7 +130,7 @@ fn run_with_progress(s: &Suite, opts: &RunSuiteOptions) -> Result<Vec<Record>> {
             bar.inc(1);
         }
     };
-    let records = run_suite(s, opts, &mut show)?;
+    let records = run_suite(s, profiles, opts, &mut show)?;
     bar.finish_and_clear();
-    Ok(records)
+    Ok((records, unhealthy))
 }

@@ -50,7 +50,7 @@ pub struct Case {
     /// "none", "int8", "int4", with "+PRUNE" if pruned; "as-is" for an ONNX file used unchanged.
     pub compression: String,
     pub profile: String,
-    /// Written as on the command line: "emu" or "serial:PORT[@BAUD]".
+    /// Written as on the command line: "emu", "serial:PORT[@BAUD]" or "labgrid:PLACE".
     #[serde(with = "crate::text")]
     pub target: Target,
     pub engine: EngineKind,

@@ -3,15 +3,24 @@
 //! A case runs in its own process group (`edgehil suite worker`), so a case
 //! that overruns its timeout is killed with its agent and nothing else, and
 //! a crash on the host side fails one case, not the night. Each record is
-//! appended to the journal and synced before the next case starts.
+//! appended to the journal and synced as its case ends.
+//!
+//! With `jobs` above 1, cases on distinct boards (one board per target: a
+//! labgrid place, a serial port, the emulated board) run at once, each board
+//! one case at a time, taken in the suite's order. Before its first case a
+//! board that outlives a case (a serial port, a labgrid place) is checked as
+//! LAVA checks a device: its link opened and a hello answered in
+//! [`HEALTH_CHECK`]'s time. A board that fails is marked unhealthy and its
+//! cases are skipped with the reason; the suite goes on.
 
-use std::io::Read;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgehil_hil::{ExitCause, Target, Timeouts};
+use edgehil_hil::{process, ExitCause, Target, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
 
@@ -43,7 +52,14 @@ pub struct RunSuiteOptions {
     /// The command that runs one case: the `edgehil` executable and the
     /// arguments before `suite worker` (e.g. --profiles-dir).
     pub worker: Vec<std::ffi::OsString>,
+    /// Boards that run cases at once (at least 1).
+    pub jobs: usize,
 }
+
+/// A board's health check: its link opened and a hello answered within
+/// `request` (sends at 0, 1 and 2.5 s, then 2.25 s of silence).
+pub const HEALTH_CHECK: Timeouts =
+    Timeouts { resend_after: Duration::from_secs(1), max_sends: 3, request: Duration::from_secs(10) };
 
 /// What the caller shows as the suite goes.
 pub enum Progress<'a> {
@@ -54,6 +70,11 @@ pub enum Progress<'a> {
     },
     Exporting(&'a str),
     Case(&'a Case),
+    /// A board failed its health check: its cases are skipped.
+    Unhealthy {
+        target: &'a Target,
+        reason: &'a str,
+    },
     Done(&'a Record),
     /// The journal ended in a partial line (a killed write): cut off, its bytes kept.
     Repaired {
@@ -119,9 +140,9 @@ fn prepare(
     out: &Path,
     pending: &[&Case],
     progress: &mut dyn FnMut(Progress),
-) -> std::collections::BTreeMap<PathBuf, String> {
-    let mut failures = std::collections::BTreeMap::new();
-    let mut seen = std::collections::BTreeSet::new();
+) -> BTreeMap<PathBuf, String> {
+    let mut failures = BTreeMap::new();
+    let mut seen = BTreeSet::new();
     for case in pending {
         let Some(model) = suite.model(&case.model) else { continue };
         if let Source::Hf { dir, compressions } = &model.source {
@@ -151,11 +172,13 @@ fn prepare(
     failures
 }
 
-/// Runs every case not yet in the journal; returns the whole journal.
+/// Runs every case not yet in the journal, `opts.jobs` boards at a time;
+/// returns the whole journal in the suite's case order.
 pub fn run_suite(
     suite: &Suite,
+    profiles: &Profiles,
     opts: &RunSuiteOptions,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Vec<Record>, SuiteRunError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -163,7 +186,7 @@ pub fn run_suite(
     };
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let journal = journal_path(&opts.out);
-    let done: std::collections::BTreeSet<String> = match (journal.exists(), opts.resume) {
+    let done: BTreeSet<String> = match (journal.exists(), opts.resume) {
         (true, false) => return Err(SuiteRunError::JournalExists(journal)),
         (true, true) => {
             if let Some(repaired) = record::repair(&journal)? {
@@ -178,20 +201,130 @@ pub fn run_suite(
     progress(Progress::Start { total: cases.len(), done: cases.len() - pending.len() });
     let export_failures = prepare(suite, &opts.out, &pending, progress);
 
-    for case in pending {
-        progress(Progress::Case(case));
+    let schedule = Mutex::new(Schedule { queue: pending, busy: BTreeSet::new(), health: BTreeMap::new() });
+    let idle = Condvar::new();
+    // One lock for the journal and the caller: a record is appended whole and shown once.
+    let journal_lock = Mutex::new(progress);
+    let run_one = |case: &Case, health: &mut Option<Result<(), String>>| -> Result<(), SuiteRunError> {
         let started = now_unix();
         let clock = Instant::now();
         let model = suite.model(&case.model).expect("cases come from the suite's models");
         let needed = model_path(&opts.out, model, &case.compression);
-        let record = match export_failures.get(&needed) {
-            Some(e) => failed(suite, case, e.clone(), started, clock.elapsed()),
-            None => run_worker(suite, opts, case, started),
+        let record = if let Some(e) = export_failures.get(&needed) {
+            failed(suite, case, e.clone(), started, clock.elapsed())
+        } else {
+            let checked = match outlives_a_case(&case.target) {
+                true => health
+                    .get_or_insert_with(|| {
+                        let outcome = health_check(suite, profiles, case);
+                        if let Err(reason) = &outcome {
+                            let mut say = journal_lock.lock().unwrap_or_else(PoisonError::into_inner);
+                            say(Progress::Unhealthy { target: &case.target, reason });
+                        }
+                        outcome
+                    })
+                    .clone(),
+                false => Ok(()),
+            };
+            match checked {
+                Ok(()) => {
+                    journal_lock.lock().unwrap_or_else(PoisonError::into_inner)(Progress::Case(case));
+                    run_worker(suite, opts, case, now_unix())
+                }
+                Err(reason) => Record {
+                    status: Status::Skipped,
+                    ..failed(
+                        suite,
+                        case,
+                        format!("board {} failed its health check: {reason}", case.target),
+                        started,
+                        clock.elapsed(),
+                    )
+                },
+            }
         };
+        let mut say = journal_lock.lock().unwrap_or_else(PoisonError::into_inner);
         record::append(&journal, &record)?;
-        progress(Progress::Done(&record));
+        say(Progress::Done(&record));
+        Ok(())
+    };
+    let jobs = opts.jobs.max(1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), SuiteRunError> {
+                    while let Some((case, mut health)) = Schedule::take(&schedule, &idle) {
+                        let outcome = run_one(case, &mut health);
+                        let mut s = schedule.lock().unwrap_or_else(PoisonError::into_inner);
+                        s.busy.remove(&case.target.to_string());
+                        if let Some(h) = health {
+                            s.health.insert(case.target.to_string(), h);
+                        }
+                        if outcome.is_err() {
+                            // The journal cannot be written: start nothing more.
+                            s.queue.clear();
+                        }
+                        drop(s);
+                        idle.notify_all();
+                        outcome?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        threads.into_iter().try_for_each(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })?;
+
+    let order: BTreeMap<String, usize> = cases.iter().enumerate().map(|(i, c)| (c.id(), i)).collect();
+    let mut records = record::read(&journal)?;
+    records.sort_by_key(|r| order.get(&r.case.id()).copied().unwrap_or(usize::MAX));
+    Ok(records)
+}
+
+/// Which case runs next on which board.
+struct Schedule<'a> {
+    /// Pending cases in the suite's order.
+    queue: Vec<&'a Case>,
+    /// Boards (targets as written) running a case or their health check now.
+    busy: BTreeSet<String>,
+    /// Each checked board's health: the reason if it failed.
+    health: BTreeMap<String, Result<(), String>>,
+}
+
+impl<'a> Schedule<'a> {
+    /// The first pending case whose board is idle, with its board's health
+    /// if checked; waits while every pending case's board is busy, `None`
+    /// once nothing is pending. The board is busy until the taker frees it.
+    fn take(schedule: &Mutex<Self>, idle: &Condvar) -> Option<(&'a Case, Option<Result<(), String>>)> {
+        let mut s = schedule.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if s.queue.is_empty() {
+                return None;
+            }
+            if let Some(i) = s.queue.iter().position(|c| !s.busy.contains(&c.target.to_string())) {
+                let case = s.queue.remove(i);
+                let board = case.target.to_string();
+                let health = s.health.get(&board).cloned();
+                s.busy.insert(board);
+                return Some((case, health));
+            }
+            s = idle.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
     }
-    Ok(record::read(&journal)?)
+}
+
+/// Whether a board is there between cases and so gets a health check: the
+/// emulated board is started anew for each case, whose own run checks it.
+fn outlives_a_case(target: &Target) -> bool {
+    matches!(target, Target::Serial { .. } | Target::Labgrid { .. })
+}
+
+/// Opens `case`'s board and says hello, as its cases would; the reason if it does not answer.
+fn health_check(suite: &Suite, profiles: &Profiles, case: &Case) -> Result<(), String> {
+    let profile = profiles.get(&case.profile).map_err(|e| e.to_string())?;
+    // A hello needs no engine: tract, so no engine library is looked for.
+    let board = BoardOptions { timeouts: HEALTH_CHECK, ..board(suite, &case.target, EngineKind::Tract)? };
+    run::health_check(&board, profile).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The reports of a finished (or resumed) suite, beside its journal.
@@ -244,37 +377,15 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
             return failed(suite, case, format!("cannot start the worker {program:?}: {e}"), started, clock.elapsed())
         }
     };
-    // Read both pipes as the worker writes, so a large report cannot block it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let limit = Duration::from_secs_f64(suite.timeout_s);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if clock.elapsed() >= limit => {
-                // SAFETY: the worker leads its own process group; this signals it and its agent only.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                break Err(format!(
-                    "timed out after {:.0} s (the case's timeout); the worker and its board were killed",
-                    suite.timeout_s
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => break Err(format!("waiting for the worker: {e}")),
-        }
+    let finished = process::wait_until(&mut child, clock + limit, |worker| {
+        // SAFETY: the worker leads its own process group; this signals it and its agent only.
+        unsafe { libc::kill(-(worker.id() as i32), libc::SIGKILL) };
+    });
+    let (status, out, err) = match finished {
+        Ok(f) => (f.status.ok_or_else(|| timed_out(suite, case)), f.stdout, f.stderr),
+        Err(e) => (Err(format!("waiting for the worker: {e}")), String::new(), String::new()),
     };
-    let out = stdout.join().unwrap_or_default();
-    let err = stderr.join().unwrap_or_default();
     let took = clock.elapsed();
     let last_words = || {
         let tail: Vec<&str> = err.lines().rev().take(5).collect();
@@ -299,13 +410,29 @@ fn run_worker(suite: &Suite, opts: &RunSuiteOptions, case: &Case, started: f64) 
     }
 }
 
-/// The board options of a case.
-fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
-    let (target, engine) = (case.target.clone(), case.engine);
+/// Why a case killed at its timeout ended; a labgrid place its killed worker
+/// held is released here, or it would stay acquired.
+fn timed_out(suite: &Suite, case: &Case) -> String {
+    let place = match &case.target {
+        Target::Labgrid { place } => match edgehil_hil::labgrid::release(place) {
+            Ok(()) => format!("; labgrid place {place} released"),
+            Err(e) => format!("; {e}"),
+        },
+        _ => String::new(),
+    };
+    format!(
+        "timed out after {:.0} s (the case's timeout); the worker and its board were killed{place}",
+        suite.timeout_s
+    )
+}
+
+/// The board options of a case on `target` with `engine`.
+fn board(suite: &Suite, target: &Target, engine: EngineKind) -> Result<BoardOptions, String> {
+    let target = target.clone();
     let agent = match (&suite.agent, &target) {
         (Some(a), _) => a.clone(),
         (None, Target::Emulated) => run::find_agent().map_err(|e| e.to_string())?,
-        (None, Target::Serial { .. }) => PathBuf::new(),
+        (None, Target::Serial { .. } | Target::Labgrid { .. }) => PathBuf::new(),
         (None, Target::QemuMcu { .. }) => crate::mcu::find_firmware().map_err(|e| e.to_string())?,
     };
     let ort_library = match engine {
@@ -321,6 +448,7 @@ fn board(suite: &Suite, case: &Case) -> Result<BoardOptions, String> {
         ort_library,
         timeouts: Timeouts { request: Duration::from_secs_f64(suite.timeout_s), ..Timeouts::default() },
         agent_args: Vec::new(),
+        upload: run::Upload::Auto,
     })
 }
 
@@ -350,7 +478,7 @@ fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Resul
     let profile = profiles.get(&case.profile).map_err(|e| e.to_string())?;
     let model = suite.model(&case.model).ok_or("unknown model")?;
     let workload = suite.workload(&case.workload).ok_or("unknown workload")?;
-    let board = board(suite, case)?;
+    let board = board(suite, &case.target, case.engine)?;
     let dir = model_path(out, model, &case.compression);
     // Compressed exports are judged against the suite's fp32 export of the same model.
     let reference = match &model.source {

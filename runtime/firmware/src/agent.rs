@@ -323,15 +323,19 @@ fn board_info() -> BoardInfo {
         ram_free: (HEAP.cap() - HEAP.in_use()) as u64,
         cap: HEAP.cap() as u64,
         engines: alloc::vec![EngineKind::Micro],
+        storage: false,
         clock_hz: u64::from(board::CLOCK_HZ),
         flash_total: mem::flash_total(),
     }
 }
 
+/// What a command the firmware does not take is for, to say so.
 fn command_name(c: &Command) -> &'static str {
     match c {
         Command::SetPrompt { .. } | Command::SetPromptText { .. } | Command::Detokenize { .. } => "prompts",
         Command::Generate(_) => "generation",
+        // The model is placed in flash (QEMU's loader, probe-rs), not sent over the UART.
+        Command::Upload { .. } | Command::UploadChunk { .. } => "uploads",
         _ => "retrieval",
     }
 }

@@ -8,6 +8,7 @@ use std::string::ToString;
 use std::time::Instant;
 use std::vec::Vec;
 
+use super::store::Store;
 use super::{AgentConfig, Answer};
 use crate::cap::CappedAlloc;
 use crate::engine::{self, Engine, EngineError, LoadOptions};
@@ -39,11 +40,14 @@ pub(super) struct State {
     tokenizer: Option<tokenizers::Tokenizer>,
     pub(super) stats: Stats,
     data_limit: Option<u64>,
+    /// Uploaded files.
+    store: Store,
 }
 
 impl State {
     pub(super) fn new(config: AgentConfig, alloc: &'static CappedAlloc<crate::sys::MapLarge>) -> Self {
         State {
+            store: Store::new(config.storage.clone()),
             config,
             alloc,
             engine: None,
@@ -151,6 +155,12 @@ impl State {
                 }
                 Err(e) => Event::Error(e),
             },
+            Command::Upload { folder, name, size, sha256 } => {
+                self.store.start(self.alloc, &folder, name, size, sha256).unwrap_or_else(Event::Error)
+            }
+            Command::UploadChunk { offset, bytes } => {
+                self.store.chunk(self.alloc, offset, &bytes).unwrap_or_else(Event::Error)
+            }
             Command::Stats => Event::Stats(AgentStats {
                 requests: self.stats.requests,
                 bad_frames: self.stats.bad_frames,
@@ -187,6 +197,7 @@ impl State {
             ram_free,
             cap: self.alloc.cap() as u64,
             engines: engine::available(),
+            storage: self.config.storage.is_some(),
             clock_hz: 0,
             flash_total: 0,
         }

@@ -2,7 +2,8 @@
 //!
 //! This file is the link side: framing, the recorded answers replayed for a
 //! repeated request, the held token frames, heartbeats and the out-of-memory
-//! hook. What each command does is in `handlers.rs`.
+//! hook. What each command does is in `handlers.rs`; uploaded files are
+//! kept by `store.rs`.
 //!
 //! One request is worked on at a time. Every answer is recorded, so a
 //! request the host sends again (same id) after losing a frame is answered
@@ -11,6 +12,7 @@
 //! can tell a slow board from a hung one.
 
 mod handlers;
+mod store;
 
 use std::boxed::Box;
 use std::io::{self, Read, Write};
@@ -124,6 +126,9 @@ pub struct AgentConfig {
     /// The protocol version this agent claims. Only a test of the version
     /// check sets it to anything but [`PROTOCOL_VERSION`].
     pub protocol_version: u16,
+    /// Where uploaded files are kept (`--storage`); none: held in RAM,
+    /// counted against the cap.
+    pub storage: Option<PathBuf>,
 }
 
 struct Writer {
@@ -318,6 +323,7 @@ fn too_large(event: &Event) -> Event {
         Event::Error(AgentError::BadRequest(m)) => AgentError::BadRequest(cut(m)),
         Event::Error(AgentError::ModelLoad(m)) => AgentError::ModelLoad(cut(m)),
         Event::Error(AgentError::Engine(m)) => AgentError::Engine(cut(m)),
+        Event::Error(AgentError::Storage(m)) => AgentError::Storage(cut(m)),
         other => {
             let debug = std::format!("{other:?}");
             let kind = debug.split(['(', ' ', '{']).next().unwrap_or("event");

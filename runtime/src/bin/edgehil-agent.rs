@@ -36,6 +36,11 @@ struct Args {
     /// libonnxruntime.so for the `ort` engine.
     #[arg(long, env = "EDGEHIL_ORT_LIBRARY")]
     ort_library: Option<PathBuf>,
+    /// Folder for uploaded models, kept across runs (content-addressed:
+    /// DIR/FOLDER-SHA256/NAME). Without it uploads are held in RAM, counted
+    /// against --cap, until the agent ends.
+    #[arg(long)]
+    storage: Option<PathBuf>,
     /// Protocol version to claim; for testing the host's version check.
     #[arg(long, default_value_t = PROTOCOL_VERSION, hide = true)]
     protocol_version: u16,
@@ -45,8 +50,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     ALLOC.set_refusal_hook(agent::report_refusal);
     ALLOC.set_cap(usize::try_from(args.cap).unwrap_or(usize::MAX));
-    let config =
-        AgentConfig { threads: args.threads, ort_library: args.ort_library, protocol_version: args.protocol_version };
+    let config = AgentConfig {
+        threads: args.threads,
+        ort_library: args.ort_library,
+        protocol_version: args.protocol_version,
+        storage: args.storage,
+    };
     let result = match (&args.port, args.stdio) {
         (Some(path), _) => serialport::new(path.to_string_lossy(), args.baud)
             .timeout(Duration::from_millis(100))

