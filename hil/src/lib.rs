@@ -15,8 +15,8 @@ mod error;
 pub mod labgrid;
 mod link;
 pub mod process;
-mod rfc2217;
 mod qemu_mcu;
+mod rfc2217;
 mod session;
 mod upload;
 

@@ -109,6 +109,26 @@ pub struct Exited {
     pub stderr: String,
 }
 
+/// Whether a board that is a child process (the emulated board's agent, QEMU)
+/// has ended, remembering it in `exited`; its last words are in `output`.
+pub(crate) fn check_child(
+    child: &mut std::process::Child,
+    exited: &mut Option<std::process::ExitStatus>,
+    output: &std::sync::Mutex<String>,
+) -> Result<(), Exited> {
+    if exited.is_none() {
+        *exited = child.try_wait().ok().flatten();
+    }
+    match *exited {
+        None => Ok(()),
+        Some(status) => {
+            // Give the output's reader a moment to collect the last words.
+            std::thread::sleep(Duration::from_millis(20));
+            Err(Exited { cause: status.into(), stderr: output.lock().expect("output lock").clone() })
+        }
+    }
+}
+
 /// How long one read waits before the session looks at its clocks and the
 /// board's process: short enough to notice a dead board at once, long
 /// enough that an idle host does not wake often, since on an emulated board

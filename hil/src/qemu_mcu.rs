@@ -13,7 +13,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::link::{Exited, SerialLink};
+use crate::link::{check_child, Exited, SerialLink};
 use crate::{HilError, Link};
 
 /// Where the firmware's linker script (runtime/firmware/link.x) reads the heap cap (a little-endian u32; 0: none).
@@ -90,7 +90,10 @@ impl QemuMcu {
     pub fn boot(config: &McuConfig) -> Result<Self, HilError> {
         let spawn_err = |cause| HilError::Spawn { agent: format!("{} -M {}", Self::QEMU, config.machine), cause };
         let cap = u32::try_from(config.cap).map_err(|_| {
-            spawn_err(std::io::Error::other(format!("a cap of {} bytes does not fit the firmware's 32-bit cap word", config.cap)))
+            spawn_err(std::io::Error::other(format!(
+                "a cap of {} bytes does not fit the firmware's 32-bit cap word",
+                config.cap
+            )))
         })?;
         let mut cmd = Command::new(Self::QEMU);
         cmd.args(["-M", config.machine.name(), "-nographic", "-monitor", "none", "-serial", "pty", "-kernel"])
@@ -159,13 +162,7 @@ impl Link for QemuMcu {
     }
 
     fn check_alive(&mut self) -> Result<(), Exited> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
-        }
-        match self.exited {
-            None => Ok(()),
-            Some(status) => Err(Exited { cause: status.into(), stderr: self.output.lock().expect("output lock").clone() }),
-        }
+        check_child(&mut self.child, &mut self.exited, &self.output)
     }
 }
 

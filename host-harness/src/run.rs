@@ -293,7 +293,12 @@ pub fn host_run(
 }
 
 /// `model` is what a microcontroller's flash gets (none: the firmware alone).
-fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64, model: Option<&Path>) -> Result<Box<dyn Link>, HilError> {
+fn open_link(
+    opts: &BoardOptions,
+    profile: &Profile,
+    cap: u64,
+    model: Option<&Path>,
+) -> Result<Box<dyn Link>, HilError> {
     match &opts.target {
         Target::Emulated => {
             let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -23,7 +23,7 @@ pub mod call;
 pub mod cap;
 pub mod metrics;
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -468,6 +468,24 @@ impl Tensor {
             }
         }
     }
+}
+
+/// Stages `chunk` of input `index` in `inputs` (a slot per model input), as
+/// every board does with `SetInput`: offset 0 always starts a tensor (an empty
+/// one staged before must not take the next), any other continues the one there.
+pub fn stage_input(inputs: &mut [Option<Tensor>], index: usize, chunk: TensorChunk) -> Result<(), AgentError> {
+    let slot = inputs
+        .get_mut(index)
+        .ok_or_else(|| AgentError::BadRequest(alloc::format!("input index {index} with no model input there")))?;
+    match slot {
+        _ if chunk.offset == 0 => *slot = Some(chunk.into()),
+        Some(t) => t.append(chunk).map_err(|e| AgentError::BadRequest(e.to_string()))?,
+        None => {
+            let (name, offset) = (chunk.name, chunk.offset);
+            return Err(AgentError::BadRequest(ChunkError::OutOfOrder { name, offset }.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// The start of a tensor: its first chunk.

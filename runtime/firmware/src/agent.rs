@@ -12,9 +12,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use edgehil_micro::Model;
 use edgehil_wire::cap::Refusal;
 use edgehil_wire::{
-    encode_frame_into, AgentError, AgentStats, BoardInfo, ChunkError, Command, DType, EngineKind, Event,
-    FrameDecoder, InferReport, LoadReport, MemLimit, OptLevel, OutputMode, Request, Tensor, TensorChunk,
-    TensorInfo, ToHost, Values, MAX_FRAME, MAX_PAYLOAD, PROTOCOL_VERSION,
+    encode_frame_into, stage_input, AgentError, AgentStats, BoardInfo, Command, DType, EngineKind, Event, FrameDecoder,
+    InferReport, LoadReport, MemLimit, OptLevel, OutputMode, Request, Tensor, TensorInfo, ToHost, Values, MAX_FRAME,
+    MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 
 use crate::board;
@@ -153,7 +153,7 @@ impl State {
                 self.load(&path, engine).unwrap_or_else(Event::Error)
             }
             Command::SetInput { index, chunk } => {
-                self.stage(usize::from(index), chunk).map_or_else(Event::Error, |()| Event::Done)
+                stage_input(&mut self.staged, usize::from(index), chunk).map_or_else(Event::Error, |()| Event::Done)
             }
             Command::Infer { runs, warmup, outputs } => {
                 self.infer(runs, warmup, outputs, answer).map_or_else(Event::Error, Event::InferDone)
@@ -186,10 +186,7 @@ impl State {
 
     fn load(&mut self, path: &str, engine: EngineKind) -> Result<Event, AgentError> {
         if engine != EngineKind::Micro {
-            return Err(AgentError::BadRequest(alloc::format!(
-                "this board runs engine micro, not {}",
-                engine.name()
-            )));
+            return Err(AgentError::BadRequest(alloc::format!("this board runs engine micro, not {}", engine.name())));
         }
         if path == TEST_FAULT {
             // SAFETY: none needed: the instruction faults, which is the point.
@@ -231,22 +228,13 @@ impl State {
         Ok(Event::Loaded(report))
     }
 
-    fn stage(&mut self, index: usize, chunk: TensorChunk) -> Result<(), AgentError> {
-        let slot = self.staged.get_mut(index).ok_or_else(|| {
-            AgentError::BadRequest(alloc::format!("input index {index} with no model input there"))
-        })?;
-        match slot {
-            _ if chunk.offset == 0 => *slot = Some(chunk.into()),
-            Some(t) => t.append(chunk).map_err(|e| AgentError::BadRequest(e.to_string()))?,
-            None => {
-                let (name, offset) = (chunk.name, chunk.offset);
-                return Err(AgentError::BadRequest(ChunkError::OutOfOrder { name, offset }.to_string()));
-            }
-        }
-        Ok(())
-    }
-
-    fn infer(&mut self, runs: u32, warmup: u32, mode: OutputMode, answer: &mut Answer) -> Result<InferReport, AgentError> {
+    fn infer(
+        &mut self,
+        runs: u32,
+        warmup: u32,
+        mode: OutputMode,
+        answer: &mut Answer,
+    ) -> Result<InferReport, AgentError> {
         let Some(loaded) = self.loaded.as_mut() else {
             return Err(AgentError::BadRequest("no model loaded".to_string()));
         };
@@ -298,7 +286,8 @@ fn flash_model(path: &str) -> Result<&'static [u8], AgentError> {
             "model path `{path}`: {why}; this board takes `flash:0xADDR` with ADDR in {start:#010x}..{end:#010x}"
         ))
     };
-    let hex = path.strip_prefix(FLASH_PREFIX).and_then(|a| a.strip_prefix("0x")).ok_or_else(|| bad("not a flash address"))?;
+    let hex =
+        path.strip_prefix(FLASH_PREFIX).and_then(|a| a.strip_prefix("0x")).ok_or_else(|| bad("not a flash address"))?;
     let addr = usize::from_str_radix(hex, 16).map_err(|_| bad("the address is not hexadecimal"))?;
     if !(start..end).contains(&addr) {
         return Err(bad("the address is outside the models' flash region"));

@@ -51,7 +51,9 @@ static VECTORS: [Vector; 15] = {
     let reserved = Vector { reserved: 0 };
     [
         // SAFETY (of the transmute): `reset` never returns; the core calls it like any handler.
-        Vector { handler: unsafe { core::mem::transmute::<unsafe extern "C" fn() -> !, unsafe extern "C" fn()>(reset) } },
+        Vector {
+            handler: unsafe { core::mem::transmute::<unsafe extern "C" fn() -> !, unsafe extern "C" fn()>(reset) },
+        },
         fault, // NMI
         fault, // HardFault
         fault, // MemManage

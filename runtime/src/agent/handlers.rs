@@ -15,8 +15,8 @@ use crate::engine::{self, Engine, EngineError, LoadOptions};
 use crate::generate::{self, GenerateError};
 use crate::retrieve::{self, Index};
 use crate::wire::{
-    AgentError, AgentStats, BoardInfo, ChunkError, Command, Event, GenParams, GenReport, InferReport,
-    LoadReport, MemLimit, OutputMode, Tensor,
+    stage_input, AgentError, AgentStats, BoardInfo, Command, Event, GenParams, GenReport, InferReport, LoadReport,
+    MemLimit, OutputMode, Tensor,
 };
 
 /// Counters the agent reports in `Stats`; the link side counts frames and replays.
@@ -79,7 +79,7 @@ impl State {
                 self.load(PathBuf::from(path), &opts).unwrap_or_else(Event::Error)
             }
             Command::SetInput { index, chunk } => {
-                self.stage(usize::from(index), chunk).map_or_else(Event::Error, |()| Event::Done)
+                stage_input(&mut self.staged, usize::from(index), chunk).map_or_else(Event::Error, |()| Event::Done)
             }
             Command::Infer { runs, warmup, outputs } => match self.infer(runs, warmup, outputs, answer)? {
                 Ok(report) => Event::InferDone(report),
@@ -253,23 +253,6 @@ impl State {
         self.staged = std::vec![None; report.inputs.len()];
         self.engine = Some(engine);
         Ok(Event::Loaded(report))
-    }
-
-    fn stage(&mut self, index: usize, chunk: crate::wire::TensorChunk) -> Result<(), AgentError> {
-        let slot = self
-            .staged
-            .get_mut(index)
-            .ok_or_else(|| AgentError::BadRequest(std::format!("input index {index} with no model input there")))?;
-        match slot {
-            // Offset 0 always starts a tensor: an empty one staged before must not take the next.
-            _ if chunk.offset == 0 => *slot = Some(chunk.into()),
-            Some(t) => t.append(chunk).map_err(|e| AgentError::BadRequest(e.to_string()))?,
-            None => {
-                let (name, offset) = (chunk.name, chunk.offset);
-                return Err(AgentError::BadRequest(ChunkError::OutOfOrder { name, offset }.to_string()));
-            }
-        }
-        Ok(())
     }
 
     /// Runs; the outer error is the link's, the inner one the request's.

@@ -290,11 +290,8 @@ impl NullModem {
             a_slave.name().unwrap(),
             ort_library().display()
         );
-        let supervisor = Command::new("sh")
-            .args(["-c", &format!("while true; do {agent}; done")])
-            .process_group(0)
-            .spawn()
-            .unwrap();
+        let supervisor =
+            Command::new("sh").args(["-c", &format!("while true; do {agent}; done")]).process_group(0).spawn().unwrap();
         for m in [&mut a_master, &mut b_master] {
             m.set_timeout(Duration::from_millis(50)).unwrap();
         }
