@@ -7,7 +7,7 @@ use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 pub enum HilError {
     /// a target string that is not emu, serial:PORT[@baud], labgrid:PLACE or qemu:MACHINE
     #[error(
-        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `labgrid:PLACE` or `qemu:mps2-an386` (a microcontroller in QEMU)"
+        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `labgrid:PLACE` or `qemu:mps2-an386` / `qemu:mps2-an500` (a Cortex-M4 / M7 microcontroller in QEMU)"
     )]
     BadTarget(String),
     /// the serial port could not be opened

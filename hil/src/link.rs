@@ -189,9 +189,11 @@ mod tests {
             Target::Serial { port: "/dev/ttyUSB0".into(), baud: Some(921600) }
         );
         assert_eq!("serial:COM3".parse::<Target>().unwrap(), Target::Serial { port: "COM3".into(), baud: None });
-        let mcu = Target::QemuMcu { machine: McuMachine::Mps2An386 };
-        assert_eq!("qemu:mps2-an386".parse::<Target>().unwrap(), mcu);
-        assert_eq!(mcu.to_string(), "qemu:mps2-an386");
+        for machine in McuMachine::ALL {
+            let text = format!("qemu:{machine}");
+            assert_eq!(text.parse::<Target>().unwrap(), Target::QemuMcu { machine });
+            assert_eq!(Target::QemuMcu { machine }.to_string(), text);
+        }
         assert_eq!("labgrid:rack-3".parse::<Target>().unwrap(), Target::Labgrid { place: "rack-3".into() });
         assert_eq!(Target::Labgrid { place: "rack-3".into() }.to_string(), "labgrid:rack-3");
         for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "labgrid:", "qemu:mps2-an999"] {

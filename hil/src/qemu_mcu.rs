@@ -31,15 +31,18 @@ const START: Duration = Duration::from_secs(10);
 pub enum McuMachine {
     /// Arm MPS2 with the AN386 image: Cortex-M4F, CMSDK UART.
     Mps2An386,
+    /// Arm MPS2 with the AN500 image: Cortex-M7, the same memory map and UART.
+    Mps2An500,
 }
 
 impl McuMachine {
-    pub const ALL: [McuMachine; 1] = [McuMachine::Mps2An386];
+    pub const ALL: [McuMachine; 2] = [McuMachine::Mps2An386, McuMachine::Mps2An500];
 
     /// QEMU's name for it (`-M`).
     pub fn name(self) -> &'static str {
         match self {
             McuMachine::Mps2An386 => "mps2-an386",
+            McuMachine::Mps2An500 => "mps2-an500",
         }
     }
 
@@ -47,6 +50,7 @@ impl McuMachine {
     pub fn core(self) -> &'static str {
         match self {
             McuMachine::Mps2An386 => "Cortex-M4F",
+            McuMachine::Mps2An500 => "Cortex-M7",
         }
     }
 }

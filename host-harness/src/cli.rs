@@ -293,7 +293,7 @@ pub struct BoardArgs {
     /// Device profile; repeat to run on several boards in turn.
     #[arg(long = "profile", default_values_t = ["jetson-orin-nano".to_string()])]
     pub profiles: Vec<String>,
-    /// emu, serial:PORT[@BAUD], labgrid:PLACE (coordinator: $LG_COORDINATOR, as labgrid-client), or qemu:mps2-an386 (the microcontroller firmware in QEMU; engine micro).
+    /// emu, serial:PORT[@BAUD], labgrid:PLACE (coordinator: $LG_COORDINATOR, as labgrid-client), or qemu:mps2-an386 / qemu:mps2-an500 (the microcontroller firmware on QEMU's Cortex-M4 / M7; engine micro).
     #[arg(long, default_value = "emu")]
     pub target: String,
     /// tract or ort; several, comma-separated, run one after the other.
@@ -311,7 +311,7 @@ pub struct BoardArgs {
     /// Longest one request may take, in seconds.
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
-    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT); on qemu:mps2-an386, the firmware ELF (default: scripts/firmware.sh's, or $EDGEHIL_FIRMWARE).
+    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT); on a qemu:mps2-* target, the firmware ELF (default: scripts/firmware.sh's, or $EDGEHIL_FIRMWARE).
     #[arg(long)]
     pub agent: Option<PathBuf>,
     /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).

@@ -50,16 +50,16 @@ fn firmware() -> Option<&'static Path> {
     }
 }
 
-fn mcu_options(model: PathBuf, firmware: &Path) -> RunOptions {
+fn mcu_options(model: PathBuf, firmware: &Path, machine: McuMachine) -> RunOptions {
     let mut opts = options("mlp.onnx", EngineKind::Micro);
     opts.model = model;
-    opts.board.target = Target::QemuMcu { machine: MACHINE };
+    opts.board.target = Target::QemuMcu { machine };
     opts.board.agent = firmware.to_path_buf();
     opts
 }
 
 fn run_mcu(model: PathBuf, firmware: &Path) -> RunReport {
-    run::run(&mcu_options(model, firmware), &profile("nrf52840-dk")).expect("host side of the run")
+    run::run(&mcu_options(model, firmware, MACHINE), &profile("nrf52840-dk")).expect("host side of the run")
 }
 
 /// Outputs within the micro engine's tolerances (tests/micro.rs): fp32 runs
@@ -110,6 +110,17 @@ fn ds_cnn_fp32_and_int8_match_the_host_on_the_board() {
         assert_accurate(&r, precision);
         assert_eq!(r.accuracy[0].top1, Some(1.0), "{}", r.table());
     }
+}
+
+#[test]
+fn the_same_firmware_runs_on_the_cortex_m7_board_for_the_stm32h7() {
+    let Some(fw) = firmware() else { return };
+    let opts = mcu_options(crate::common::fixture("mlp-int8.onnx"), fw, McuMachine::Mps2An500);
+    let r = run::run(&opts, &profile("stm32h747i-disco")).expect("host side of the run");
+    assert_accurate(&r, Precision::Int8);
+    // The firmware names the core from its CPUID register.
+    assert!(r.board.as_ref().unwrap().arch.contains("Cortex-M7"), "{}", r.table());
+    assert_eq!(r.mcu.as_ref().unwrap().machine, "QEMU mps2-an500 (Cortex-M7)");
 }
 
 #[test]

@@ -306,7 +306,7 @@ fn board_info() -> BoardInfo {
     BoardInfo {
         protocol_version: PROTOCOL_VERSION,
         agent_version: String::from(concat!("edgehil-firmware ", env!("CARGO_PKG_VERSION"))),
-        arch: String::from(board::ARCH),
+        arch: String::from(board::core()),
         cores: 1,
         ram_total: mem::ram_total(),
         ram_free: (HEAP.cap() - HEAP.in_use()) as u64,

@@ -1,6 +1,6 @@
-//! The board's registers: the CMSDK UART, SysTick as the clock, the FPU and
-//! the fault status, at the addresses of QEMU's `mps2-an386` (Arm's MPS2
-//! with the AN386 Cortex-M4 image).
+//! The board's registers: the CMSDK UART, SysTick as the clock, the FPU, the
+//! core's identity and the fault status, at the addresses of Arm's MPS2
+//! boards as QEMU has them (`mps2-an386`, Cortex-M4; `mps2-an500`, Cortex-M7).
 
 use core::fmt;
 use core::ptr::{read_volatile, write_volatile};
@@ -8,8 +8,6 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The MPS2's system clock: the core, SysTick and the UART's baud divider run on it.
 pub const CLOCK_HZ: u32 = 25_000_000;
-/// What `Hello` reports as the board's arch and core.
-pub const ARCH: &str = "thumbv7em (Cortex-M4F, QEMU mps2-an386)";
 
 const UART0: usize = 0x4000_4000;
 const UART_DATA: usize = UART0;
@@ -25,6 +23,7 @@ const SYST_RVR: usize = 0xE000_E014;
 const SYST_CVR: usize = 0xE000_E018;
 const SYST_MAX: u32 = 0x00FF_FFFF;
 
+const CPUID: usize = 0xE000_ED00;
 const CPACR: usize = 0xE000_ED88;
 const CFSR: usize = 0xE000_ED28;
 const HFSR: usize = 0xE000_ED2C;
@@ -49,6 +48,15 @@ pub unsafe fn enable_fpu() {
     write(CPACR, read(CPACR) | (0xF << 20));
     // SAFETY: barriers only; the FPU is usable after them.
     unsafe { core::arch::asm!("dsb", "isb") };
+}
+
+/// The core, by CPUID's part number: what `Hello` reports with the arch.
+pub fn core() -> &'static str {
+    match (read(CPUID) >> 4) & 0xFFF {
+        0xC24 => "thumbv7em (Cortex-M4F, Arm MPS2)",
+        0xC27 => "thumbv7em (Cortex-M7, Arm MPS2)",
+        _ => "thumbv7em (an unknown Cortex-M, Arm MPS2)",
+    }
 }
 
 /// Turns on the UART (transmit and receive) and the cycle clock.
