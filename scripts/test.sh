@@ -49,6 +49,12 @@ cargo build -p edgehil-micro --no-default-features
 # Builds the fuzz targets of runtime/fuzz too (a member), uninstrumented.
 cargo build --workspace --bins --tests
 cargo clippy --workspace --all-targets -- -D warnings
+# The QEMU boards' images (Debian's kernel, a busybox initramfs, the agent:
+# cross-built for aarch64 with Debian's rustc-web), built once and cached, so
+# no test waits on a cross build.
+for arch in x86_64 aarch64; do
+    "$target_dir/debug/edgehil" board build --arch "$arch" >/dev/null
+done
 cargo test --workspace --exclude edgehil-hil-tests
 # The HIL snapshot tests, on the emulated board unless EDGEHIL_HIL_TARGET names a real one.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -5,9 +5,9 @@ use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HilError {
-    /// a target string that is not emu, serial:PORT[@baud], labgrid:PLACE or qemu:MACHINE
+    /// a target string that is not emu, serial:PORT[@baud], labgrid:PLACE, qemu:ARCH or qemu:MACHINE
     #[error(
-        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `labgrid:PLACE` or `qemu:mps2-an386` / `qemu:mps2-an500` (a Cortex-M4 / M7 microcontroller in QEMU)"
+        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `labgrid:PLACE`, `qemu:aarch64` or `qemu:x86_64` (a Linux VM), or `qemu:mps2-an386` / `qemu:mps2-an500` (a Cortex-M4 / M7 microcontroller)"
     )]
     BadTarget(String),
     /// the serial port could not be opened
@@ -19,6 +19,9 @@ pub enum HilError {
     /// the agent process could not be started
     #[error("cannot start the agent {agent}: {cause}")]
     Spawn { agent: String, cause: std::io::Error },
+    /// a QEMU board did not come up
+    #[error(transparent)]
+    Boot(Box<crate::qemu::BootFailure>),
     /// reading or writing the link failed
     #[error("link I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -62,6 +65,10 @@ pub enum ExitCause {
     OutOfMemory,
     Code(i32),
     Signal(i32),
+    /// Killed by the board kernel's OOM killer (a QEMU board's console said so); `ram` is the board's RAM.
+    KernelOom {
+        ram: u64,
+    },
 }
 
 impl From<std::process::ExitStatus> for ExitCause {
@@ -84,6 +91,7 @@ impl std::fmt::Display for ExitCause {
             ExitCause::OutOfMemory => write!(f, "exit code {EXIT_OUT_OF_MEMORY}"),
             ExitCause::Code(code) => write!(f, "exit code {code}"),
             ExitCause::Signal(signal) => write!(f, "killed by signal {signal}"),
+            ExitCause::KernelOom { .. } => write!(f, "killed by the board kernel's OOM killer"),
         }
     }
 }

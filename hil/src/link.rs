@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::{ExitCause, HilError, McuMachine};
+use crate::{ExitCause, HilError, McuMachine, QemuArch, VmInfo};
 
 /// Where a run goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub enum Target {
     Serial { port: String, baud: Option<u32> },
     /// A place of a labgrid farm, reached over its network serial port.
     Labgrid { place: String },
+    /// A Linux VM in QEMU with the profile's RAM and cores.
+    Qemu { arch: QemuArch },
     /// The microcontroller firmware on a QEMU Cortex-M machine, its UART on a pseudo-terminal.
     QemuMcu { machine: McuMachine },
 }
@@ -30,6 +32,9 @@ impl FromStr for Target {
         }
         if let Some(place) = s.strip_prefix("labgrid:").filter(|p| !p.is_empty()) {
             return Ok(Target::Labgrid { place: place.into() });
+        }
+        if let Some(arch) = s.strip_prefix("qemu:") {
+            return Ok(Target::Qemu { arch: arch.parse().map_err(|_| HilError::BadTarget(s.into()))? });
         }
         let rest = s.strip_prefix("serial:").filter(|r| !r.is_empty()).ok_or_else(|| HilError::BadTarget(s.into()))?;
         match rest.rsplit_once('@') {
@@ -70,7 +75,7 @@ impl Target {
         match self {
             Target::Emulated => Timing::Host,
             Target::Serial { .. } | Target::Labgrid { .. } => Timing::Device,
-            Target::QemuMcu { .. } => Timing::EmulatedInstructions,
+            Target::Qemu { .. } | Target::QemuMcu { .. } => Timing::EmulatedInstructions,
         }
     }
 }
@@ -82,6 +87,7 @@ impl std::fmt::Display for Target {
             Target::Serial { port, baud: Some(b) } => write!(f, "serial:{port}@{b}"),
             Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
             Target::Labgrid { place } => write!(f, "labgrid:{place}"),
+            Target::Qemu { arch } => write!(f, "qemu:{arch}"),
             Target::QemuMcu { machine } => write!(f, "qemu:{machine}"),
         }
     }
@@ -99,6 +105,10 @@ pub trait Link: Send {
     /// An error if the board is known to be gone (the emulated board's process ended).
     fn check_alive(&mut self) -> Result<(), Exited> {
         Ok(())
+    }
+    /// The VM this link reaches, if it is one (a QEMU board).
+    fn vm(&self) -> Option<&VmInfo> {
+        None
     }
 }
 
@@ -196,9 +206,27 @@ mod tests {
         }
         assert_eq!("labgrid:rack-3".parse::<Target>().unwrap(), Target::Labgrid { place: "rack-3".into() });
         assert_eq!(Target::Labgrid { place: "rack-3".into() }.to_string(), "labgrid:rack-3");
-        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "labgrid:", "qemu:mps2-an999"] {
+        for arch in QemuArch::ALL {
+            let text = format!("qemu:{arch}");
+            assert_eq!(text.parse::<Target>().unwrap(), Target::Qemu { arch });
+            assert_eq!(Target::Qemu { arch }.to_string(), text);
+        }
+        for bad in [
+            "",
+            "serial:",
+            "usb:x",
+            "serial:/dev/x@fast",
+            "labgrid:",
+            "qemu:",
+            "qemu:riscv64",
+            "qemu:aarch64:x",
+            "qemu:mps2-an999",
+        ] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
-            assert!(e.contains(&format!("`{bad}`")) && e.contains("serial:PORT") && e.contains("labgrid:PLACE"), "{e}");
+            assert!(
+                e.contains(&format!("`{bad}`")) && e.contains("labgrid:PLACE") && e.contains("qemu:aarch64"),
+                "{e}"
+            );
         }
     }
 }

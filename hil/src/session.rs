@@ -106,6 +106,11 @@ impl Session {
         Self { link, timeouts, decoder: FrameDecoder::new(), next_id: 1, stats: LinkStats::default() }
     }
 
+    /// The VM the session's link reaches (a QEMU board): its console log and boot time.
+    pub fn vm(&self) -> Option<&crate::VmInfo> {
+        self.link.vm()
+    }
+
     /// Sends `call` and gives its answer; `on_event` sees each event that
     /// comes before the answer (runs, outputs, tokens) once, in order.
     pub fn call<C: Call>(&mut self, call: C, on_event: impl FnMut(&Event)) -> Result<C::Answer, HilError> {

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use edgehil::run;
 use edgehil::suite::file::Tolerances;
 use edgehil::units::{ByteRate, Bytes};
-use edgehil_hil::{Target, Timeouts};
+use edgehil_hil::{QemuArch, Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
 
 use crate::cmd::Boards;
@@ -59,6 +59,11 @@ pub enum Cmd {
     },
     /// Fit a profile's latency model (compute, bandwidth, call, op and token overheads) to measured runs.
     Calibrate(CalibrateArgs),
+    /// QEMU board images (Debian kernel + busybox initramfs with the agent) for the qemu: targets.
+    Board {
+        #[command(subcommand)]
+        command: BoardCmd,
+    },
 }
 
 #[derive(clap::Args)]
@@ -287,13 +292,32 @@ pub enum ProfilesCmd {
     Show { name: String },
 }
 
+#[derive(Subcommand)]
+pub enum BoardCmd {
+    /// Build (or find cached) the image a qemu: target boots; prints its folder.
+    Build {
+        /// aarch64 (the agent is cross-built) or x86_64.
+        #[arg(long, value_parser = parse_qemu_arch)]
+        arch: QemuArch,
+        /// The x86_64 agent to put in (default: beside edgehil, or $EDGEHIL_AGENT).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+    },
+}
+
+fn parse_qemu_arch(s: &str) -> Result<QemuArch, String> {
+    s.parse().map_err(|_| format!("`{s}`: expected aarch64 or x86_64"))
+}
+
 /// Where and how a model runs: shared by `run`, `generate` and `sweep`.
 #[derive(clap::Args)]
 pub struct BoardArgs {
     /// Device profile; repeat to run on several boards in turn.
     #[arg(long = "profile", default_values_t = ["jetson-orin-nano".to_string()])]
     pub profiles: Vec<String>,
-    /// emu, serial:PORT[@BAUD], labgrid:PLACE (coordinator: $LG_COORDINATOR, as labgrid-client), or qemu:mps2-an386 / qemu:mps2-an500 (the microcontroller firmware on QEMU's Cortex-M4 / M7; engine micro).
+    /// emu, serial:PORT[@BAUD], labgrid:PLACE (coordinator: $LG_COORDINATOR, as labgrid-client),
+    /// qemu:aarch64 or qemu:x86_64 (a Linux VM), qemu:mps2-an386 or qemu:mps2-an500 (the microcontroller
+    /// firmware on QEMU's Cortex-M4 / M7; engine micro).
     #[arg(long, default_value = "emu")]
     pub target: String,
     /// tract or ort; several, comma-separated, run one after the other.
@@ -332,12 +356,11 @@ impl BoardArgs {
             true => Some(run::find_ort_library(self.ort_library.as_deref())?),
             false => self.ort_library,
         };
-        let agent = match (&target, self.agent) {
-            (_, Some(a)) => a,
-            (Target::Emulated, None) => run::find_agent()?,
-            (Target::Serial { .. } | Target::Labgrid { .. }, None) => PathBuf::new(),
-            (Target::QemuMcu { .. }, None) => edgehil::mcu::find_firmware()?,
+        let agent = match self.agent {
+            Some(a) => a,
+            None => run::agent_for(&target)?,
         };
+        let qemu_image = run::board_image(&target, &agent)?;
         // A microcontroller has one engine, whatever --engine says.
         let engines = match target {
             Target::QemuMcu { .. } => vec![EngineKind::Micro],
@@ -358,6 +381,7 @@ impl BoardArgs {
                     ..Timeouts::default()
                 },
                 agent_args: Vec::new(),
+                qemu_image: qemu_image.clone(),
                 upload: self.upload,
             })
             .collect();

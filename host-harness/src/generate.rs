@@ -13,7 +13,7 @@ use edgehil_runtime::wire::{EngineKind, GenParams, GenReport};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::Profile;
-use crate::report::{limit_name, BoardSummary, LinkSummary, LoadSummary, Memory, Status};
+use crate::report::{limit_name, BoardSummary, LinkSummary, LoadSummary, Memory, Status, VmSummary};
 use crate::run::{on_board, verdict, BoardOptions, BoardRun};
 
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +226,9 @@ pub struct GenerateReport {
     pub agreement: Option<Agreement>,
     pub board_tokenizer: Option<BoardTokenizer>,
     pub link: LinkSummary,
+    /// A QEMU board's VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSummary>,
 }
 
 fn host_engine(board: &BoardOptions, path: &Path) -> Result<Box<dyn engine::Engine>, EngineError> {
@@ -404,6 +407,7 @@ pub fn generate(
         agreement,
         board_tokenizer,
         link: got.link_summary(link_stats),
+        vm: got.vm,
     })
 }
 
@@ -486,6 +490,9 @@ impl GenerateReport {
                 verdict(b.same_text),
                 b.text
             );
+        }
+        if let Some(vm) = &self.vm {
+            let _ = writeln!(s, "  vm          {}", vm.line());
         }
         s
     }

@@ -9,6 +9,7 @@
 //! otherwise.
 
 pub mod accuracy;
+pub mod board;
 pub mod calibrate;
 pub mod catalog;
 pub mod estimate;

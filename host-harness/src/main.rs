@@ -47,5 +47,6 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Compare(args) => cmd::compare::compare(args),
         Cmd::Profiles { command } => cmd::profiles::profiles(command, &profiles),
         Cmd::Calibrate(args) => cmd::calibrate::calibrate(args, &profiles),
+        Cmd::Board { command } => cmd::board::board(command),
     }
 }

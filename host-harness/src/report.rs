@@ -4,10 +4,11 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use edgehil_hil::{Target, Timing};
+use edgehil_hil::{Target, Timing, VmInfo};
 use edgehil_runtime::wire::{EngineKind, MemLimit, OptLevel};
 
 use crate::accuracy::Accuracy;
+use crate::board::BoardImage;
 use crate::estimate::{GraphCost, Prediction};
 use crate::units::human_bytes;
 
@@ -123,6 +124,53 @@ pub struct Memory {
     pub headroom_pct: Option<f64>,
     /// From a refusal: at least this much was needed.
     pub needed_at_least: Option<u64>,
+    /// The board's RAM, when its kernel's OOM killer ended the agent (a QEMU board).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_oom_ram: Option<u64>,
+}
+
+/// The VM of a QEMU board: what it emulated, how long it took to boot, where its console went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSummary {
+    pub machine: String,
+    pub cpu: String,
+    pub ram_bytes: u64,
+    pub cores: u32,
+    /// The Debian kernel package it booted.
+    pub kernel: Option<String>,
+    pub initrd_bytes: Option<u64>,
+    /// From starting QEMU to the agent's start; not part of any run timing.
+    pub boot_ms: f64,
+    pub console_log: String,
+}
+
+impl VmSummary {
+    pub fn new(vm: &VmInfo, image: Option<&BoardImage>) -> Self {
+        VmSummary {
+            machine: format!("{} -M {}", vm.arch.program(), vm.arch.machine()),
+            cpu: vm.arch.cpu().into(),
+            ram_bytes: vm.ram_bytes,
+            cores: vm.cores,
+            kernel: image.map(|i| i.kernel_package.clone()),
+            initrd_bytes: image.map(|i| i.initrd_bytes),
+            boot_ms: vm.boot.as_secs_f64() * 1e3,
+            console_log: vm.console_log.display().to_string(),
+        }
+    }
+
+    /// The table's line: "qemu-system-aarch64 -M virt -cpu cortex-a76, 8 GiB, 4 cores; boot 6.1 s; console …".
+    pub fn line(&self) -> String {
+        format!(
+            "{} -cpu {}, {}, {} cores{}; boot {:.1} s (TCG); console {}",
+            self.machine,
+            self.cpu,
+            human_bytes(self.ram_bytes as f64),
+            self.cores,
+            self.kernel.as_ref().map(|k| format!(", {k}")).unwrap_or_default(),
+            self.boot_ms / 1e3,
+            self.console_log
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -170,6 +218,9 @@ pub struct RunReport {
     pub memory: Memory,
     pub accuracy: Vec<Accuracy>,
     pub link: LinkSummary,
+    /// A QEMU board's VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSummary>,
     /// A microcontroller board's machine, flash and RAM (`qemu:` Cortex-M targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcu: Option<McuSummary>,
@@ -219,6 +270,12 @@ impl RunReport {
         let m = &self.memory;
         let verdict = match self.status {
             Status::Ok => "fits".to_string(),
+            Status::DoesNotFit if m.kernel_oom_ram.is_some() => {
+                format!(
+                    "does not fit (board kernel OOM killer, RAM {})",
+                    human_bytes(m.kernel_oom_ram.unwrap_or(0) as f64)
+                )
+            }
             Status::DoesNotFit => match m.needed_at_least {
                 // Only known to be over the cap: no figure of its own to give.
                 Some(n) if n <= m.cap_bytes.saturating_add(1) => {
@@ -321,6 +378,9 @@ impl RunReport {
                 opt(a.max_abs, 6),
                 a.top1.map_or("-".into(), |t| format!("{:.0}%", t * 100.0))
             );
+        }
+        if let Some(vm) = &self.vm {
+            let _ = writeln!(s, "  vm         {}", vm.line());
         }
         if let Some(mcu) = &self.mcu {
             let flash = mcu.flash_firmware_bytes + mcu.flash_model_bytes;

@@ -5,21 +5,22 @@ use std::path::{Path, PathBuf};
 
 use edgehil_hil::labgrid::LabgridBoard;
 use edgehil_hil::{
-    Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig, QemuMcu,
-    SerialLink, Session, Target, Timeouts, UploadStep, MODEL_ADDR,
+    Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig, QemuArch,
+    QemuMcu, SerialLink, Session, Target, Timeouts, UploadStep, MODEL_ADDR,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
 use edgehil_runtime::wire::{AgentError, BoardInfo, EngineKind, LoadReport, MemLimit, OptLevel, OutputMode, Tensor};
 
 use crate::accuracy::{self, Accuracy};
+use crate::board::{self, BoardError, BoardImage};
 use crate::estimate::{self, EstimateError};
 use crate::inputs::{self, InputError};
 use crate::mcu::{self, FlashImage};
 use crate::profile::{LinkSpec, Profile};
 use crate::report::{
     limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, McuSummary, MeasuredBy, Memory, RunReport, Status,
-    UploadSummary,
+    UploadSummary, VmSummary,
 };
 use crate::units::human_bytes;
 
@@ -40,6 +41,8 @@ pub enum RunError {
     /// the agent binary or the ONNX Runtime library was not found
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Board(#[from] BoardError),
 }
 
 /// Which board, which engine, and how to reach it: what `run` and
@@ -56,6 +59,8 @@ pub struct BoardOptions {
     pub timeouts: Timeouts,
     /// Further agent arguments (emulated board only).
     pub agent_args: Vec<String>,
+    /// The image a `qemu:` target boots ([`board_image`]).
+    pub qemu_image: Option<BoardImage>,
     pub upload: Upload,
 }
 
@@ -97,6 +102,7 @@ impl BoardOptions {
         got: &mut BoardRun,
     ) -> Result<Session, (HilError, Option<LinkStats>)> {
         let link = open_link(self, profile, self.cap_on(profile), Some(model)).map_err(|e| (e, None))?;
+        got.vm = link.vm().map(|vm| VmSummary::new(vm, self.qemu_image.as_ref()));
         let mut session = Session::new(link, self.timeouts);
         let mut start = || -> Result<(), HilError> {
             got.info = Some(session.hello()?);
@@ -208,6 +214,26 @@ pub struct RunOptions {
     pub outputs: OutputMode,
 }
 
+/// The agent a target starts: this machine's for the emulated board and an
+/// x86_64 VM; none for a serial board (it has its own) or an aarch64 VM (its
+/// image builds its own).
+pub fn agent_for(target: &Target) -> Result<PathBuf, RunError> {
+    match target {
+        Target::Emulated | Target::Qemu { arch: QemuArch::X86_64 } => find_agent(),
+        Target::Serial { .. } | Target::Labgrid { .. } | Target::Qemu { arch: QemuArch::Aarch64 } => Ok(PathBuf::new()),
+        Target::QemuMcu { .. } => mcu::find_firmware(),
+    }
+}
+
+/// The image a `qemu:` target boots, built (or found cached) with `agent`; none for other targets.
+pub fn board_image(target: &Target, agent: &Path) -> Result<Option<BoardImage>, RunError> {
+    match target {
+        Target::Qemu { arch } => Ok(Some(board::build(*arch, Some(agent).filter(|a| !a.as_os_str().is_empty()))?)),
+        // A microcontroller boots its firmware with the micro-model of each run (`mcu`).
+        Target::Emulated | Target::Serial { .. } | Target::Labgrid { .. } | Target::QemuMcu { .. } => Ok(None),
+    }
+}
+
 /// The `edgehil-agent` binary: $EDGEHIL_AGENT, or beside this executable
 /// (or its parent folder, where cargo puts test binaries).
 pub fn find_agent() -> Result<PathBuf, RunError> {
@@ -314,6 +340,13 @@ fn open_link(
         }
         Target::Serial { port, baud } => Ok(Box::new(SerialLink::open(port, baud.unwrap_or(profile_baud(profile)))?)),
         Target::Labgrid { place } => Ok(Box::new(LabgridBoard::open(place, profile_baud(profile))?)),
+        Target::Qemu { arch } => {
+            let image = opts.qemu_image.as_ref().ok_or_else(|| HilError::Spawn {
+                agent: arch.program().into(),
+                cause: std::io::Error::other("no board image was built for this target"),
+            })?;
+            Ok(Box::new(board::boot(image, profile, cap, profile.cores.value as usize)?))
+        }
         Target::QemuMcu { machine } => Ok(Box::new(QemuMcu::boot(&McuConfig {
             machine: *machine,
             firmware: opts.agent.clone(),
@@ -349,6 +382,8 @@ pub(crate) struct BoardRun {
     pub load: Option<LoadReport>,
     pub infer: Option<InferResult>,
     pub agent_bad_frames: Option<u32>,
+    /// The VM of a QEMU board: console log and boot time.
+    pub vm: Option<VmSummary>,
     pub upload: Option<UploadSummary>,
 }
 
@@ -433,6 +468,7 @@ pub(crate) fn verdict(
         headroom_bytes: None,
         headroom_pct: None,
         needed_at_least: None,
+        kernel_oom_ram: None,
     };
     let (mut status, mut error) = match outcome {
         Ok(()) => (Status::Ok, None),
@@ -470,6 +506,14 @@ pub(crate) fn verdict(
                 }
             }
             (Status::DoesNotFit, Some(e.to_string()))
+        }
+        Err(e @ HilError::AgentExited { cause: ExitCause::KernelOom { ram }, .. }) => {
+            // The guest kernel ran out of the VM's RAM (model files on its
+            // RAM-backed storage count too) before the agent's cap refused.
+            memory.kernel_oom_ram = Some(*ram);
+            memory.needed_at_least = Some(ram.saturating_add(1));
+            let why = format!("does not fit (board kernel OOM killer, RAM {})", human_bytes(*ram as f64));
+            return finish(Status::DoesNotFit, Some(format!("{why}: {e}")), memory);
         }
         Err(e @ HilError::AgentExited { cause: ExitCause::OutOfMemory, .. }) => {
             (Status::DoesNotFit, Some(e.to_string()))
@@ -575,6 +619,7 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         memory,
         accuracy,
         link: got.link_summary(link_stats),
+        vm: got.vm,
         mcu: match (&board.target, &image, firmware_bytes) {
             (Target::QemuMcu { machine }, Some(image), Some(firmware)) => Some(McuSummary {
                 machine: format!("QEMU {machine} ({})", machine.core()),

@@ -20,5 +20,6 @@ mod memory_link;
 mod micro;
 mod noisy_link;
 mod protocol;
+mod qemu;
 mod suite;
 mod upload;

@@ -164,6 +164,17 @@ mod tests {
     }
 
     #[test]
+    fn qemu_timings_are_left_out_unless_told_they_stand_for_the_device() {
+        let reports = [run_report("pi", "tract", "qemu:aarch64", "ok", 40.0, None)];
+        let path = write("qemu-runs.json", &format!("[{}]", reports.join(",\n")));
+        let m = read(&path, &filter("pi")).unwrap();
+        assert!(m.cases.is_empty());
+        assert!(m.summary().contains("1 with emulated-instruction timings (QEMU under TCG"), "{}", m.summary());
+        let told = read(&path, &Filter { emulated_timings_as_real: true, ..filter("pi") }).unwrap();
+        assert_eq!(told.cases.len(), 1);
+    }
+
+    #[test]
     fn reads_run_reports_and_keeps_the_profiles_cases() {
         let reports = [
             run_report("pi", "ort", "emu", "ok", 2.5, Some(16)),

@@ -1,6 +1,7 @@
 //! One module per subcommand: each runs its arguments through the library,
 //! prints, and gives the exit code.
 
+pub mod board;
 pub mod calibrate;
 pub mod compare;
 pub mod eval;

@@ -249,3 +249,36 @@ impl Pairing {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::record::tests::record;
+    use edgehil_hil::QemuArch;
+
+    fn on(target: Target, latency_ms: f64, accuracy: f64) -> Record {
+        let mut r = record("m");
+        r.case.target = target;
+        r.measurements.latency_ms = Some(latency_ms);
+        r.measurements.accuracy = Some(accuracy);
+        r
+    }
+
+    #[test]
+    fn emulated_instruction_timings_are_labelled_and_not_compared_unless_told() {
+        let emu = [on(Target::Emulated, 2.0, 0.99)];
+        let qemu = [on(Target::Qemu { arch: QemuArch::Aarch64 }, 60.0, 0.98)];
+        let p = pair(&emu, &qemu, false);
+        let only = &p.pairs[0];
+        assert_eq!((only.a_timing, only.b_timing), (Timing::Host, Timing::EmulatedInstructions));
+        assert_eq!(only.latency_ratio, None);
+        assert!((only.accuracy_difference.unwrap() + 0.01).abs() < 1e-12, "accuracy is compared all the same");
+        assert!(p.text().contains("| not compared: emulated-instruction timings |"), "{}", p.text());
+        let told = pair(&emu, &qemu, true);
+        assert_eq!(told.pairs[0].latency_ratio, Some(30.0));
+        assert!(told.text().contains("| 30.000 (emulated-instruction timings) |"), "{}", told.text());
+        // A real board's timings are compared as before.
+        let serial = [on(Target::Serial { port: "/dev/ttyUSB0".into(), baud: None }, 3.0, 0.99)];
+        assert_eq!(pair(&emu, &serial, false).pairs[0].latency_ratio, Some(1.5));
+    }
+}

@@ -268,12 +268,12 @@ pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::MeasuredBy;
     use edgehil_runtime::wire::{MemLimit, OptLevel};
 
-    fn record(model: &str) -> Record {
+    pub(crate) fn record(model: &str) -> Record {
         Record {
             schema_version: SCHEMA_VERSION,
             suite: "s".into(),

@@ -429,12 +429,11 @@ fn timed_out(suite: &Suite, case: &Case) -> String {
 /// The board options of a case on `target` with `engine`.
 fn board(suite: &Suite, target: &Target, engine: EngineKind) -> Result<BoardOptions, String> {
     let target = target.clone();
-    let agent = match (&suite.agent, &target) {
-        (Some(a), _) => a.clone(),
-        (None, Target::Emulated) => run::find_agent().map_err(|e| e.to_string())?,
-        (None, Target::Serial { .. } | Target::Labgrid { .. }) => PathBuf::new(),
-        (None, Target::QemuMcu { .. }) => crate::mcu::find_firmware().map_err(|e| e.to_string())?,
+    let agent = match &suite.agent {
+        Some(a) => a.clone(),
+        None => run::agent_for(&target).map_err(|e| e.to_string())?,
     };
+    let qemu_image = run::board_image(&target, &agent).map_err(|e| e.to_string())?;
     let ort_library = match engine {
         EngineKind::Ort => Some(run::find_ort_library(None).map_err(|e| e.to_string())?),
         EngineKind::Tract | EngineKind::Micro => None,
@@ -448,6 +447,7 @@ fn board(suite: &Suite, target: &Target, engine: EngineKind) -> Result<BoardOpti
         ort_library,
         timeouts: Timeouts { request: Duration::from_secs_f64(suite.timeout_s), ..Timeouts::default() },
         agent_args: Vec::new(),
+        qemu_image,
         upload: run::Upload::Auto,
     })
 }

@@ -61,6 +61,7 @@ pub fn board(engine: EngineKind) -> BoardOptions {
             request: Duration::from_secs(120),
         },
         agent_args: Vec::new(),
+        qemu_image: None,
         upload: run::Upload::Auto,
     }
 }

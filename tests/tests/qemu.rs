@@ -1,0 +1,164 @@
+//! QEMU boards: Debian's kernel in a VM with the profile's RAM, the agent on
+//! a UART, models uploaded over it. Skipped, saying why, where QEMU is not
+//! installed (scripts/test.sh installs it). TCG is about 30× slower than
+//! this machine: small models, few runs.
+
+use std::path::Path;
+
+use crate::common;
+
+use common::{binary, export_to, profile};
+use edgehil::generate::{generate, GenerateOptions};
+use edgehil::report::Status;
+use edgehil::run::{self, BoardOptions};
+use edgehil_hil::{QemuArch, Target};
+use edgehil_onnx::export::ExportOptions;
+use edgehil_runtime::wire::{EngineKind, GenParams};
+
+/// The archs whose QEMU is installed; prints why the others are skipped.
+fn installed() -> Vec<QemuArch> {
+    QemuArch::ALL
+        .into_iter()
+        .filter(|arch| {
+            let found = std::process::Command::new(arch.program()).arg("--version").output().is_ok();
+            if !found {
+                eprintln!("skipped qemu:{arch}: {} is not installed (scripts/test.sh installs it)", arch.program());
+            }
+            found
+        })
+        .collect()
+}
+
+fn qemu_board(arch: QemuArch, engine: EngineKind) -> BoardOptions {
+    let target = Target::Qemu { arch };
+    let agent = binary("edgehil-agent");
+    let image = run::board_image(&target, &agent).unwrap_or_else(|e| panic!("qemu:{arch} image: {e}"));
+    BoardOptions { target, qemu_image: image, ..common::board(engine) }
+}
+
+/// The console log a report names, which must show the boot and the agent's start.
+fn check_console(log: &str) {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| panic!("console log {log}: {e}"));
+    assert!(text.contains(edgehil_hil::AGENT_STARTED), "{log} shows no agent start:\n{text}");
+}
+
+#[test]
+fn qemu_boards_run_the_block_with_the_host_accuracy() {
+    for arch in installed() {
+        let mut opts = common::options("block.onnx", EngineKind::Tract);
+        opts.board = qemu_board(arch, EngineKind::Tract);
+        opts.runs = 2;
+        let r = common::run_on(&opts, "raspberry-pi-5");
+        assert_eq!(r.status, Status::Ok, "qemu:{arch}: {:?}", r.error);
+        assert_eq!(r.board.as_ref().unwrap().arch, arch.name(), "the agent ran on the VM's CPU");
+        for a in &r.accuracy {
+            assert!(a.cosine.unwrap() > 0.9999, "qemu:{arch} {}: {a:?} against the x86 host reference", a.output);
+        }
+        let vm = r.vm.as_ref().expect("a QEMU run reports its VM");
+        assert_eq!((vm.ram_bytes, vm.cores), (8 << 30, 4), "raspberry-pi-5's total RAM and cores");
+        assert!(vm.boot_ms > 0.0);
+        check_console(&vm.console_log);
+        let table = r.table();
+        assert!(table.contains("emulated-instruction timings (QEMU under TCG), not device latencies"), "{table}");
+    }
+}
+
+#[test]
+fn qemu_boards_generate_the_host_tokens() {
+    let archs = installed();
+    if archs.is_empty() {
+        return;
+    }
+    let (dir, _) = export_to("llama-gqa", "qemu", ExportOptions::default());
+    for arch in archs {
+        let opts = GenerateOptions {
+            model: dir.clone(),
+            reference: None,
+            prompt: "the board writes".into(),
+            params: GenParams { max_new: 8, temperature: 0.0, ..GenParams::STUDY },
+            stop_at_eos: false,
+            tokenize_on_board: true,
+            reps: 1,
+            board: qemu_board(arch, EngineKind::Tract),
+        };
+        let r = generate(&opts, &profile("raspberry-pi-5"), |_| {}).unwrap();
+        assert_eq!(r.status, Status::Ok, "qemu:{arch}: {:?}", r.error);
+        let a = r.agreement.as_ref().unwrap();
+        assert!(a.same_tokens, "qemu:{arch}: {:?} vs the host's, first difference {:?}", r.tokens, a.first_difference);
+        assert_eq!(r.tokens.len(), 8);
+        check_console(&r.vm.as_ref().unwrap().console_log);
+    }
+}
+
+/// A profile of `ram` total RAM, else raspberry-pi-5.
+fn small_board(ram: u64) -> edgehil::profile::Profile {
+    let mut p = profile("raspberry-pi-5");
+    p.name = "qemu-test-small".into();
+    p.ram_total.value.0 = ram;
+    p.ram_usable.value.0 = ram;
+    p
+}
+
+#[test]
+fn a_model_larger_than_the_vm_is_killed_by_its_kernel() {
+    let Some(arch) = installed().into_iter().find(|a| *a == QemuArch::X86_64) else { return };
+    let dir = common::scratch_dir("qemu-oom");
+    let ram = 256u64 << 20;
+    let model = needs_at_run(&dir, 200 << 20);
+    let mut opts = common::options("block.onnx", EngineKind::Tract);
+    opts.model = model;
+    opts.runs = 1;
+    opts.warmup = 0;
+    // No agent cap: the kernel alone holds the model to the VM's RAM.
+    opts.board = BoardOptions { cap: Some(64 << 30), ..qemu_board(arch, EngineKind::Tract) };
+    let r = run::run(&opts, &small_board(ram)).unwrap();
+    assert_eq!(r.status, Status::DoesNotFit, "{:?}", r.error);
+    let error = r.error.as_deref().unwrap();
+    assert!(error.starts_with("does not fit (board kernel OOM killer, RAM 256.0 MiB)"), "{error}");
+    assert_eq!(r.memory.kernel_oom_ram, Some(ram));
+    let log = std::fs::read_to_string(&r.vm.as_ref().unwrap().console_log).unwrap();
+    assert!(log.contains("Out of memory: Killed process"), "the guest kernel said so:\n{log}");
+    assert!(r.table().contains("does not fit (board kernel OOM killer, RAM 256.0 MiB)"), "{}", r.table());
+}
+
+/// A model of a few hundred bytes that needs two tensors of `bytes` each
+/// when it runs (`Expand` of its input, then a product of that with itself):
+/// the file travels over the slow UART in no time, the memory it needs does not.
+fn needs_at_run(dir: &Path, bytes: u64) -> std::path::PathBuf {
+    use edgehil_onnx::graph::{Dim, Elem, GraphBuilder};
+    let width = 1024i64;
+    let rows = (bytes / (4 * width as u64)) as i64;
+    let mut g = GraphBuilder::new("needs-at-run");
+    let x = g.input("x", Elem::F32, &[Dim::Fixed(1), Dim::Fixed(1)]);
+    let shape = g.i64s("shape", &[2], &[rows, width]);
+    let wide = g.node("Expand", &[&x, &shape], &[]);
+    let squared = g.node("Mul", &[&wide, &wide], &[]);
+    g.node_to("ReduceSum", &[&squared], "y", &[]);
+    g.output("y", Elem::F32, &[Dim::Fixed(1), Dim::Fixed(1)]);
+    let path = dir.join("needs-at-run.onnx");
+    edgehil_onnx::graph::write_model(&g.build(), &path).unwrap();
+    path
+}
+
+#[test]
+fn a_vm_that_does_not_boot_in_time_names_its_console() {
+    let Some(arch) = installed().into_iter().next() else { return };
+    let image = qemu_board(arch, EngineKind::Tract).qemu_image.unwrap();
+    let console_log = common::scratch_dir("qemu-boot").join("console.log");
+    let config = edgehil_hil::QemuConfig {
+        arch,
+        kernel: image.kernel(),
+        initrd: image.initrd(),
+        ram_bytes: 256 << 20,
+        cores: 1,
+        agent_cap: 0,
+        agent_threads: 1,
+        console_log: console_log.clone(),
+        boot_timeout: std::time::Duration::from_millis(1500),
+    };
+    let started = std::time::Instant::now();
+    let e = edgehil_hil::QemuBoard::boot(&config).err().expect("no agent within 1.5 s under TCG").to_string();
+    assert!(started.elapsed().as_secs() < 10, "the boot timeout holds: {:?}", started.elapsed());
+    assert!(e.contains(&format!("QEMU board {arch} did not boot within")), "{e}");
+    assert!(e.contains(&console_log.display().to_string()), "names its console log: {e}");
+}
