@@ -5,15 +5,15 @@
 //! QEMU has no nRF52840 or STM32H7: a profile's board runs on the Cortex-M
 //! machine of its core, with the profile's usable RAM as the heap cap.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::link::{check_child, Exited, SerialLink};
+use crate::qemu::{pty_of, read_lines};
 use crate::{HilError, Link};
 
 /// Where the firmware's linker script (runtime/firmware/link.x) reads the heap cap (a little-endian u32; 0: none).
@@ -84,7 +84,9 @@ pub struct McuConfig {
 pub struct QemuMcu {
     link: SerialLink,
     child: Child,
-    output: Arc<Mutex<String>>,
+    /// QEMU's stdout and stderr, and what they said so far (for the report of its end).
+    lines: Receiver<String>,
+    output: Mutex<String>,
     exited: Option<ExitStatus>,
 }
 
@@ -100,7 +102,9 @@ impl QemuMcu {
             )))
         })?;
         let mut cmd = Command::new(Self::QEMU);
-        cmd.args(["-M", config.machine.name(), "-nographic", "-monitor", "none", "-serial", "pty", "-kernel"])
+        cmd.args(["-M", config.machine.name(), "-nographic", "-monitor", "none"])
+            // The UART on a pty named `link`, as the Linux boards' link (`qemu.rs`).
+            .args(["-chardev", "pty,id=link", "-serial", "chardev:link", "-kernel"])
             .arg(&config.firmware)
             .arg("-device")
             .arg(format!("loader,addr={BOOT_CAP_ADDR:#x},data={cap},data-len=4"));
@@ -112,48 +116,36 @@ impl QemuMcu {
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(spawn_err)?;
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        // QEMU names the pseudo-terminal on stdout and its errors on stderr: both are kept for the report of a failure.
-        if let Some(out) = child.stdout.take() {
-            collect(out, output.clone(), tx.clone());
-        }
-        if let Some(err) = child.stderr.take() {
-            collect(err, output.clone(), tx);
-        }
+        let lines = read_lines(child.stdout.take(), child.stderr.take());
         let started = Instant::now();
+        let mut said = Vec::new();
         let pty = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(pty) => break pty,
-                Err(_) if started.elapsed() > START || child.try_wait().ok().flatten().is_some() => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let said = output.lock().expect("output lock").trim().to_string();
-                    return Err(spawn_err(std::io::Error::other(format!(
-                        "QEMU named no serial pseudo-terminal within {START:?}; it said: {said}"
-                    ))));
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                match pty_of(&line) {
+                    Some(pty) => break pty,
+                    None => said.push(line),
                 }
-                Err(_) => {}
+            }
+            if started.elapsed() > START || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                said.extend(lines.try_iter());
+                return Err(spawn_err(std::io::Error::other(format!(
+                    "QEMU named no serial pseudo-terminal within {START:?}; it said: {}",
+                    said.join(" | ")
+                ))));
             }
         };
-        let link = SerialLink::open(&pty, 115_200)?;
-        Ok(Self { link, child, output, exited: None })
-    }
-}
-
-/// Appends QEMU's lines to `output`, sending on `pty` the pseudo-terminal a line names.
-fn collect(pipe: impl Read + Send + 'static, output: Arc<Mutex<String>>, pty: Sender<String>) {
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(pipe);
-        let mut line = String::new();
-        while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if let Some(name) = line.split_whitespace().find(|w| w.starts_with("/dev/pts/")) {
-                let _ = pty.send(name.to_string());
+        let link = match SerialLink::open(&pty, 115_200) {
+            Ok(link) => link,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
             }
-            output.lock().expect("output lock").push_str(&line);
-            line.clear();
-        }
-    });
+        };
+        Ok(Self { link, child, lines, output: Mutex::new(said.join("\n")), exited: None })
+    }
 }
 
 impl Link for QemuMcu {
@@ -166,6 +158,11 @@ impl Link for QemuMcu {
     }
 
     fn check_alive(&mut self) -> Result<(), Exited> {
+        let output = self.output.get_mut().expect("output lock");
+        for line in self.lines.try_iter() {
+            output.push('\n');
+            output.push_str(&line);
+        }
         check_child(&mut self.child, &mut self.exited, &self.output)
     }
 }
