@@ -44,6 +44,8 @@ if command -v rustup >/dev/null; then
     rustup component add rustfmt clippy >/dev/null
 fi
 cargo fmt --all --check
+# The firmware is a workspace of its own (it builds for thumbv7em only).
+cargo fmt --check --manifest-path runtime/firmware/Cargo.toml
 cargo build -p edgehil-wire --no-default-features
 cargo build -p edgehil-micro --no-default-features
 # Builds the fuzz targets of runtime/fuzz too (a member), uninstrumented.

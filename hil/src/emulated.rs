@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::link::{Exited, SerialLink};
+use crate::link::{check_child, Exited, SerialLink};
 use crate::{HilError, Link};
 
 /// How to start the emulated board.
@@ -104,17 +104,7 @@ impl Link for EmulatedBoard {
     }
 
     fn check_alive(&mut self) -> Result<(), Exited> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
-        }
-        match self.exited {
-            None => Ok(()),
-            Some(status) => {
-                // Give the stderr reader a moment to collect the last words.
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                Err(Exited { cause: status.into(), stderr: self.stderr.lock().expect("stderr lock").clone() })
-            }
-        }
+        check_child(&mut self.child, &mut self.exited, &self.stderr)
     }
 }
 

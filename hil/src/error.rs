@@ -5,9 +5,9 @@ use edgehil_wire::{AgentError, ChunkError, EXIT_OUT_OF_MEMORY};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HilError {
-    /// a target string that is not emu, serial:PORT[@baud], labgrid:PLACE, qemu:ARCH
+    /// a target string that is not emu, serial:PORT[@baud], labgrid:PLACE, qemu:ARCH or qemu:MACHINE
     #[error(
-        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `labgrid:PLACE`, `qemu:aarch64` or `qemu:x86_64`"
+        "bad target `{0}`: expected `emu`, `serial:PORT[@BAUD]` (e.g. serial:/dev/ttyUSB0@115200), `labgrid:PLACE`, `qemu:aarch64` or `qemu:x86_64` (a Linux VM), or `qemu:mps2-an386` / `qemu:mps2-an500` (a Cortex-M4 / M7 microcontroller)"
     )]
     BadTarget(String),
     /// the serial port could not be opened

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
 
-use crate::{ExitCause, HilError, QemuArch, VmInfo};
+use crate::{ExitCause, HilError, McuMachine, QemuArch, VmInfo};
 
 /// Where a run goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub enum Target {
     Labgrid { place: String },
     /// A Linux VM in QEMU with the profile's RAM and cores.
     Qemu { arch: QemuArch },
+    /// The microcontroller firmware on a QEMU Cortex-M machine, its UART on a pseudo-terminal.
+    QemuMcu { machine: McuMachine },
 }
 
 impl FromStr for Target {
@@ -24,6 +26,9 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Self, HilError> {
         if s == "emu" {
             return Ok(Target::Emulated);
+        }
+        if let Some(machine) = s.strip_prefix("qemu:").and_then(|m| m.parse().ok()) {
+            return Ok(Target::QemuMcu { machine });
         }
         if let Some(place) = s.strip_prefix("labgrid:").filter(|p| !p.is_empty()) {
             return Ok(Target::Labgrid { place: place.into() });
@@ -70,7 +75,7 @@ impl Target {
         match self {
             Target::Emulated => Timing::Host,
             Target::Serial { .. } | Target::Labgrid { .. } => Timing::Device,
-            Target::Qemu { .. } => Timing::EmulatedInstructions,
+            Target::Qemu { .. } | Target::QemuMcu { .. } => Timing::EmulatedInstructions,
         }
     }
 }
@@ -83,6 +88,7 @@ impl std::fmt::Display for Target {
             Target::Serial { port, baud: None } => write!(f, "serial:{port}"),
             Target::Labgrid { place } => write!(f, "labgrid:{place}"),
             Target::Qemu { arch } => write!(f, "qemu:{arch}"),
+            Target::QemuMcu { machine } => write!(f, "qemu:{machine}"),
         }
     }
 }
@@ -111,6 +117,26 @@ pub trait Link: Send {
 pub struct Exited {
     pub cause: ExitCause,
     pub stderr: String,
+}
+
+/// Whether a board that is a child process (the emulated board's agent, QEMU)
+/// has ended, remembering it in `exited`; its last words are in `output`.
+pub(crate) fn check_child(
+    child: &mut std::process::Child,
+    exited: &mut Option<std::process::ExitStatus>,
+    output: &std::sync::Mutex<String>,
+) -> Result<(), Exited> {
+    if exited.is_none() {
+        *exited = child.try_wait().ok().flatten();
+    }
+    match *exited {
+        None => Ok(()),
+        Some(status) => {
+            // Give the output's reader a moment to collect the last words.
+            std::thread::sleep(Duration::from_millis(20));
+            Err(Exited { cause: status.into(), stderr: output.lock().expect("output lock").clone() })
+        }
+    }
 }
 
 /// How long one read waits before the session looks at its clocks and the
@@ -173,6 +199,11 @@ mod tests {
             Target::Serial { port: "/dev/ttyUSB0".into(), baud: Some(921600) }
         );
         assert_eq!("serial:COM3".parse::<Target>().unwrap(), Target::Serial { port: "COM3".into(), baud: None });
+        for machine in McuMachine::ALL {
+            let text = format!("qemu:{machine}");
+            assert_eq!(text.parse::<Target>().unwrap(), Target::QemuMcu { machine });
+            assert_eq!(Target::QemuMcu { machine }.to_string(), text);
+        }
         assert_eq!("labgrid:rack-3".parse::<Target>().unwrap(), Target::Labgrid { place: "rack-3".into() });
         assert_eq!(Target::Labgrid { place: "rack-3".into() }.to_string(), "labgrid:rack-3");
         for arch in QemuArch::ALL {
@@ -180,8 +211,17 @@ mod tests {
             assert_eq!(text.parse::<Target>().unwrap(), Target::Qemu { arch });
             assert_eq!(Target::Qemu { arch }.to_string(), text);
         }
-        for bad in ["", "serial:", "usb:x", "serial:/dev/x@fast", "labgrid:", "qemu:", "qemu:riscv64", "qemu:aarch64:x"]
-        {
+        for bad in [
+            "",
+            "serial:",
+            "usb:x",
+            "serial:/dev/x@fast",
+            "labgrid:",
+            "qemu:",
+            "qemu:riscv64",
+            "qemu:aarch64:x",
+            "qemu:mps2-an999",
+        ] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
             assert!(
                 e.contains(&format!("`{bad}`")) && e.contains("labgrid:PLACE") && e.contains("qemu:aarch64"),

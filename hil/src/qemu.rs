@@ -271,14 +271,14 @@ fn wait_for_pty(
 }
 
 /// "char device redirected to /dev/pts/3 (label link)" → "/dev/pts/3".
-fn pty_of(line: &str) -> Option<String> {
+pub(crate) fn pty_of(line: &str) -> Option<String> {
     let rest = line.strip_prefix("char device redirected to ")?;
     let (path, label) = rest.split_once(' ')?;
     (label.trim() == "(label link)").then(|| path.to_string())
 }
 
 /// QEMU's stdout and stderr, line by line, on one channel.
-fn read_lines(
+pub(crate) fn read_lines(
     stdout: Option<std::process::ChildStdout>,
     stderr: Option<std::process::ChildStderr>,
 ) -> mpsc::Receiver<String> {

@@ -319,7 +319,8 @@ pub struct BoardArgs {
     #[arg(long = "profile", default_values_t = ["jetson-orin-nano".to_string()])]
     pub profiles: Vec<String>,
     /// emu, serial:PORT[@BAUD], labgrid:PLACE (coordinator: $LG_COORDINATOR, as labgrid-client),
-    /// qemu:aarch64 or qemu:x86_64.
+    /// qemu:aarch64 or qemu:x86_64 (a Linux VM), qemu:mps2-an386 or qemu:mps2-an500 (the microcontroller
+    /// firmware on QEMU's Cortex-M4 / M7; engine micro).
     #[arg(long, default_value = "emu")]
     pub target: String,
     /// tract or ort; several, comma-separated, run one after the other.
@@ -337,7 +338,7 @@ pub struct BoardArgs {
     /// Longest one request may take, in seconds.
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
-    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT).
+    /// The edgehil-agent binary for the emulated board (default: beside edgehil, or $EDGEHIL_AGENT); on a qemu:mps2-* target, the firmware ELF (default: scripts/firmware.sh's, or $EDGEHIL_FIRMWARE).
     #[arg(long)]
     pub agent: Option<PathBuf>,
     /// libonnxruntime.so for --engine ort (default: $EDGEHIL_ORT_LIBRARY, or the pip package's).
@@ -363,8 +364,12 @@ impl BoardArgs {
             None => run::agent_for(&target)?,
         };
         let qemu_image = run::board_image(&target, &agent)?;
-        let boards = self
-            .engine
+        // A microcontroller has one engine, whatever --engine says.
+        let engines = match target {
+            Target::QemuMcu { .. } => vec![EngineKind::Micro],
+            _ => self.engine,
+        };
+        let boards = engines
             .iter()
             .map(|&engine| run::BoardOptions {
                 target: target.clone(),

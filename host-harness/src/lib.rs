@@ -17,6 +17,7 @@ pub mod eval;
 pub mod generate;
 pub mod inputs;
 pub mod listing;
+pub mod mcu;
 pub mod plan;
 pub mod profile;
 pub mod report;

@@ -90,6 +90,9 @@ pub struct Profile {
     pub ram_total: Figure<Bytes>,
     /// What one application can allocate after the OS: the emulated board's cap.
     pub ram_usable: Figure<Bytes>,
+    /// Flash for program and weights (microcontrollers): what a firmware and its model must fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash: Option<Figure<Bytes>>,
     /// Peak compute of the CPU cores the runtime uses.
     pub peak_fp32: Figure<FlopRate>,
     pub peak_int8: Figure<OpRate>,

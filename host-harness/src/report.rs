@@ -221,6 +221,25 @@ pub struct RunReport {
     /// A QEMU board's VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmSummary>,
+    /// A microcontroller board's machine, flash and RAM (`qemu:` Cortex-M targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcu: Option<McuSummary>,
+}
+
+/// What a microcontroller board held, as ST's analyze reports it: flash and RAM apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McuSummary {
+    /// The machine that emulated the profile's board, e.g. "QEMU mps2-an386 (Cortex-M4F)".
+    pub machine: String,
+    /// The firmware image in flash (code, read-only data, .data's initial values).
+    pub flash_firmware_bytes: u64,
+    /// The micro-model in flash, read in place.
+    pub flash_model_bytes: u64,
+    /// The profile's flash, if it gives one.
+    pub flash_profile_bytes: Option<u64>,
+    /// RAM at its peak: statics, the stack's deepest (painted) and the heap's peak.
+    pub ram_peak_bytes: Option<u64>,
+    pub ram_profile_bytes: u64,
 }
 
 /// Says when a target's latencies are not the device's.
@@ -362,6 +381,25 @@ impl RunReport {
         }
         if let Some(vm) = &self.vm {
             let _ = writeln!(s, "  vm         {}", vm.line());
+        }
+        if let Some(mcu) = &self.mcu {
+            let flash = mcu.flash_firmware_bytes + mcu.flash_model_bytes;
+            let of = |v: Option<u64>| v.map_or(String::new(), |v| format!(" of {}", human_bytes(v as f64)));
+            let _ = writeln!(s, "  board      {} standing for {}", mcu.machine, self.profile);
+            let _ = writeln!(
+                s,
+                "  flash      {}{} (firmware {}, model {})",
+                human_bytes(flash as f64),
+                of(mcu.flash_profile_bytes),
+                human_bytes(mcu.flash_firmware_bytes as f64),
+                human_bytes(mcu.flash_model_bytes as f64)
+            );
+            let _ = writeln!(
+                s,
+                "  RAM        peak {}{} (statics + stack + heap)",
+                mcu.ram_peak_bytes.map_or("-".into(), |v| human_bytes(v as f64)),
+                of(Some(mcu.ram_profile_bytes))
+            );
         }
         let l = &self.link;
         let _ = writeln!(

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use edgehil_hil::labgrid::LabgridBoard;
 use edgehil_hil::{
-    Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, QemuArch, SerialLink,
-    Session, Target, Timeouts, UploadStep,
+    Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig, QemuArch,
+    QemuMcu, SerialLink, Session, Target, Timeouts, UploadStep, MODEL_ADDR,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
@@ -16,9 +16,10 @@ use crate::accuracy::{self, Accuracy};
 use crate::board::{self, BoardError, BoardImage};
 use crate::estimate::{self, EstimateError};
 use crate::inputs::{self, InputError};
+use crate::mcu::{self, FlashImage};
 use crate::profile::{LinkSpec, Profile};
 use crate::report::{
-    limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, MeasuredBy, Memory, RunReport, Status,
+    limit_name, BoardSummary, LatencyMs, LinkSummary, LoadSummary, McuSummary, MeasuredBy, Memory, RunReport, Status,
     UploadSummary, VmSummary,
 };
 use crate::units::human_bytes;
@@ -34,6 +35,9 @@ pub enum RunError {
     Inputs(#[from] InputError),
     #[error(transparent)]
     Estimate(#[from] EstimateError),
+    /// the model cannot run on a microcontroller's micro engine
+    #[error(transparent)]
+    Micro(#[from] edgehil_onnx::micro::MicroError),
     /// the agent binary or the ONNX Runtime library was not found
     #[error("{0}")]
     Setup(String),
@@ -89,14 +93,15 @@ impl BoardOptions {
         self.cap.unwrap_or(profile.ram_usable.value.0)
     }
 
-    /// Opens the link, says hello and loads `model`; what the board said is kept in `got`.
+    /// Opens the link, says hello and loads `model` (on a microcontroller, the
+    /// micro-model QEMU puts in its flash); what the board said is kept in `got`.
     pub(crate) fn connect(
         &self,
         profile: &Profile,
         model: &Path,
         got: &mut BoardRun,
     ) -> Result<Session, (HilError, Option<LinkStats>)> {
-        let link = open_link(self, profile, self.cap_on(profile)).map_err(|e| (e, None))?;
+        let link = open_link(self, profile, self.cap_on(profile), Some(model)).map_err(|e| (e, None))?;
         got.vm = link.vm().map(|vm| VmSummary::new(vm, self.qemu_image.as_ref()));
         let mut session = Session::new(link, self.timeouts);
         let mut start = || -> Result<(), HilError> {
@@ -123,6 +128,10 @@ impl BoardOptions {
         model: &Path,
         summary: &mut Option<UploadSummary>,
     ) -> Result<String, HilError> {
+        // QEMU's loader put the micro-model in the microcontroller's flash.
+        if let Target::QemuMcu { .. } = self.target {
+            return Ok(format!("flash:{MODEL_ADDR:#010x}"));
+        }
         if !self.upload.to(&self.target) {
             return Ok(model.display().to_string());
         }
@@ -212,6 +221,7 @@ pub fn agent_for(target: &Target) -> Result<PathBuf, RunError> {
     match target {
         Target::Emulated | Target::Qemu { arch: QemuArch::X86_64 } => find_agent(),
         Target::Serial { .. } | Target::Labgrid { .. } | Target::Qemu { arch: QemuArch::Aarch64 } => Ok(PathBuf::new()),
+        Target::QemuMcu { .. } => mcu::find_firmware(),
     }
 }
 
@@ -219,7 +229,8 @@ pub fn agent_for(target: &Target) -> Result<PathBuf, RunError> {
 pub fn board_image(target: &Target, agent: &Path) -> Result<Option<BoardImage>, RunError> {
     match target {
         Target::Qemu { arch } => Ok(Some(board::build(*arch, Some(agent).filter(|a| !a.as_os_str().is_empty()))?)),
-        Target::Emulated | Target::Serial { .. } | Target::Labgrid { .. } => Ok(None),
+        // A microcontroller boots its firmware with the micro-model of each run (`mcu`).
+        Target::Emulated | Target::Serial { .. } | Target::Labgrid { .. } | Target::QemuMcu { .. } => Ok(None),
     }
 }
 
@@ -307,7 +318,13 @@ pub fn host_run(
     Ok((inputs, outputs))
 }
 
-fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64) -> Result<Box<dyn Link>, HilError> {
+/// `model` is what a microcontroller's flash gets (none: the firmware alone).
+fn open_link(
+    opts: &BoardOptions,
+    profile: &Profile,
+    cap: u64,
+    model: Option<&Path>,
+) -> Result<Box<dyn Link>, HilError> {
     match &opts.target {
         Target::Emulated => {
             let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -330,6 +347,12 @@ fn open_link(opts: &BoardOptions, profile: &Profile, cap: u64) -> Result<Box<dyn
             })?;
             Ok(Box::new(board::boot(image, profile, cap, profile.cores.value as usize)?))
         }
+        Target::QemuMcu { machine } => Ok(Box::new(QemuMcu::boot(&McuConfig {
+            machine: *machine,
+            firmware: opts.agent.clone(),
+            model: model.map(Path::to_path_buf),
+            cap,
+        })?)),
     }
 }
 
@@ -345,7 +368,7 @@ fn profile_baud(profile: &Profile) -> u32 {
 /// `board.timeouts`, and the agent told to end (a real board's supervisor
 /// starts it again, as after every run).
 pub fn health_check(board: &BoardOptions, profile: &Profile) -> Result<BoardInfo, HilError> {
-    let link = open_link(board, profile, board.cap_on(profile))?;
+    let link = open_link(board, profile, board.cap_on(profile), None)?;
     let mut session = Session::new(link, board.timeouts);
     let info = session.hello()?;
     session.shutdown()?;
@@ -424,15 +447,15 @@ pub(crate) fn verdict(
     peaks: (Option<u64>, Option<u64>),
 ) -> (Status, Option<String>, Memory) {
     let limit = match engine {
-        EngineKind::Tract => MemLimit::Heap,
+        EngineKind::Tract | EngineKind::Micro => MemLimit::Heap,
         EngineKind::Ort => MemLimit::ProcessData,
     };
     let measured_by = match engine {
-        EngineKind::Tract => MeasuredBy::PeakHeap,
+        EngineKind::Tract | EngineKind::Micro => MeasuredBy::PeakHeap,
         EngineKind::Ort => MeasuredBy::PeakRss,
     };
     let measured = match engine {
-        EngineKind::Tract => peaks.0,
+        EngineKind::Tract | EngineKind::Micro => peaks.0,
         EngineKind::Ort => peaks.1,
     };
     let mut memory = Memory {
@@ -541,9 +564,16 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
     let tokens = inputs::prompt_tokens(&inputs);
     let predicted = estimate::predict(&cost, tokens.unwrap_or(0), profile, board.engine, board.opt_level);
     let cap = board.cap_on(profile);
+    // A microcontroller runs the micro-model compiled from the ONNX model, from flash.
+    let image = match board.target {
+        Target::QemuMcu { .. } => Some(FlashImage::compile(&opts.model)?),
+        _ => None,
+    };
+    let firmware_bytes = image.as_ref().map(|_| mcu::flash_bytes(&board.agent)).transpose()?;
 
     let mut got = BoardRun::default();
-    let (outcome, link_stats) = on_board(board, profile, &opts.model, &mut got, |session, got| {
+    let board_model = image.as_ref().map_or(opts.model.as_path(), FlashImage::path);
+    let (outcome, link_stats) = on_board(board, profile, board_model, &mut got, |session, got| {
         session.set_inputs(&inputs)?;
         got.infer = Some(session.infer(opts.runs, opts.warmup, opts.outputs, |_, _| {})?);
         Ok(())
@@ -590,5 +620,16 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
         accuracy,
         link: got.link_summary(link_stats),
         vm: got.vm,
+        mcu: match (&board.target, &image, firmware_bytes) {
+            (Target::QemuMcu { machine }, Some(image), Some(firmware)) => Some(McuSummary {
+                machine: format!("QEMU {machine} ({})", machine.core()),
+                flash_firmware_bytes: firmware,
+                flash_model_bytes: image.bytes,
+                flash_profile_bytes: profile.flash.as_ref().map(|f| f.value.0),
+                ram_peak_bytes: peaks.1,
+                ram_profile_bytes: profile.ram_total.value.0,
+            }),
+            _ => None,
+        },
     })
 }

@@ -85,6 +85,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, EngineEr
         EngineKind::Ort => {
             Err(EngineError::Unavailable { engine: EngineKind::Ort, reason: "built without the `ort` feature".into() })
         }
+        EngineKind::Micro => Err(EngineError::Unavailable {
+            engine: EngineKind::Micro,
+            reason: "the micro engine runs in the microcontroller firmware (runtime/firmware)".into(),
+        }),
     }
 }
 

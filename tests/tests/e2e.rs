@@ -16,6 +16,7 @@ mod gguf;
 mod hostile;
 mod html_report;
 mod labgrid;
+mod mcu_board;
 mod memory_link;
 mod micro;
 mod noisy_link;

@@ -83,7 +83,7 @@ fn board_generation_equals_the_host_token_for_token() {
             let kv = kv_bytes(&manifest, u64::from(r.prompt_tokens) + 11);
             assert_eq!(r.kv_cache_bytes, Some(kv));
             let measured = match engine {
-                EngineKind::Tract => r.memory.peak_heap,
+                EngineKind::Tract | EngineKind::Micro => r.memory.peak_heap,
                 EngineKind::Ort => r.memory.peak_rss,
             };
             assert!(measured.unwrap() > kv, "the peak includes the cache");

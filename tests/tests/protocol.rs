@@ -172,6 +172,8 @@ fn message_bytes() {
                 cap: 6 << 30,
                 engines: vec![EngineKind::Tract, EngineKind::Ort],
                 storage: true,
+                clock_hz: 0,
+                flash_total: 0,
             }),
         },
         ToHost::Event {

@@ -23,12 +23,12 @@ pub mod call;
 pub mod cap;
 pub mod metrics;
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on any change to the messages below; checked by `Hello`.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Exit code of an agent process stopped by its memory cap, after it sent
 /// its `OutOfMemory` frame: a host that sees the process end with it knows
@@ -292,15 +292,19 @@ impl Event {
 pub enum EngineKind {
     Tract,
     Ort,
+    /// The micro-model interpreter (`edgehil-micro`) of the microcontroller firmware.
+    Micro,
 }
 
 impl EngineKind {
+    /// The engines of a board with std (the Linux agent); a microcontroller runs [`EngineKind::Micro`].
     pub const ALL: [EngineKind; 2] = [EngineKind::Tract, EngineKind::Ort];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Tract => "tract",
             EngineKind::Ort => "ort",
+            EngineKind::Micro => "micro",
         }
     }
 }
@@ -426,6 +430,64 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// The parts of one output in the requested mode.
+    pub fn output_parts(&self, index: u16, mode: OutputMode) -> Vec<OutputPart> {
+        let floats: Vec<f32> = match &self.values {
+            Values::F32(v) => v.clone(),
+            Values::I64(v) => v.iter().map(|x| *x as f32).collect(),
+        };
+        match mode {
+            OutputMode::Full => self.chunks().map(|chunk| OutputPart::Chunk { index, chunk }).collect(),
+            OutputMode::Digest => alloc::vec![OutputPart::Digest {
+                index,
+                name: self.name.clone(),
+                shape: self.shape.clone(),
+                digest: Digest::of(&floats),
+            }],
+            OutputMode::TopK(k) => {
+                let row_len = self.shape.last().copied().unwrap_or(1).max(1) as usize;
+                let k = usize::from(k).clamp(1, row_len).min(MAX_PAYLOAD / 16);
+                floats
+                    .chunks(row_len)
+                    .enumerate()
+                    .map(|(row, values)| {
+                        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+                        order.sort_by(|a, b| values[*b as usize].total_cmp(&values[*a as usize]));
+                        order.truncate(k);
+                        OutputPart::TopK {
+                            index,
+                            name: self.name.clone(),
+                            shape: self.shape.clone(),
+                            row: row as u32,
+                            values: order.iter().map(|i| values[*i as usize]).collect(),
+                            indices: order,
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Stages `chunk` of input `index` in `inputs` (a slot per model input), as
+/// every board does with `SetInput`: offset 0 always starts a tensor (an empty
+/// one staged before must not take the next), any other continues the one there.
+pub fn stage_input(inputs: &mut [Option<Tensor>], index: usize, chunk: TensorChunk) -> Result<(), AgentError> {
+    let slot = inputs
+        .get_mut(index)
+        .ok_or_else(|| AgentError::BadRequest(alloc::format!("input index {index} with no model input there")))?;
+    match slot {
+        _ if chunk.offset == 0 => *slot = Some(chunk.into()),
+        Some(t) => t.append(chunk).map_err(|e| AgentError::BadRequest(e.to_string()))?,
+        None => {
+            let (name, offset) = (chunk.name, chunk.offset);
+            return Err(AgentError::BadRequest(ChunkError::OutOfOrder { name, offset }.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// The start of a tensor: its first chunk.
 impl From<TensorChunk> for Tensor {
     fn from(chunk: TensorChunk) -> Self {
@@ -526,6 +588,10 @@ pub struct BoardInfo {
     /// runs; false: they are held in RAM, counted against the cap, until the
     /// agent ends.
     pub storage: bool,
+    /// The core clock in Hz (0: not known, as on a Linux board).
+    pub clock_hz: u64,
+    /// Flash (program and model storage) in bytes (0: none, as on a Linux board).
+    pub flash_total: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

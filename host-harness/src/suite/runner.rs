@@ -436,7 +436,7 @@ fn board(suite: &Suite, target: &Target, engine: EngineKind) -> Result<BoardOpti
     let qemu_image = run::board_image(&target, &agent).map_err(|e| e.to_string())?;
     let ort_library = match engine {
         EngineKind::Ort => Some(run::find_ort_library(None).map_err(|e| e.to_string())?),
-        EngineKind::Tract => None,
+        EngineKind::Tract | EngineKind::Micro => None,
     };
     Ok(BoardOptions {
         target,

@@ -15,8 +15,8 @@ use crate::engine::{self, Engine, EngineError, LoadOptions};
 use crate::generate::{self, GenerateError};
 use crate::retrieve::{self, Index};
 use crate::wire::{
-    AgentError, AgentStats, BoardInfo, ChunkError, Command, Digest, Event, GenParams, GenReport, InferReport,
-    LoadReport, MemLimit, OutputMode, OutputPart, Tensor, Values, MAX_PAYLOAD,
+    stage_input, AgentError, AgentStats, BoardInfo, Command, Event, GenParams, GenReport, InferReport, LoadReport,
+    MemLimit, OutputMode, Tensor,
 };
 
 /// Counters the agent reports in `Stats`; the link side counts frames and replays.
@@ -79,7 +79,7 @@ impl State {
                 self.load(PathBuf::from(path), &opts).unwrap_or_else(Event::Error)
             }
             Command::SetInput { index, chunk } => {
-                self.stage(usize::from(index), chunk).map_or_else(Event::Error, |()| Event::Done)
+                stage_input(&mut self.staged, usize::from(index), chunk).map_or_else(Event::Error, |()| Event::Done)
             }
             Command::Infer { runs, warmup, outputs } => match self.infer(runs, warmup, outputs, answer)? {
                 Ok(report) => Event::InferDone(report),
@@ -198,6 +198,8 @@ impl State {
             cap: self.alloc.cap() as u64,
             engines: engine::available(),
             storage: self.config.storage.is_some(),
+            clock_hz: 0,
+            flash_total: 0,
         }
     }
 
@@ -253,23 +255,6 @@ impl State {
         Ok(Event::Loaded(report))
     }
 
-    fn stage(&mut self, index: usize, chunk: crate::wire::TensorChunk) -> Result<(), AgentError> {
-        let slot = self
-            .staged
-            .get_mut(index)
-            .ok_or_else(|| AgentError::BadRequest(std::format!("input index {index} with no model input there")))?;
-        match slot {
-            // Offset 0 always starts a tensor: an empty one staged before must not take the next.
-            _ if chunk.offset == 0 => *slot = Some(chunk.into()),
-            Some(t) => t.append(chunk).map_err(|e| AgentError::BadRequest(e.to_string()))?,
-            None => {
-                let (name, offset) = (chunk.name, chunk.offset);
-                return Err(AgentError::BadRequest(ChunkError::OutOfOrder { name, offset }.to_string()));
-            }
-        }
-        Ok(())
-    }
-
     /// Runs; the outer error is the link's, the inner one the request's.
     fn infer(
         &mut self,
@@ -303,7 +288,7 @@ impl State {
             Err(e) => return Ok(Err(self.engine_error(e))),
         };
         for (index, t) in outputs.iter().enumerate() {
-            for part in output_parts(index as u16, t, mode) {
+            for part in t.output_parts(index as u16, mode) {
                 answer.emit(Event::Output(part))?;
             }
         }
@@ -356,42 +341,4 @@ impl State {
 /// "... of size 12345 ..." in an ONNX Runtime allocation error; 0 if absent.
 fn requested_bytes(message: &str) -> u64 {
     message.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u64>().ok()).max().unwrap_or(0)
-}
-
-/// The parts of one output in the requested mode.
-pub fn output_parts(index: u16, t: &Tensor, mode: OutputMode) -> Vec<OutputPart> {
-    let floats: Vec<f32> = match &t.values {
-        Values::F32(v) => v.clone(),
-        Values::I64(v) => v.iter().map(|x| *x as f32).collect(),
-    };
-    match mode {
-        OutputMode::Full => t.chunks().map(|chunk| OutputPart::Chunk { index, chunk }).collect(),
-        OutputMode::Digest => std::vec![OutputPart::Digest {
-            index,
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-            digest: Digest::of(&floats),
-        }],
-        OutputMode::TopK(k) => {
-            let row_len = t.shape.last().copied().unwrap_or(1).max(1) as usize;
-            let k = usize::from(k).clamp(1, row_len).min(MAX_PAYLOAD / 16);
-            floats
-                .chunks(row_len)
-                .enumerate()
-                .map(|(row, values)| {
-                    let mut order: Vec<u32> = (0..values.len() as u32).collect();
-                    order.sort_by(|a, b| values[*b as usize].total_cmp(&values[*a as usize]));
-                    order.truncate(k);
-                    OutputPart::TopK {
-                        index,
-                        name: t.name.clone(),
-                        shape: t.shape.clone(),
-                        row: row as u32,
-                        values: order.iter().map(|i| values[*i as usize]).collect(),
-                        indices: order,
-                    }
-                })
-                .collect()
-        }
-    }
 }
