@@ -178,14 +178,12 @@ pub fn emulated_board() -> edgehil_hil::EmulatedBoard {
     .unwrap()
 }
 
-/// A board on a serial port, as the host reaches a real one: the agent on
-/// one pseudo-terminal pair, the host's port (`port`) the slave of another,
-/// and a relay between the two masters that damages bytes by the chance
-/// `noise` says (none at first).
-pub struct RelayedBoard {
-    /// The host's serial port.
-    pub port: String,
-    pub agent: Child,
+/// Two pseudo-terminal pairs joined back to back by a relay in each
+/// direction: a serial cable. The agent opens `agent_end`, the host
+/// `host_end`; the relays damage bytes by the chance `noise` says (none at first).
+pub struct PtyCable {
+    pub agent_end: String,
+    pub host_end: String,
     /// Chance per byte of damage, as a fraction of `u64::MAX`.
     pub noise: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -194,19 +192,11 @@ pub struct RelayedBoard {
     _slaves: [TTYPort; 2],
 }
 
-impl RelayedBoard {
-    /// Starts the agent with `agent_args` after its `--port`; `seed` drives the damage.
-    pub fn start(agent_args: &[&str], seed: u64) -> Self {
+impl PtyCable {
+    /// `seed` drives the damage.
+    pub fn new(seed: u64) -> Self {
         let (agent_master, agent_slave) = TTYPort::pair().unwrap();
         let (host_master, host_slave) = TTYPort::pair().unwrap();
-        let agent = Command::new(binary("edgehil-agent"))
-            .arg("--port")
-            .arg(agent_slave.name().unwrap())
-            .args(agent_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let noise = Arc::new(AtomicU64::new(0));
         let to_host = agent_master.try_clone_native().unwrap();
@@ -214,19 +204,58 @@ impl RelayedBoard {
             relay(to_host, host_master.try_clone_native().unwrap(), noise.clone(), seed, stop.clone()),
             relay(host_master, agent_master, noise.clone(), seed ^ 0x5eed, stop.clone()),
         ];
-        let port = host_slave.name().unwrap();
-        RelayedBoard { port, agent, noise, stop, relays, _slaves: [agent_slave, host_slave] }
+        PtyCable {
+            agent_end: agent_slave.name().unwrap(),
+            host_end: host_slave.name().unwrap(),
+            noise,
+            stop,
+            relays,
+            _slaves: [agent_slave, host_slave],
+        }
+    }
+}
+
+impl Drop for PtyCable {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for r in self.relays.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+/// A board on a serial port, as the host reaches a real one: the agent at
+/// one end of a [`PtyCable`], the host's port (`port`) at the other.
+pub struct RelayedBoard {
+    /// The host's serial port.
+    pub port: String,
+    pub agent: Child,
+    /// Chance per byte of damage, as a fraction of `u64::MAX`.
+    pub noise: Arc<AtomicU64>,
+    // Dropped after the agent (fields drop in order): the agent goes first.
+    _cable: PtyCable,
+}
+
+impl RelayedBoard {
+    /// Starts the agent with `agent_args` after its `--port`; `seed` drives the damage.
+    pub fn start(agent_args: &[&str], seed: u64) -> Self {
+        let cable = PtyCable::new(seed);
+        let agent = Command::new(binary("edgehil-agent"))
+            .arg("--port")
+            .arg(&cable.agent_end)
+            .args(agent_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        RelayedBoard { port: cable.host_end.clone(), agent, noise: cable.noise.clone(), _cable: cable }
     }
 }
 
 impl Drop for RelayedBoard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
         let _ = self.agent.kill();
         let _ = self.agent.wait();
-        for r in self.relays.drain(..) {
-            let _ = r.join();
-        }
     }
 }
 
@@ -267,58 +296,31 @@ fn relay(
         }
     })
 }
-/// Two pseudo-terminals joined back to back: a serial cable to an agent
-/// that runs as a board on the far end, opened by path like a USB serial port.
-/// As on a real board, a supervisor starts the agent again each time a
-/// session shuts it down (systemd's Restart=always in docs/guide.md's recipe).
+
+/// A [`PtyCable`] to an agent that runs as a board on the far end, opened by
+/// path like a USB serial port. As on a real board, a supervisor starts the
+/// agent again each time a session shuts it down (systemd's Restart=always
+/// in docs/guide.md's recipe).
 pub struct NullModem {
     pub host_end: PathBuf,
     supervisor: Child,
+    _cable: PtyCable,
 }
 
 impl NullModem {
     pub fn start(cap: &str) -> Self {
-        use std::io::{Read, Write};
         use std::os::unix::process::CommandExt;
 
-        use serialport::{SerialPort, TTYPort};
-        let (mut a_master, a_slave) = TTYPort::pair().unwrap();
-        let (mut b_master, b_slave) = TTYPort::pair().unwrap();
-        let host_end = PathBuf::from(b_slave.name().unwrap());
+        let cable = PtyCable::new(0);
         let agent = format!(
             "{} --port {} --cap {cap} --threads 2 --ort-library {}",
             binary("edgehil-agent").display(),
-            a_slave.name().unwrap(),
+            cable.agent_end,
             ort_library().display()
         );
         let supervisor =
             Command::new("sh").args(["-c", &format!("while true; do {agent}; done")]).process_group(0).spawn().unwrap();
-        for m in [&mut a_master, &mut b_master] {
-            m.set_timeout(Duration::from_millis(50)).unwrap();
-        }
-        let relay = |mut from: TTYPort, mut to: TTYPort, keep: TTYPort| {
-            std::thread::spawn(move || {
-                let _keep = keep; // the slave stays open so the master never sees a hang-up
-                let mut buf = [0u8; 4096];
-                loop {
-                    match from.read(&mut buf) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            if to.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(_) => return,
-                    }
-                }
-            })
-        };
-        let a2 = a_master.try_clone_native().unwrap();
-        let b2 = b_master.try_clone_native().unwrap();
-        relay(a_master, b2, a_slave);
-        relay(b_master, a2, b_slave);
-        NullModem { host_end, supervisor }
+        NullModem { host_end: PathBuf::from(&cable.host_end), supervisor, _cable: cable }
     }
 }
 
