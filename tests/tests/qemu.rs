@@ -203,3 +203,62 @@ fn a_nightly_suite_on_emu_and_qemu_is_paired_by_compare() {
     assert!(pair["accuracy_difference"].as_f64().unwrap().abs() < 1e-4, "{pair:#}");
     assert!(pair["ram_difference"].is_i64(), "{pair:#}");
 }
+
+/// A suite whose first case the VM's kernel kills goes on to the next case:
+/// the killed case is recorded as not fitting, for the kernel's reason, and
+/// the next boots a fresh VM.
+#[test]
+fn a_suite_goes_on_after_a_case_killed_by_the_vm_kernel() {
+    if !installed().contains(&QemuArch::X86_64) {
+        return;
+    }
+    let dir = common::scratch_dir("qemu-suite-oom");
+    // All of the VM's RAM usable, so the agent's cap (the usable RAM) lets the
+    // model try and the guest kernel, holding its own share, is what stops it.
+    let profiles = dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let base =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles/raspberry-pi-5.toml"))
+            .unwrap();
+    let small = base
+        .replace("name = \"raspberry-pi-5\"", "name = \"small-vm\"")
+        .replace("value = \"8 GiB\"", "value = \"256 MiB\"")
+        .replace("value = \"7 GiB\"", "value = \"256 MiB\"");
+    std::fs::write(profiles.join("small-vm.toml"), small).unwrap();
+    let big = needs_at_run(&dir, 200 << 20);
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "name = \"kernel-oom\"\ntimeout = \"300 s\"\nprofiles = [\"small-vm\"]\n\
+             targets = [\"qemu:x86_64\"]\nengines = [\"tract\"]\n\n\
+             [[model]]\nname = \"big\"\npath = \"{}\"\n\n[[model]]\nname = \"block\"\npath = \"{}\"\n\n\
+             [[run]]\nruns = 1\nwarmup = 0\n",
+            big.display(),
+            common::fixture("block.onnx").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = std::process::Command::new(binary("edgehil"))
+        .args(["--profiles-dir", profiles.to_str().unwrap(), "suite", "run", suite.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap_or_else(|e| panic!("{e}\n{said}"));
+    let records: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let case = |model: &str| {
+        records
+            .iter()
+            .find(|r| r["case"]["model"] == model)
+            .unwrap_or_else(|| panic!("no record of {model}:\n{journal}\n{said}"))
+    };
+    let (big, block) = (case("big"), case("block"));
+    assert_eq!(big["status"], "does_not_fit", "{big:#}");
+    assert!(
+        big["reason"].as_str().unwrap().starts_with("does not fit (board kernel OOM killer, RAM 256.0 MiB)"),
+        "{big:#}"
+    );
+    assert_eq!(block["status"], "ok", "the suite went on after the VM was killed: {block:#}");
+}
