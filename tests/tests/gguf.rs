@@ -119,10 +119,8 @@ fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
          <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
     let reference_dir = reference_dir("smollm2-gguf");
-    let raw = std::fs::read(reference_dir.join("reference.safetensors")).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&raw).unwrap();
-    let texts = meta.metadata().clone().unwrap();
     let reference = Reference::open(&reference_dir);
+    let texts = reference.metadata();
     let tok = tokenizer(&dir);
     let vocab = manifest.config.vocab as usize;
     let ids_of = |name: String| -> Vec<u32> { reference.i64s(&name).1.iter().map(|t| *t as u32).collect() };
@@ -170,4 +168,29 @@ fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
             assert!(least_cos_q >= Q4_1_COSINE, "prompt {p} {engine:?}: cosine {least_cos_q} vs llama.cpp on Q4_1");
         }
     }
+}
+
+/// A Llama-family file's SentencePiece vocabulary (scores, byte fallback)
+/// becomes a `tokenizer.json` that tokenizes as llama.cpp does.
+#[test]
+fn a_sentencepiece_vocabulary_tokenizes_as_llama_cpp() {
+    let dir = reference_dir("gguf-tiny");
+    let file = edgehil_onnx::gguf::GgufFile::open(&dir.join("spm-vocab.gguf")).unwrap();
+    let files = edgehil_onnx::gguf::tokenizer::tokenizer_files(&file).unwrap();
+    let tok = tokenizers::Tokenizer::from_bytes(files.tokenizer.to_string()).unwrap();
+    let reference = Reference::open_file(&dir.join("spm-tokens.safetensors"));
+    let texts = reference.metadata();
+    let mut checked = 0;
+    while let Some(text) = texts.get(&format!("spm{checked}.text")) {
+        let ids: Vec<u32> = reference.i64s(&format!("spm{checked}.input_ids")).1.iter().map(|t| *t as u32).collect();
+        let ours = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        assert_eq!(ours, ids, "{text:?}: our tokenizer.json vs llama.cpp's tokenization");
+        if !text.contains("</s>") {
+            assert_eq!(&tok.decode(&ids, false).unwrap(), text, "decoding gives the text back");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "the reference holds the texts");
+    // The file's add_bos_token: `<s>` first, as llama.cpp adds it.
+    assert_eq!(tok.encode("x", true).unwrap().get_ids(), [1, 350, 123]);
 }

@@ -120,7 +120,17 @@ pub struct Reference(Vec<u8>);
 
 impl Reference {
     pub fn open(dir: &Path) -> Self {
-        Reference(std::fs::read(dir.join("reference.safetensors")).unwrap())
+        Self::open_file(&dir.join("reference.safetensors"))
+    }
+
+    pub fn open_file(path: &Path) -> Self {
+        Reference(std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    }
+
+    /// The file's metadata: texts the reference script recorded beside its tensors.
+    pub fn metadata(&self) -> std::collections::HashMap<String, String> {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&self.0).unwrap();
+        meta.metadata().clone().unwrap_or_default()
     }
 
     pub fn get(&self, name: &str) -> (Vec<u64>, Vec<u8>) {
