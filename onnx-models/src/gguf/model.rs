@@ -191,12 +191,13 @@ fn read_config(file: &GgufFile) -> Result<Config, GgufError> {
 mod tests {
     use super::{unpermute, GgufModel};
     use crate::gguf::GgufError;
+    use crate::gguf::GgufFile;
 
     fn tiny(name: &str) -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/gguf-tiny").join(name)
     }
 
-    /// Q8_0, Q4_0, Q4_1 and F16 tensors read as the `gguf` package dequantizes them
+    /// Q8_0, Q4_0, Q4_1 and F16 tensors of a model read as the `gguf` package dequantizes them
     /// (make_gguf_reference.py), q/k rows back in Hugging Face's order.
     #[test]
     fn quantized_tensors_read_as_the_gguf_package_dequantizes_them() {
@@ -212,6 +213,27 @@ mod tests {
             assert_eq!(model.read_f32(&name).unwrap(), want, "{name} ({stored})");
         }
         assert_eq!(types.into_iter().collect::<Vec<_>>(), ["F16", "Q4_0", "Q4_1", "Q8_0"]);
+    }
+
+    #[test]
+    fn five_bit_and_k_quant_blocks_read_as_the_gguf_package_dequantizes_them() {
+        let file = GgufFile::open(&tiny("blocks.gguf")).unwrap();
+        let raw = std::fs::read(tiny("blocks.safetensors")).unwrap();
+        let expected = safetensors::SafeTensors::deserialize(&raw).unwrap();
+        let mut names = Vec::new();
+        for (name, view) in expected.tensors() {
+            let want: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let got = file.read_f32(&name).unwrap();
+            assert_eq!(got.len(), want.len(), "{name}");
+            // llama.cpp's C may fuse a multiply-add where numpy rounds twice: a few ulps apart at most.
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-3), "{name}[{i}]: {g} vs {w}");
+            }
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(names, ["Q2_K", "Q3_K", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K"]);
     }
 
     /// llama.cpp's Q4_0 is the exporter's int4 (block 32, scale = the block's value of largest
@@ -257,7 +279,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{}: tensor `blk.1.ffn_up.weight` is IQ4_NL; edgehil reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1 (re-quantize the file to one of them, e.g. with llama-quantize)",
+                "{}: tensor `blk.1.ffn_up.weight` is IQ4_NL; edgehil reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K to Q6_K (re-quantize the file to one of them, e.g. with llama-quantize)",
                 path.display()
             )
         );
