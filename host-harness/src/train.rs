@@ -514,13 +514,11 @@ pub fn measure_step(
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    if out.status.code() == Some(edgehil_runtime::wire::EXIT_OUT_OF_MEMORY) {
+        return Err(failed(format!("out of memory: the training step needs more than the cap of {}", human_bytes(cap as f64))));
+    }
     if !out.status.success() {
-        return Err(failed(format!(
-            "{} under a cap of {}: {}",
-            out.status,
-            human_bytes(cap as f64),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(failed(format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status)));
     }
     let measured: StepReport = serde_json::from_slice(&out.stdout)
         .map_err(|e| failed(format!("its report `{}`: {e}", String::from_utf8_lossy(&out.stdout).trim())))?;
@@ -567,7 +565,8 @@ impl MeasuredStep {
         );
         let _ = writeln!(
             s,
-            "The estimate's runtime and per-layer time are the study's A10 (CUDA context, kernel launches);              the agent trains on the CPU with neither."
+            "The estimate's runtime and per-layer time are the study's A10 (CUDA context, kernel launches); \
+             the agent trains on the CPU with neither."
         );
         s
     }
