@@ -515,7 +515,10 @@ pub fn measure_step(
     }
     let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
     if out.status.code() == Some(edgehil_runtime::wire::EXIT_OUT_OF_MEMORY) {
-        return Err(failed(format!("out of memory: the training step needs more than the cap of {}", human_bytes(cap as f64))));
+        return Err(failed(format!(
+            "out of memory: the training step needs more than the cap of {}",
+            human_bytes(cap as f64)
+        )));
     }
     if !out.status.success() {
         return Err(failed(format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status)));

@@ -285,11 +285,10 @@ impl Base {
         sv: &Saved,
         dout: Vec<f32>,
         grads: &mut [Adapter; 3],
-        t: usize,
     ) -> Vec<f32> {
         let s = &self.shape;
         let (d, hd, inter) = (s.hidden, s.head_dim, s.intermediate);
-        let rank = ad[0].a.len() / d;
+        let (t, rank) = (sv.x.len() / d, ad[0].a.len() / d);
         // MLP: out = mid + down(silu(gate) · up).
         let mut dact = vec![0.0; t * inter];
         linear_back(&dout, &l.down, &mut dact, inter, d);
@@ -408,7 +407,7 @@ impl Base {
         drop((dxn, x));
         let mut grads = lora.zeros_like();
         for (((l, ad), sv), g) in self.layers.iter().zip(&lora.adapters).zip(&saved).zip(&mut grads).rev() {
-            dx = self.layer_backward(l, ad, lora.scale, sv, dx, g, t);
+            dx = self.layer_backward(l, ad, lora.scale, sv, dx, g);
         }
         (loss, grads)
     }
@@ -492,9 +491,10 @@ impl Base {
             ));
         }
         let size = |key: &str| {
-            json[key].as_u64().map(|v| v as usize).ok_or_else(|| {
-                model_error(&config_path, format!("field `{key}` is missing or not a whole number"))
-            })
+            json[key]
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| model_error(&config_path, format!("field `{key}` is missing or not a whole number")))
         };
         let (hidden, heads) = (size("hidden_size")?, size("num_attention_heads")?);
         let kv_heads = json["num_key_value_heads"].as_u64().map_or(heads, |v| v as usize);
@@ -520,7 +520,8 @@ impl Base {
         }
         let weights_path = dir.join("model.safetensors");
         let bytes = std::fs::read(&weights_path).map_err(|e| model_error(&weights_path, e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| model_error(&weights_path, e.to_string()))?;
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| model_error(&weights_path, e.to_string()))?;
         let tensor = |name: &str, len: usize| -> Result<Vec<f32>, TrainError> {
             let view = st.tensor(name).map_err(|e| model_error(&weights_path, format!("tensor `{name}`: {e}")))?;
             if view.dtype() != safetensors::Dtype::F32 || view.data().len() != 4 * len {
@@ -627,10 +628,20 @@ mod tests {
         let base = Base::load(&reference("llama-gqa")).unwrap();
         let bytes = std::fs::read(reference("llama-gqa/reference.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let ids: Vec<u32> =
-            st.tensor("input_ids").unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
-        let want: Vec<f32> =
-            st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let ids: Vec<u32> = st
+            .tensor("input_ids")
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+            .collect();
+        let want: Vec<f32> = st
+            .tensor("logits")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         // B is zero at the start: the adapters change nothing.
         let lora = Lora::new(&base.shape, 4, 8.0, &mut Rng::new(1));
         let got = base.logits(&lora, &ids);
@@ -648,10 +659,10 @@ mod tests {
         let h = 1e-2;
         let mut checked = 0;
         // The largest gradients of A and B in q, k, v of both layers, and some others.
-        for layer in 0..base.shape.layers {
-            for proj in 0..3 {
+        for (layer, layer_grads) in grads.iter().enumerate() {
+            for (proj, grad) in layer_grads.iter().enumerate() {
                 for b_side in [false, true] {
-                    let g = if b_side { &grads[layer][proj].b } else { &grads[layer][proj].a };
+                    let g = if b_side { &grad.b } else { &grad.a };
                     let top = (0..g.len()).max_by(|&i, &j| g[i].abs().total_cmp(&g[j].abs())).unwrap();
                     for i in [top, g.len() / 3, g.len() - 1] {
                         let at = |delta: f32| {

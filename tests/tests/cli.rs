@@ -191,9 +191,22 @@ fn a_lora_training_step_on_the_emulated_board_beside_its_estimate() {
         insta::assert_snapshot!(text(&o).0);
     });
     // A cap the step does not fit in is said as such.
-    let o = edgehil(&["models", "train-step", "--model", dir.to_str().unwrap(), "--profile", "jetson-orin-nano", "--cap", "1 MiB"]);
+    let o = edgehil(&[
+        "models",
+        "train-step",
+        "--model",
+        dir.to_str().unwrap(),
+        "--profile",
+        "jetson-orin-nano",
+        "--cap",
+        "1 MiB",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).1.contains("out of memory: the training step needs more than the cap of 1.0 MiB"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("out of memory: the training step needs more than the cap of 1.0 MiB"),
+        "{:?}",
+        text(&o)
+    );
 }
 
 #[test]

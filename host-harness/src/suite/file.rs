@@ -572,7 +572,12 @@ mod tests {
     #[test]
     fn a_history_fraction_outside_0_to_1_or_without_rag_names_the_line() {
         let e = parse("method = \"rag\"\nhistory_fractions = [0.5, 1.5]").unwrap_err().to_string();
-        assert!(e.ends_with("suite.toml:9: key `eval.history_fractions`: workload `eval`: 1.5: expected a share from 0.0 to 1.0"), "{e}");
+        assert!(
+            e.ends_with(
+                "suite.toml:9: key `eval.history_fractions`: workload `eval`: 1.5: expected a share from 0.0 to 1.0"
+            ),
+            "{e}"
+        );
         let e = parse("method = \"zero-shot\"\nhistory_fractions = [0.5]").unwrap_err().to_string();
         assert!(e.contains("applies to method rag only"), "{e}");
     }
