@@ -569,7 +569,7 @@ impl MeasuredStep {
         let _ = writeln!(
             s,
             "The estimate's runtime and per-layer time are the study's A10 (CUDA context, kernel launches); \
-             the agent trains on the CPU with neither."
+             the agent trains on the CPU with neither, at this machine's speed, not the profile's."
         );
         s
     }
