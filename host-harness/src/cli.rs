@@ -161,6 +161,27 @@ pub enum ModelsCmd {
         #[arg(long, default_value_t = 3.5)]
         night_hours: f64,
     },
+    /// Run LoRA training steps (q, k, v; AdamW) of a Llama-family Hugging Face folder on the
+    /// emulated board under the profile's cap: measured peak heap and step time beside train-cost's estimate.
+    TrainStep {
+        /// A Llama-family Hugging Face folder with fp32 weights, e.g. onnx-models/reference/llama-gqa.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        profile: String,
+        /// RAM cap instead of the profile's usable RAM, e.g. "4 GB".
+        #[arg(long, value_parser = parse_bytes)]
+        cap: Option<u64>,
+        /// LoRA rank (alpha twice the rank).
+        #[arg(long, default_value_t = 8)]
+        rank: u64,
+        /// Tokens of the training sample (at most the model's positions).
+        #[arg(long, default_value_t = 64)]
+        tokens: u64,
+        /// Steps to run; the median step's time is reported.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+    },
     /// Write a random-weight Hugging Face folder of a catalog configuration (gpt2, gpt_neox, llama, opt).
     Synth {
         name: String,
@@ -466,6 +487,9 @@ pub struct EvalArgs {
     /// MiniLM exported with `edgehil export`, for --method rag.
     #[arg(long)]
     pub embedder: Option<PathBuf>,
+    /// RAG over a random share (0.0 to 1.0, drawn with --seed) of each user's history, as the study's Figure 7.
+    #[arg(long, default_value_t = 1.0)]
+    pub history_fraction: f64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Append each item's result here (JSON lines) as it completes.

@@ -3,7 +3,9 @@
 //! Zero-shot prompts the model with the question alone. RAG, as the study
 //! did it, embeds the user's profile items with MiniLM on the board, keeps
 //! the index there, retrieves the top 3 by inner product for the question
-//! and puts them before it. LoRA runs a LoRA-merged export zero-shot.
+//! and puts them before it; `history_fraction` indexes a seeded random share
+//! of each user's items instead of all (the study's Figure 7). LoRA runs a
+//! LoRA-merged export zero-shot.
 //! Classification scores accuracy and normalized accuracy (accuracy × the
 //! number of choices, so chance is 1); generation scores ROUGE-1 and
 //! ROUGE-L F1.
@@ -269,6 +271,26 @@ pub struct Scores {
     pub rouge_l: Option<f64>,
 }
 
+/// The profile items RAG indexes for one question: a random share
+/// `fraction` (0 to 1) of them, rounded to the nearest item, in their
+/// history order. The draw depends on `seed` and the question's id only, so
+/// each user keeps the same share across models and runs; 1.0 keeps all.
+pub fn history_share(items: usize, fraction: f64, seed: u64, question: &str) -> Vec<usize> {
+    let keep = ((items as f64 * fraction).round() as usize).min(items);
+    // FNV-1a of the id, so users with the same number of items draw differently.
+    let id = question.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut rng = edgehil_onnx::rng::SplitMix64::new(seed ^ id);
+    let mut order: Vec<usize> = (0..items).collect();
+    // The first `keep` steps of a Fisher–Yates shuffle draw `keep` items without repeats.
+    for i in 0..keep {
+        let j = i + (rng.next_u64() % (items - i) as u64) as usize;
+        order.swap(i, j);
+    }
+    let mut share = order[..keep].to_vec();
+    share.sort_unstable();
+    share
+}
+
 /// The RAG index on the board, reported on its own line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexMemory {
@@ -292,12 +314,19 @@ pub struct EvalReport {
     pub status: Status,
     pub error: Option<String>,
     pub params: GenParams,
+    /// RAG: the share of each user's history indexed (drawn with `params.seed`).
+    #[serde(default = "all_history")]
+    pub history_fraction: f64,
     pub scores: Scores,
     pub index: Option<IndexMemory>,
     pub load: Option<LoadSummary>,
     pub memory: Memory,
     pub link: LinkSummary,
     pub results: Vec<ItemResult>,
+}
+
+fn all_history() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +338,8 @@ pub struct EvalOptions {
     /// The MiniLM export for RAG.
     pub embedder: Option<PathBuf>,
     pub params: GenParams,
+    /// RAG: the share (0 to 1) of each user's history to index; 1 is all of it.
+    pub history_fraction: f64,
     /// Stop at the tokenizer's end-of-sequence token.
     pub stop_at_eos: bool,
     pub board: BoardOptions,
@@ -368,20 +399,29 @@ fn answer(
     tokenizer: &TextTokenizer,
     room: usize,
     params: GenParams,
+    history_fraction: f64,
     result: &mut ItemResult,
     peaks: &mut (u64, u64),
 ) -> Result<(), ItemError> {
     if let (Some((_, embed_tok)), Some(index)) = (embedder, index) {
         session.index_clear()?;
-        for item in &question.profile {
-            let (items, bytes, peak) = session.index_add(&embed_tok.encode(&item_text(item))?)?;
+        let share = history_share(question.profile.len(), history_fraction, params.seed, &question.id);
+        for &i in &share {
+            let (items, bytes, peak) = session.index_add(&embed_tok.encode(&item_text(&question.profile[i]))?)?;
             index.most_items = index.most_items.max(items);
             index.most_bytes = index.most_bytes.max(bytes);
             index.peak_heap_while_indexing = index.peak_heap_while_indexing.max(peak);
         }
-        let top = session.retrieve(&embed_tok.encode(&question.input)?, TOP_K)?;
-        // An item number the board made up is dropped, not trusted.
-        result.retrieved = top.iter().filter_map(|(i, _)| question.profile.get(*i as usize)).map(item_text).collect();
+        // An empty share has nothing to retrieve: the question goes alone, as zero-shot.
+        if !share.is_empty() {
+            let top = session.retrieve(&embed_tok.encode(&question.input)?, TOP_K)?;
+            // The board numbers the items it indexed; a number it made up is dropped, not trusted.
+            result.retrieved = top
+                .iter()
+                .filter_map(|(i, _)| share.get(*i as usize))
+                .map(|&i| item_text(&question.profile[i]))
+                .collect();
+        }
     }
     let mut ids = tokenizer.encode(&prompt(&question.input, &result.retrieved))?;
     // Keep the end, where the question is.
@@ -426,6 +466,17 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
                 manifest_path.display()
             )));
         }
+    }
+    if !(0.0..=1.0).contains(&opts.history_fraction) {
+        return Err(EvalError::Method(format!(
+            "--history-fraction {}: expected a share of each user's history from 0.0 to 1.0",
+            opts.history_fraction
+        )));
+    }
+    if opts.method != Method::Rag && opts.history_fraction != 1.0 {
+        return Err(EvalError::Method(
+            "--history-fraction applies to --method rag: the other methods put no history in the prompt".into(),
+        ));
     }
     let embedder = match (opts.method, &opts.embedder) {
         (Method::Rag, Some(e)) => {
@@ -504,6 +555,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
                 &tokenizer,
                 room,
                 params,
+                opts.history_fraction,
                 &mut result,
                 &mut peaks,
             ) {
@@ -548,6 +600,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         status,
         error,
         params,
+        history_fraction: opts.history_fraction,
         index,
         load: got.load_summary(),
         memory,
@@ -596,6 +649,12 @@ impl EvalReport {
         if let Some(i) = &self.index {
             let _ = writeln!(
                 s,
+                "  history     {:.0}% of each user's items indexed (seed {})",
+                100.0 * self.history_fraction,
+                self.params.seed
+            );
+            let _ = writeln!(
+                s,
                 "  rag index   up to {} items, {} on the board (peak heap while indexing {})",
                 i.most_items,
                 crate::units::human_bytes(i.most_bytes as f64),
@@ -634,6 +693,21 @@ mod tests {
             let (a, b) = rouge(reference, prediction);
             assert!((a - r1).abs() < 1e-6 && (b - rl).abs() < 1e-6, "{reference:?} / {prediction:?}: {a} {b}");
         }
+    }
+
+    #[test]
+    fn a_history_share_is_seeded_and_sized_by_the_fraction() {
+        assert_eq!(history_share(20, 1.0, 7, "u1"), (0..20).collect::<Vec<_>>(), "all of it, in order");
+        assert!(history_share(20, 0.0, 7, "u1").is_empty());
+        let half = history_share(20, 0.5, 7, "u1");
+        assert_eq!(half.len(), 10);
+        assert!(half.windows(2).all(|w| w[0] < w[1]) && half.iter().all(|&i| i < 20), "{half:?}");
+        assert_eq!(half, history_share(20, 0.5, 7, "u1"), "the same seed draws the same share");
+        assert_ne!(half, history_share(20, 0.5, 7, "u2"), "another user draws another share");
+        assert_ne!(half, history_share(20, 0.5, 8, "u1"), "another seed draws another share");
+        // Rounded to the nearest item.
+        assert_eq!(history_share(3, 0.5, 7, "u1").len(), 2);
+        assert_eq!(history_share(0, 0.5, 7, "u1").len(), 0);
     }
 
     #[test]

@@ -71,9 +71,25 @@ pub enum Customization {
     Rag,
 }
 
-/// MiniLM-L6 (22.7 M parameters, fp32) and an index of 10 000 profile items
-/// of 384 floats: what RAG holds on the board besides the LLM.
-pub const RAG_BYTES: u64 = 22_713_216 * 4 + 10_000 * 384 * 4;
+/// The most profile items RAG indexes for one user: the study's largest
+/// history (it found 100 about as good).
+pub const RAG_HISTORY_ITEMS: u64 = 1_000;
+
+/// One item in the board's index: a MiniLM embedding of 384 fp32 values.
+pub const RAG_BYTES_PER_ITEM: u64 = 384 * 4;
+
+/// MiniLM-L6's activations embedding one item of 256 tokens (its sequence
+/// limit): 12 heads' attention scores, the 1536-wide MLP and four 384-wide
+/// hidden states.
+const RAG_EMBED_ACTIVATIONS: u64 = (12 * 256 * 256 + 256 * 1536 + 4 * 256 * 384) * 4;
+
+/// What RAG holds on the board besides the LLM with `items` profile items
+/// indexed: MiniLM-L6's fp32 weights (22.7 M parameters), its activations
+/// for one item, and the index. The index holds one user's history at a
+/// time (`eval` clears it between users), so it is sized per user.
+pub fn rag_bytes(items: u64) -> u64 {
+    22_713_216 * 4 + RAG_EMBED_ACTIVATIONS + items * RAG_BYTES_PER_ITEM
+}
 
 /// The study's generation setting.
 pub const NEW_TOKENS: u64 = 100;
@@ -122,7 +138,7 @@ pub fn plan(profile: &Profile, task: Task, difficulty: Difficulty, prompt_tokens
         Difficulty::Medium => Customization::Rag,
         Difficulty::Easy | Difficulty::Hard | Difficulty::Unknown => Customization::Lora,
     };
-    let reserve = if customization == Customization::Rag { RAG_BYTES } else { 0 };
+    let reserve = if customization == Customization::Rag { rag_bytes(RAG_HISTORY_ITEMS) } else { 0 };
     let candidates: Vec<&ModelConfig> = match difficulty {
         Difficulty::Unknown => CATALOG.iter().filter(|m| m.name.starts_with("phi-")).collect(),
         _ => CATALOG.iter().collect(),
@@ -145,8 +161,8 @@ pub fn plan(profile: &Profile, task: Task, difficulty: Difficulty, prompt_tokens
         Difficulty::Easy => "easy task: LoRA fine-tuning adapts the model well enough; no retrieval at run time".to_string(),
         Difficulty::Hard => "hard task: LoRA fine-tuning beats retrieval when the task itself is hard to learn".to_string(),
         Difficulty::Medium => format!(
-            "medium task: RAG with the strongest model that fits (MiniLM embeddings, top-3 by inner product; {} reserved for encoder and index)",
-            human_bytes(RAG_BYTES as f64)
+            "medium task: RAG with the strongest model that fits (MiniLM embeddings, top-3 by inner product; {} reserved for encoder and an index of {RAG_HISTORY_ITEMS} history items)",
+            human_bytes(reserve as f64)
         ),
         Difficulty::Unknown => "difficulty unknown: a distilled Phi model is the safe choice, fine-tuned with LoRA".to_string(),
     }];
@@ -239,7 +255,7 @@ pub fn plan_lamp(profile: &Profile, task: Lamp, prompt_tokens: u64) -> Result<Pl
         .filter(|r| r.method != Method::ZeroShot)
         .filter_map(|row| {
             let model = CATALOG.iter().find(|m| m.name == row.model)?;
-            let reserve = if row.method == Method::Rag { RAG_BYTES } else { 0 };
+            let reserve = if row.method == Method::Rag { rag_bytes(RAG_HISTORY_ITEMS) } else { 0 };
             // As the study trained them: a 4-bit base through PEFT's k-bit path, with checkpointing.
             let setting = LoraSetting { checkpointing: row.precision == Precision::Int4, ..LoraSetting::default() };
             let training_peak = (row.method == Method::Lora)
@@ -343,7 +359,11 @@ impl Plan {
             human_bytes(f.kv_cache as f64),
             human_bytes(f.activations as f64),
             human_bytes(f.runtime as f64),
-            if self.rag_bytes > 0 { format!(" + RAG {}", human_bytes(self.rag_bytes as f64)) } else { String::new() },
+            if self.rag_bytes > 0 {
+                format!(" + RAG {} (MiniLM, {RAG_HISTORY_ITEMS}-item index)", human_bytes(self.rag_bytes as f64))
+            } else {
+                String::new()
+            },
             human_bytes((f.peak + self.rag_bytes) as f64),
             human_bytes(f.usable as f64),
             human_bytes(f.headroom as f64 - self.rag_bytes as f64),
@@ -398,6 +418,19 @@ mod tests {
         // The study's 4 GB tier leaves fewer candidates, never a better score.
         let tier = plan_lamp(&nano.with_cap(Some(4_000_000_000)), "LaMP-2".parse().unwrap(), 512).unwrap();
         assert!(tier.score.unwrap() <= score && tier.fit.usable == 4_000_000_000);
+    }
+
+    #[test]
+    fn the_rag_reserve_holds_a_thousand_items_of_one_user() {
+        // Encoder and one item's activations (about 96 MiB), then 1.5 KiB an item.
+        assert_eq!(rag_bytes(RAG_HISTORY_ITEMS) - rag_bytes(0), 1_000 * 1_536);
+        assert!((90 << 20..100 << 20).contains(&rag_bytes(0)), "{}", rag_bytes(0));
+        let medium = plan(&p("jetson-orin-nx-16gb"), Task::Generation, Difficulty::Medium, 512).unwrap();
+        assert_eq!(medium.rag_bytes, rag_bytes(1_000));
+        assert!(medium.text().contains("1000-item index") && medium.reasons[0].contains("1000 history items"));
+        // The study's scored RAG rows reserve the same, and the plan adds it to the inference peak.
+        let lamp1 = plan_lamp(&p("jetson-orin-nano"), "LaMP-1".parse().unwrap(), 512).unwrap();
+        assert_eq!((lamp1.customization, lamp1.rag_bytes), (Customization::Rag, rag_bytes(1_000)));
     }
 
     #[test]

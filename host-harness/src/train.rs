@@ -30,7 +30,10 @@
 //! that a training step measured on the board replaces.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use edgehil_runtime::train::StepReport;
 use serde::Serialize;
 
 use crate::catalog::{ModelConfig, Precision, CATALOG};
@@ -434,6 +437,142 @@ pub fn profile_table(profile: &Profile, calibration: &Calibration, night_hours: 
         }
     }
     out
+}
+
+/// Why a training step could not be measured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainStepError {
+    /// the model folder's configuration
+    #[error(transparent)]
+    Model(#[from] edgehil_onnx::hf::HfError),
+    /// the agent could not be started, failed, overran its time or printed no report
+    #[error("{agent}: {reason}")]
+    Agent { agent: PathBuf, reason: String },
+}
+
+/// A LoRA training step measured by the agent under a profile's cap, beside
+/// the estimate for the same model, setting and profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasuredStep {
+    pub model: String,
+    pub profile: String,
+    pub cap: u64,
+    pub measured: StepReport,
+    pub estimate: TrainCost,
+}
+
+/// The longest a training step of a tiny model may take on this machine.
+const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs `agent --train-step` on the Llama-family folder `dir` under `cap`
+/// bytes (the profile's usable RAM, or a cap given) and estimates the same
+/// step: the model at fp32, as the agent trains it, on the profile's peak.
+pub fn measure_step(
+    agent: &Path,
+    dir: &Path,
+    profile: &Profile,
+    cap: u64,
+    setting: &LoraSetting,
+    steps: usize,
+    constants: &Constants,
+) -> Result<MeasuredStep, TrainStepError> {
+    let hf = edgehil_onnx::hf::Config::read(&dir.join("config.json"))?;
+    let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let model = ModelConfig {
+        // One model a command: the catalog's names are static, and so is this one once leaked.
+        name: Box::leak(name.clone().into_boxed_str()),
+        arch: crate::catalog::CatalogFamily::Llama,
+        hidden: hf.hidden,
+        layers: hf.layers,
+        heads: hf.heads,
+        kv_heads: hf.kv_heads,
+        head_dim: hf.head_dim(),
+        intermediate: hf.intermediate,
+        vocab: hf.vocab,
+        max_positions: hf.max_positions,
+        tied_embeddings: hf.tied_embeddings,
+    };
+    let failed = |reason: String| TrainStepError::Agent { agent: agent.to_path_buf(), reason };
+    let mut child = std::process::Command::new(agent)
+        .arg("--train-step")
+        .arg(dir)
+        .args(["--cap", &cap.to_string(), "--rank", &setting.rank.to_string()])
+        .args(["--tokens", &setting.tokens.to_string(), "--steps", &steps.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot start: {e}")))?;
+    let started = std::time::Instant::now();
+    // The report is one short line, so the pipes cannot fill while we wait.
+    while child.try_wait().map_err(|e| failed(e.to_string()))?.is_none() {
+        if started.elapsed() > STEP_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("no report within {} s", STEP_TIMEOUT.as_secs())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    if out.status.code() == Some(edgehil_runtime::wire::EXIT_OUT_OF_MEMORY) {
+        return Err(failed(format!(
+            "out of memory: the training step needs more than the cap of {}",
+            human_bytes(cap as f64)
+        )));
+    }
+    if !out.status.success() {
+        return Err(failed(format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status)));
+    }
+    let measured: StepReport = serde_json::from_slice(&out.stdout)
+        .map_err(|e| failed(format!("its report `{}`: {e}", String::from_utf8_lossy(&out.stdout).trim())))?;
+    let estimate = estimate(&model, Precision::Fp32, setting, constants, profile.peak_fp32.value.0);
+    Ok(MeasuredStep { model: name, profile: profile.name.clone(), cap, measured, estimate })
+}
+
+impl MeasuredStep {
+    /// Measured beside estimated, part by part where the measurement has one.
+    pub fn table(&self) -> String {
+        let (m, e) = (&self.measured, &self.estimate);
+        let b = |v: u64| human_bytes(v as f64);
+        let optimizer = 16 * m.trainable as u64;
+        let activations = m.peak_heap.saturating_sub(m.base_bytes + optimizer);
+        let mut s = format!(
+            "LoRA training step of {} on the emulated board (rank {}, {} tokens, AdamW lr 5e-4, {} steps) under {}'s cap of {}
+",
+            self.model,
+            m.rank,
+            m.tokens,
+            m.steps,
+            self.profile,
+            b(self.cap)
+        );
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "", "MEASURED", "ESTIMATED");
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "trainable parameters", m.trainable, e.trainable);
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "frozen weights (fp32)", b(m.base_bytes), b(e.weights));
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "LoRA + grads + AdamW (16 B)", b(optimizer), b(e.optimizer));
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "activations and the rest", b(activations), b(e.activations));
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "runtime", "-", b(e.runtime));
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "peak heap", b(m.peak_heap), b(e.peak));
+        let _ = writeln!(s, "{:<28} {:>12} {:>12}", "peak heap without runtime", b(m.peak_heap), b(e.peak - e.runtime));
+        let _ = writeln!(
+            s,
+            "{:<28} {:>12} {:>12}",
+            "step time",
+            format!("{:.2} ms", m.step_seconds * 1e3),
+            format!("{:.2} ms", e.seconds_per_sample * 1e3)
+        );
+        let _ = writeln!(
+            s,
+            "loss over the steps: {}",
+            m.losses.iter().map(|l| format!("{l:.4}")).collect::<Vec<_>>().join(" → ")
+        );
+        let _ = writeln!(
+            s,
+            "The estimate's runtime and per-layer time are the study's A10 (CUDA context, kernel launches); \
+             the agent trains on the CPU with neither, at this machine's speed, not the profile's."
+        );
+        s
+    }
 }
 
 #[cfg(test)]

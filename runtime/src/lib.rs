@@ -25,3 +25,5 @@ pub mod generate;
 pub mod retrieve;
 #[cfg(feature = "std")]
 pub mod sys;
+#[cfg(feature = "std")]
+pub mod train;

@@ -156,6 +156,60 @@ fn lora_training_cost_against_the_study_and_on_a_board() {
 }
 
 #[test]
+fn a_lora_training_step_on_the_emulated_board_beside_its_estimate() {
+    use edgehil::train::{measure_step, Calibration, LoraSetting};
+    let nano = profile("jetson-orin-nano");
+    let setting = LoraSetting { rank: 8, tokens: 64, checkpointing: false };
+    let constants = Calibration::study(setting).constants;
+    let agent = binary("edgehil-agent");
+    let dir = reference("llama-gqa");
+    let step = measure_step(&agent, &dir, &nano, nano.ram_usable.value.0, &setting, 3, &constants).unwrap();
+    let (m, e) = (&step.measured, &step.estimate);
+    // A and B on q (64 → 64) and k, v (64 → 32) of 2 layers at rank 8.
+    assert_eq!((m.trainable, e.trainable), (5120, 5120));
+    // The frozen fp32 weights the agent holds are the estimate's, to the allocator's slack.
+    assert!((m.base_bytes as f64 / e.weights as f64 - 1.0).abs() < 0.02, "{} vs {}", m.base_bytes, e.weights);
+    // What the backward pass keeps a layer (x, h, q, k, v, h·Aᵀ, the attention
+    // probabilities, the residual, gate and up, 1/rms twice) and the logits.
+    let (t, d, heads, kv, hd, inter, vocab) = (64u64, 64, 4, 2, 16, 128, 512);
+    let kept = 2 * (3 * t * d + 3 * t * 8 + t * heads * hd + 2 * t * kv * hd + heads * t * t + 2 * t * inter + 2 * t)
+        + t * vocab;
+    let activations = m.peak_heap - m.base_bytes - 16 * 5120;
+    assert!((4 * kept..=4 * kept * 3 / 2).contains(&activations), "{activations} B against {} B kept", 4 * kept);
+    // The estimate's constants are the study's PyTorch on an A10: above the agent's heap even without its runtime.
+    assert!(m.peak_heap < e.peak - e.runtime && e.peak - e.runtime < 20 * m.peak_heap, "{m:?} {e:?}");
+    assert!(m.step_seconds > 0.0 && m.step_seconds < e.seconds_per_sample, "{m:?} {e:?}");
+    assert!(m.losses.windows(2).all(|w| w[1] < w[0]), "AdamW lowers the sample's loss: {:?}", m.losses);
+
+    let o = edgehil(&["models", "train-step", "--model", dir.to_str().unwrap(), "--profile", "jetson-orin-nano"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    insta::with_settings!({filters => vec![
+        // The measured column and the losses.
+        (r"(?m)^(.{28}) ( *\d[\d.]*(?: \w+)?)( .{12})$", "$1   [measured]$3"),
+        (r"loss over the steps: .*", "loss over the steps: [losses]"),
+    ]}, {
+        insta::assert_snapshot!(text(&o).0);
+    });
+    // A cap the step does not fit in is said as such.
+    let o = edgehil(&[
+        "models",
+        "train-step",
+        "--model",
+        dir.to_str().unwrap(),
+        "--profile",
+        "jetson-orin-nano",
+        "--cap",
+        "1 MiB",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("out of memory: the training step needs more than the cap of 1.0 MiB"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+#[test]
 fn plan_follows_the_studys_scores_for_every_profile_and_lamp_task() {
     let mut all = String::new();
     for profile in

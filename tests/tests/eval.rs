@@ -67,7 +67,8 @@ fn retrieval_over_minilm_on_the_board_finds_the_hand_picked_items() {
     for item in items {
         indexed = s.index_add(&tokenizer.encode(item).unwrap()).unwrap();
     }
-    assert_eq!((indexed.0, indexed.1), (6, 6 * 384 * 4), "six 384-d vectors are held on the board");
+    // What the plan reserves per history item is what the board holds.
+    assert_eq!((indexed.0, indexed.1), (6, 6 * edgehil::plan::RAG_BYTES_PER_ITEM), "six 384-d vectors on the board");
     for (query, expected) in queries {
         let top = s.retrieve(&tokenizer.encode(query).unwrap(), 3).unwrap();
         assert_eq!(top.len(), 3);
@@ -84,6 +85,7 @@ fn options(task: &str, method: Method, model: &Path) -> EvalOptions {
         model: model.to_path_buf(),
         embedder: (method == Method::Rag).then(minilm),
         params: GenParams { max_new: 8, temperature: 0.0, ..GenParams::STUDY },
+        history_fraction: 1.0,
         stop_at_eos: false,
         board: board(EngineKind::Tract),
         journal: None,
@@ -176,4 +178,58 @@ fn rag_without_an_embedder_is_refused_before_the_board() {
     opts.embedder = None;
     let err = eval(&opts, &profile("jetson-orin-nano")).unwrap_err().to_string();
     assert!(err.contains("--embedder"), "{err}");
+}
+
+#[test]
+fn rag_over_a_share_of_each_users_history() {
+    let (lm, _) = export_to("llama-gqa", "eval-history", ExportOptions::default());
+    let nano = profile("jetson-orin-nano");
+    let run = |method: Method, fraction: f64| {
+        let mut opts = options("classification", method, &lm);
+        opts.history_fraction = fraction;
+        let r = eval(&opts, &nano).unwrap();
+        assert_eq!(r.status, Status::Ok, "{:?}", r.error);
+        r
+    };
+    // No history: nothing indexed or retrieved, the prompt is the question alone, as zero-shot's.
+    let none = run(Method::Rag, 0.0);
+    assert!(none.results.iter().all(|i| i.retrieved.is_empty()));
+    assert_eq!(none.index.as_ref().map(|i| i.most_items), Some(0));
+    let zero_shot = run(Method::ZeroShot, 1.0);
+    let outputs = |r: &edgehil::eval::EvalReport| r.results.iter().map(|i| i.output.clone()).collect::<Vec<_>>();
+    assert_eq!(outputs(&none), outputs(&zero_shot));
+    // Half of each user's 4 items: 2 indexed, the top 3 of them are those 2, from the user's own share.
+    let half = run(Method::Rag, 0.5);
+    assert_eq!(half.index.as_ref().map(|i| i.most_items), Some(2));
+    let questions: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(sample("classification/questions.json")).unwrap()).unwrap();
+    for (item, q) in half.results.iter().zip(&questions) {
+        let profile: Vec<_> = serde_json::from_value(q["profile"].clone()).unwrap();
+        let share = edgehil::eval::history_share(4, 0.5, half.params.seed, &item.id);
+        let mut got: Vec<String> = item.retrieved.clone();
+        let mut want: Vec<String> = share.iter().map(|&i| edgehil::eval::item_text(&profile[i])).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{}", item.id);
+    }
+    // All of it is what RAG did before the fraction existed: every item indexed.
+    let all = run(Method::Rag, 1.0);
+    assert_eq!(all.index.as_ref().map(|i| i.most_items), Some(4));
+    assert!(all.results.iter().all(|i| i.retrieved.len() == 3));
+    // The share is in the report, for machines and for people.
+    assert_eq!(serde_json::to_value(&half).unwrap()["history_fraction"], 0.5);
+    assert!(half.table().contains("history     50% of each user's items indexed (seed 0)"), "{}", half.table());
+}
+
+#[test]
+fn a_history_fraction_outside_0_to_1_or_without_rag_is_refused() {
+    let (lm, _) = export_to("llama-gqa", "eval-history-bad", ExportOptions::default());
+    let mut opts = options("classification", Method::Rag, &lm);
+    opts.history_fraction = 1.5;
+    let err = eval(&opts, &profile("jetson-orin-nano")).unwrap_err().to_string();
+    assert!(err.contains("--history-fraction 1.5: expected a share"), "{err}");
+    let mut opts = options("classification", Method::ZeroShot, &lm);
+    opts.history_fraction = 0.5;
+    let err = eval(&opts, &profile("jetson-orin-nano")).unwrap_err().to_string();
+    assert!(err.contains("applies to --method rag"), "{err}");
 }

@@ -1,10 +1,11 @@
-//! `edgehil models list|train-cost|synth`.
+//! `edgehil models list|train-cost|train-step|synth`.
 
 use anyhow::{bail, Result};
 
 use edgehil::catalog::CATALOG;
 use edgehil::listing::models_table;
 use edgehil::profile::Profiles;
+use edgehil::run::find_agent;
 use edgehil::train::{self, Calibration, LoraSetting};
 use edgehil::units::human_bytes;
 
@@ -22,6 +23,14 @@ pub fn models(command: ModelsCmd, profiles: &Profiles) -> Result<u8> {
                 None => out!("{}", calibration.table()),
                 Some(p) => out!("{}", train::profile_table(profiles.get(&p)?, &calibration, night_hours)),
             }
+        }
+        ModelsCmd::TrainStep { model, profile, cap, rank, tokens, steps } => {
+            let profile = profiles.get(&profile)?;
+            let setting = LoraSetting { rank, tokens, checkpointing: false };
+            let constants = Calibration::study(setting).constants;
+            let cap = cap.unwrap_or(profile.ram_usable.value.0);
+            let step = train::measure_step(&find_agent()?, &model, profile, cap, &setting, steps, &constants)?;
+            out!("{}", step.table());
         }
         ModelsCmd::Synth { name, out, seed } => {
             let Some(model) = CATALOG.iter().find(|m| m.name == name) else {

@@ -156,6 +156,13 @@ pub struct EvalWorkload {
     pub embedder: Option<PathBuf>,
     #[serde(default = "defaults::max_new")]
     pub max_new: u32,
+    /// rag: the shares of each user's history to index, an axis of the matrix
+    /// (the study's Figure 7); each becomes a workload NAME-historyPCT.
+    #[serde(default = "defaults::history_fractions", skip_serializing)]
+    pub history_fractions: Vec<f64>,
+    /// The one share this workload indexes, once the file is read.
+    #[serde(skip_deserializing, default = "defaults::history_fraction")]
+    pub history_fraction: f64,
 }
 
 mod names {
@@ -199,6 +206,12 @@ mod defaults {
     }
     pub fn seed() -> u64 {
         GenParams::STUDY.seed
+    }
+    pub fn history_fractions() -> Vec<f64> {
+        vec![history_fraction()]
+    }
+    pub fn history_fraction() -> f64 {
+        1.0
     }
 }
 
@@ -401,7 +414,22 @@ impl Suite {
         for mut e in raw.evals {
             e.task = resolve(&e.task);
             e.embedder = e.embedder.as_deref().map(resolve);
-            workloads.push(Workload::Eval(e));
+            let at = text.find("history_fractions").unwrap_or(0);
+            let bad = |why: String| invalid(at..at, "eval.history_fractions", format!("workload `{}`: {why}", e.name));
+            if e.history_fractions.is_empty() {
+                return Err(bad("name at least one share of the history".into()));
+            }
+            if let Some(f) = e.history_fractions.iter().find(|f| !(0.0..=1.0).contains(*f)) {
+                return Err(bad(format!("{f}: expected a share from 0.0 to 1.0")));
+            }
+            if e.method != Method::Rag && e.history_fractions != [1.0] {
+                return Err(bad("applies to method rag only".into()));
+            }
+            let axis = e.history_fractions.len() > 1;
+            for &f in &e.history_fractions {
+                let name = if axis { format!("{}-history{}", e.name, (f * 100.0).round()) } else { e.name.clone() };
+                workloads.push(Workload::Eval(EvalWorkload { name, history_fraction: f, ..e.clone() }));
+            }
         }
         if workloads.is_empty() {
             return Err(invalid(0..0, "run", "name at least one workload: [[run]], [[generate]] or [[eval]]".into()));
@@ -503,5 +531,54 @@ impl Suite {
 
     pub fn workload(&self, name: &str) -> Option<&Workload> {
         self.workloads.iter().find(|w| w.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(eval: &str) -> Result<Suite, SuiteError> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = format!(
+            "name = \"s\"\nprofiles = [\"jetson-orin-nano\"]\n[[model]]\nname = \"tiny\"\nhf = \"onnx-models/reference/llama-gqa\"\n\
+             [[eval]]\ntask = \"eval/lamp-sample/classification\"\n{eval}\n"
+        );
+        Suite::parse(&text, &dir.join("suite.toml"), &Profiles::builtin().unwrap())
+    }
+
+    fn fractions(suite: &Suite) -> Vec<(String, f64)> {
+        suite
+            .workloads
+            .iter()
+            .filter_map(|w| match w {
+                Workload::Eval(e) => Some((e.name.clone(), e.history_fraction)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_fractions_are_an_axis_of_rag_workloads() {
+        let suite = parse("method = \"rag\"\nhistory_fractions = [0.0, 0.5, 1.0]").unwrap();
+        let expected = [("eval-history0", 0.0), ("eval-history50", 0.5), ("eval-history100", 1.0)];
+        assert_eq!(fractions(&suite), expected.map(|(n, f)| (n.to_string(), f)));
+        assert_eq!(suite.cases().len(), 3);
+        // One share keeps the workload's name; none given is all of the history.
+        assert_eq!(fractions(&parse("method = \"rag\"\nhistory_fractions = [0.25]").unwrap()), [("eval".into(), 0.25)]);
+        assert_eq!(fractions(&parse("method = \"rag\"").unwrap()), [("eval".into(), 1.0)]);
+    }
+
+    #[test]
+    fn a_history_fraction_outside_0_to_1_or_without_rag_names_the_line() {
+        let e = parse("method = \"rag\"\nhistory_fractions = [0.5, 1.5]").unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "suite.toml:9: key `eval.history_fractions`: workload `eval`: 1.5: expected a share from 0.0 to 1.0"
+            ),
+            "{e}"
+        );
+        let e = parse("method = \"zero-shot\"\nhistory_fractions = [0.5]").unwrap_err().to_string();
+        assert!(e.contains("applies to method rag only"), "{e}");
     }
 }

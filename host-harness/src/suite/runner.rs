@@ -537,6 +537,7 @@ fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Resul
                     max_new: w.max_new,
                     ..edgehil_runtime::wire::GenParams::STUDY
                 },
+                history_fraction: w.history_fraction,
                 stop_at_eos: true,
                 board,
                 journal: Some(items),

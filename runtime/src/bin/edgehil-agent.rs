@@ -41,6 +41,20 @@ struct Args {
     /// against --cap, until the agent ends.
     #[arg(long)]
     storage: Option<PathBuf>,
+    /// Instead of serving: load this Llama-family Hugging Face folder under
+    /// --cap, run LoRA training steps on it and print what they measured
+    /// (one JSON line).
+    #[arg(long, conflicts_with_all = ["port", "stdio"])]
+    train_step: Option<PathBuf>,
+    /// LoRA rank of --train-step (alpha twice the rank).
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// Tokens of --train-step's sample.
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
+    /// Steps of --train-step; the median step's time is reported.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
     /// Protocol version to claim; for testing the host's version check.
     #[arg(long, default_value_t = PROTOCOL_VERSION, hide = true)]
     protocol_version: u16,
@@ -56,6 +70,21 @@ fn main() -> ExitCode {
         protocol_version: args.protocol_version,
         storage: args.storage,
     };
+    if let Some(dir) = &args.train_step {
+        let heap = || (ALLOC.in_use() as u64, ALLOC.peak() as u64);
+        return match edgehil_runtime::train::measure(dir, args.rank, args.tokens, args.steps, &heap, &|| {
+            ALLOC.reset_peak()
+        }) {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edgehil-agent: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match (&args.port, args.stdio) {
         (Some(path), _) => serialport::new(path.to_string_lossy(), args.baud)
             .timeout(Duration::from_millis(100))
