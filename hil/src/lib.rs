@@ -25,7 +25,7 @@ pub use emulated::{EmulatedBoard, EmulatorConfig};
 pub use error::{ExitCause, HilError};
 pub use link::{Exited, Link, SerialLink, Target, Timing};
 pub use qemu::{console_tail, BootFailure, QemuArch, QemuBoard, QemuConfig, VmInfo, AGENT_STARTED};
-pub use qemu_mcu::{McuConfig, McuMachine, QemuMcu, BOOT_CAP_ADDR, MODEL_ADDR, MODEL_MAX_BYTES};
+pub use qemu_mcu::{instructions, McuConfig, McuMachine, QemuMcu, BOOT_CAP_ADDR, MODEL_ADDR, MODEL_MAX_BYTES};
 pub use rfc2217::Rfc2217Link;
 pub use session::{InferResult, LinkStats, OutputData, Session, Timeouts};
 pub use upload::{Bundle, BundleFile, UploadStep, Uploaded};

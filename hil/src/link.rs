@@ -2,6 +2,7 @@ use std::io::{Read, Write};
 use std::str::FromStr;
 use std::time::Duration;
 
+use edgehil_wire::EngineKind;
 use serialport::{SerialPort, TTYPort};
 
 use crate::{ExitCause, HilError, McuMachine, QemuArch, VmInfo};
@@ -71,6 +72,11 @@ impl Timing {
 }
 
 impl Target {
+    /// The one engine the board runs, whatever was asked: a microcontroller's micro engine.
+    pub fn only_engine(&self) -> Option<EngineKind> {
+        matches!(self, Target::QemuMcu { .. }).then_some(EngineKind::Micro)
+    }
+
     pub fn timing(&self) -> Timing {
         match self {
             Target::Emulated => Timing::Host,

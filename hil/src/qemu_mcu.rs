@@ -23,6 +23,18 @@ pub const MODEL_ADDR: u32 = 0x0021_0000;
 /// Largest micro-model the models region holds (it ends at 4 MiB).
 pub const MODEL_MAX_BYTES: u64 = 0x0040_0000 - MODEL_ADDR as u64;
 
+/// QEMU's `-icount` shift: each instruction advances the virtual clock by
+/// 2^shift ns, so the firmware's clock (SysTick on the virtual clock) counts
+/// instructions, whatever the host's load.
+const ICOUNT_SHIFT: u32 = 0;
+
+/// The instructions a run executed, from the cycles the firmware counted at
+/// its `clock_hz` on QEMU's virtual clock (see [`ICOUNT_SHIFT`]).
+pub fn instructions(cycles: u64, clock_hz: u64) -> u64 {
+    let ns = u128::from(cycles) * 1_000_000_000 / u128::from(clock_hz.max(1));
+    (ns >> ICOUNT_SHIFT) as u64
+}
+
 /// How long QEMU may take to say which pseudo-terminal is the UART.
 const START: Duration = Duration::from_secs(10);
 
@@ -103,6 +115,8 @@ impl QemuMcu {
         })?;
         let mut cmd = Command::new(Self::QEMU);
         cmd.args(["-M", config.machine.name(), "-nographic", "-monitor", "none"])
+            .arg("-icount")
+            .arg(format!("shift={ICOUNT_SHIFT}"))
             // The UART on a pty named `link`, as the Linux boards' link (`qemu.rs`).
             .args(["-chardev", "pty,id=link", "-serial", "chardev:link", "-kernel"])
             .arg(&config.firmware)

@@ -79,6 +79,8 @@ impl OutputData {
 pub struct InferResult {
     /// Timed runs only, in nanoseconds as the board measured them.
     pub latencies_ns: Vec<u64>,
+    /// Timed runs' core cycles, where the board counts them (microcontrollers).
+    pub cycles: Vec<u64>,
     pub outputs: Vec<OutputData>,
     pub report: InferReport,
 }
@@ -159,12 +161,14 @@ impl Session {
         mut on_run: impl FnMut(u32, u64),
     ) -> Result<InferResult, HilError> {
         let mut latencies_ns = Vec::new();
+        let mut cycles = Vec::new();
         let mut outputs: Vec<OutputData> = Vec::new();
         let mut bad_chunk = None;
         let report = self.call(call::Infer { runs, warmup, outputs: mode }, |event| match event {
-            Event::Run { index, warmup: false, nanos } => {
+            Event::Run { index, warmup: false, nanos, cycles: counted } => {
                 on_run(*index, *nanos);
                 latencies_ns.push(*nanos);
+                cycles.extend(*counted);
             }
             Event::Output(part) => {
                 if let Err(e) = collect_output(&mut outputs, part.clone()) {
@@ -175,7 +179,7 @@ impl Session {
         })?;
         match bad_chunk {
             Some(error) => Err(HilError::BadOutput { command: call::Infer::NAME, error }),
-            None => Ok(InferResult { latencies_ns, outputs, report }),
+            None => Ok(InferResult { latencies_ns, cycles, outputs, report }),
         }
     }
 

@@ -386,10 +386,7 @@ impl BoardArgs {
         };
         let qemu_image = run::board_image(&target, &agent)?;
         // A microcontroller has one engine, whatever --engine says.
-        let engines = match target {
-            Target::QemuMcu { .. } => vec![EngineKind::Micro],
-            _ => self.engine,
-        };
+        let engines = target.only_engine().map_or(self.engine, |e| vec![e]);
         let boards = engines
             .iter()
             .map(|&engine| run::BoardOptions {

@@ -240,11 +240,40 @@ pub struct McuSummary {
     /// RAM at its peak: statics, the stack's deepest (painted) and the heap's peak.
     pub ram_peak_bytes: Option<u64>,
     pub ram_profile_bytes: u64,
+    /// The median timed run as the firmware counted it: the chip's cycles on a
+    /// real board, the instructions executed under QEMU (`-icount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles_median: Option<u64>,
+    /// The profile's core clock, at which `cycles_median` is read as time.
+    #[serde(default)]
+    pub profile_clock_hz: f64,
+}
+
+impl McuSummary {
+    /// The cycles line: the count, what it counts, and its time at the profile's clock.
+    fn cycles_line(&self, timing: Timing) -> Option<String> {
+        let count = self.cycles_median?;
+        let what = match timing {
+            Timing::EmulatedInstructions => {
+                "instructions (QEMU -icount: an instruction count, not the chip's timing; one per cycle)"
+            }
+            Timing::Host | Timing::Device => "cycles",
+        };
+        Some(format!(
+            "median {count} {what}, {:.3} ms at {:.0} MHz",
+            count as f64 / self.profile_clock_hz * 1e3,
+            self.profile_clock_hz / 1e6
+        ))
+    }
 }
 
 /// Says when a target's latencies are not the device's.
 pub fn timing_note(target: &Target) -> &'static str {
     match target.timing() {
+        // A microcontroller's QEMU counts instructions (`-icount`), read at the profile's clock.
+        Timing::EmulatedInstructions if matches!(target, Target::QemuMcu { .. }) => {
+            "; QEMU's instruction count at the profile's clock, not the chip's timing"
+        }
         Timing::EmulatedInstructions => "; emulated-instruction timings (QEMU under TCG), not device latencies",
         Timing::Host | Timing::Device => "",
     }
@@ -400,6 +429,9 @@ impl RunReport {
                 mcu.ram_peak_bytes.map_or("-".into(), |v| human_bytes(v as f64)),
                 of(Some(mcu.ram_profile_bytes))
             );
+            if let Some(line) = mcu.cycles_line(self.target.timing()) {
+                let _ = writeln!(s, "  cycles     {line}");
+            }
         }
         let l = &self.link;
         let _ = writeln!(

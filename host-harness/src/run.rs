@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use edgehil_hil::labgrid::LabgridBoard;
 use edgehil_hil::{
-    Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig, QemuArch,
-    QemuMcu, SerialLink, Session, Target, Timeouts, UploadStep, MODEL_ADDR,
+    instructions, Bundle, EmulatedBoard, EmulatorConfig, ExitCause, HilError, InferResult, Link, LinkStats, McuConfig,
+    QemuArch, QemuMcu, SerialLink, Session, Target, Timeouts, UploadStep, MODEL_ADDR,
 };
 use edgehil_runtime::engine::{self, EngineError, LoadOptions};
 use edgehil_runtime::metrics::LatencySummary;
@@ -585,8 +585,23 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
     };
     let (status, error, memory) = verdict(board.engine, cap, &outcome, peaks);
 
+    // A microcontroller's runs as its counter saw them: the chip's cycles, or
+    // under QEMU the instructions executed; read as time at the profile's clock.
+    let counted: Vec<u64> = got.infer.as_ref().map_or_else(Vec::new, |i| {
+        let clock_hz = got.info.as_ref().map_or(0, |b| b.clock_hz);
+        i.cycles
+            .iter()
+            .map(|&c| match board.target {
+                Target::QemuMcu { .. } => instructions(c, clock_hz),
+                _ => c,
+            })
+            .collect()
+    });
     let latency_ms = got.infer.as_ref().and_then(|i| {
-        let us: Vec<f64> = i.latencies_ns.iter().map(|n| *n as f64 / 1e3).collect();
+        let us: Vec<f64> = match counted.is_empty() {
+            true => i.latencies_ns.iter().map(|n| *n as f64 / 1e3).collect(),
+            false => counted.iter().map(|c| *c as f64 / profile.clock.value.0 * 1e6).collect(),
+        };
         LatencySummary::from_micros(&us).map(|s| LatencyMs {
             runs: opts.runs,
             warmup: opts.warmup,
@@ -628,6 +643,12 @@ pub fn run(opts: &RunOptions, profile: &Profile) -> Result<RunReport, RunError> 
                 flash_profile_bytes: profile.flash.as_ref().map(|f| f.value.0),
                 ram_peak_bytes: peaks.1,
                 ram_profile_bytes: profile.ram_total.value.0,
+                cycles_median: {
+                    let mut sorted = counted.clone();
+                    sorted.sort_unstable();
+                    sorted.get(sorted.len() / 2).copied()
+                },
+                profile_clock_hz: profile.clock.value.0,
             }),
             _ => None,
         },

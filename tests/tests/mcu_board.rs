@@ -92,6 +92,11 @@ fn mlp_int8_fits_the_nrf52840_with_the_host_outputs() {
     assert!(mcu.flash_firmware_bytes > 0 && mcu.flash_firmware_bytes + mcu.flash_model_bytes < 1 << 20);
     let (heap, ram) = (r.memory.peak_heap.unwrap(), mcu.ram_peak_bytes.unwrap());
     assert!(heap >= compiled.report.arena_bytes && ram > heap && ram < 256 << 10, "heap {heap}, RAM {ram}");
+    // QEMU's instruction count (-icount), read at the nRF52840's 64 MHz: the latency is the count's time.
+    let counted = mcu.cycles_median.unwrap();
+    let median_ms = r.latency_ms.as_ref().unwrap().median;
+    assert!(counted > 10_000, "{counted} instructions for a 64-256-10 MLP");
+    assert!((counted as f64 / 64e6 * 1e3 - median_ms).abs() < 1e-9, "{counted} vs {median_ms} ms");
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\S*/onnx-models/", "onnx-models/");
     settings.add_filter(r"(latency|predicted|load) .*", "$1 [timing]");
@@ -99,6 +104,7 @@ fn mlp_int8_fits_the_nrf52840_with_the_host_outputs() {
     settings.add_filter(r"flash      \d+\.\d+ KiB", "flash      [bytes]");
     settings.add_filter(r"(RSS|RAM        peak) \d+\.\d+ KiB", "$1 [bytes]");
     settings.add_filter(r"  +[0-9.e-]+ +[0-9.e-]+ +[0-9.e-]+ +1\.000000 +[0-9.e-]+", " [metrics]");
+    settings.add_filter(r"median \d+ instructions (.*), \d+\.\d+ ms", "median [count] instructions $1, [timing] ms");
     settings.bind(|| insta::assert_snapshot!(r.table()));
 }
 
@@ -158,4 +164,43 @@ fn a_firmware_fault_is_reported_as_a_fault_not_a_timeout() {
         other => panic!("expected the fault's error frame, got {other}"),
     }
     assert!(started.elapsed() < timeouts.resend_after, "answered before any resend: {:?}", started.elapsed());
+}
+
+#[test]
+fn the_mcu_suite_runs_on_the_emulated_board_and_the_mcu_and_compare_pairs_them() {
+    let Some(fw) = firmware() else { return };
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host-harness/suites/mcu.toml");
+    let dir = scratch_dir("mcu-suite");
+    let out = dir.join("out");
+    let edgehil = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(binary("edgehil")).args(args).env("EDGEHIL_FIRMWARE", fw).output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        (o.status.code(), said)
+    };
+    let (code, said) = edgehil(&[
+        "suite".as_ref(),
+        "run".as_ref(),
+        suite.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--jobs".as_ref(),
+        "2".as_ref(),
+    ]);
+    // Some cases do not fit (the Linux agent's tract in the nRF52840's RAM): exit 3, every case run.
+    assert_eq!(code, Some(3), "{said}");
+    let records = crate::suite::journal(&out);
+    assert_eq!(records.len(), 10, "{said}");
+    for r in records.iter().filter(|r| r.case.target != Target::Emulated) {
+        // Every MCU case ran engine micro from flash, matched the host and fit.
+        assert_eq!((r.case.engine, r.status), (EngineKind::Micro, Status::Ok), "{}: {:?}", r.case.id(), r.reason);
+        assert_eq!(r.measurements.accuracy, Some(1.0), "{}: top-1 against the host", r.case.id());
+    }
+    let pairs = dir.join("pairs.json");
+    let journal = out.join("journal.jsonl");
+    let (code, said) = edgehil(&["compare".as_ref(), journal.as_os_str(), "--json".as_ref(), pairs.as_os_str()]);
+    assert_eq!(code, Some(0), "{said}");
+    let pairing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pairs).unwrap()).unwrap();
+    assert_eq!(pairing["pairs"].as_array().unwrap().len(), 5, "{pairing:#}");
+    assert_eq!(pairing["pairs"][0]["b_timing"], "emulated-instruction");
+    insta::assert_snapshot!(said);
 }

@@ -191,7 +191,11 @@ fn message_bytes() {
                 outputs: vec![info],
             }),
         },
-        ToHost::Event { id: 4, seq: 0, event: Event::Run { index: 0, warmup: true, nanos: 41_000 } },
+        ToHost::Event {
+            id: 4,
+            seq: 0,
+            event: Event::Run { index: 0, warmup: true, nanos: 41_000, cycles: Some(1_025_000) },
+        },
         ToHost::Event { id: 4, seq: 1, event: Event::Output(OutputPart::Chunk { index: 0, chunk: tensor }) },
         ToHost::Event {
             id: 4,

@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on any change to the messages below; checked by `Hello`.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Exit code of an agent process stopped by its memory cap, after it sent
 /// its `OutOfMemory` frame: a host that sees the process end with it knows
@@ -240,6 +240,8 @@ pub enum Event {
         index: u32,
         warmup: bool,
         nanos: u64,
+        /// Core cycles, where the board counts them (a microcontroller's DWT or SysTick).
+        cycles: Option<u64>,
     },
     Output(OutputPart),
     InferDone(InferReport),

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use edgehil_hil::{Target, Timing};
+use edgehil_runtime::wire::EngineKind;
 
 use crate::report::Status;
 use crate::units::human_bytes;
@@ -142,6 +143,8 @@ pub struct Pair {
     pub a_target: Target,
     #[serde(with = "crate::text")]
     pub b_target: Target,
+    pub a_engine: EngineKind,
+    pub b_engine: EngineKind,
     pub a_status: Status,
     pub b_status: Status,
     /// What each side's latencies are worth (host, device, emulated-instruction).
@@ -169,23 +172,33 @@ fn timing_name<S: serde::Serializer>(t: &Timing, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(t.name())
 }
 
-/// Pairs the cases of two journals by everything but the target. Latencies of
-/// an emulated-instruction target (QEMU under TCG) are not compared with
-/// anything unless `emulated_timings_as_real`: they measure the emulator.
+/// Pairs the cases of two journals by everything but the target; a case on
+/// a board with one engine (a microcontroller's micro engine) pairs with the
+/// other side's case of every engine. Latencies of an emulated-instruction
+/// target (QEMU) are not compared with anything unless
+/// `emulated_timings_as_real`: they measure the emulator.
 pub fn pair(a: &[Record], b: &[Record], emulated_timings_as_real: bool) -> Pairing {
     let a = by_id(a, |r| r.case.without_target());
     let b = by_id(b, |r| r.case.without_target());
+    let matches = |ra: &Record, rb: &Record| {
+        let one_engine = ra.case.target.only_engine().is_some() || rb.case.target.only_engine().is_some();
+        ra.case.without_target() == rb.case.without_target()
+            || (one_engine && ra.case.without_board() == rb.case.without_board())
+    };
+    let found = |ra: &Record| -> Vec<&Record> { b.values().copied().filter(|rb| matches(ra, rb)).collect() };
     let pairs = a
         .iter()
-        .filter_map(|(key, ra)| {
-            let rb = b.get(key)?;
+        .flat_map(|(key, ra)| found(ra).into_iter().map(move |rb| (key, *ra, rb)))
+        .map(|(key, ra, rb)| {
             let (ma, mb) = (&ra.measurements, &rb.measurements);
             let (a_timing, b_timing) = (ra.case.target.timing(), rb.case.target.timing());
             let comparable = emulated_timings_as_real || ![a_timing, b_timing].contains(&Timing::EmulatedInstructions);
-            Some(Pair {
+            Pair {
                 case: key.clone(),
                 a_target: ra.case.target.clone(),
                 b_target: rb.case.target.clone(),
+                a_engine: ra.case.engine,
+                b_engine: rb.case.engine,
                 a_status: ra.status,
                 b_status: rb.status,
                 a_timing,
@@ -197,13 +210,13 @@ pub fn pair(a: &[Record], b: &[Record], emulated_timings_as_real: bool) -> Pairi
                     .map(|(x, y)| y / x),
                 ram_difference: ma.peak().zip(mb.peak()).map(|(x, y)| y as i64 - x as i64),
                 accuracy_difference: ma.accuracy.zip(mb.accuracy).map(|(x, y)| y - x),
-            })
+            }
         })
         .collect();
     Pairing {
         pairs,
-        only_a: a.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
-        only_b: b.keys().filter(|k| !a.contains_key(*k)).cloned().collect(),
+        only_a: a.iter().filter(|(_, ra)| found(ra).is_empty()).map(|(k, _)| k.clone()).collect(),
+        only_b: b.iter().filter(|(_, rb)| !a.values().any(|ra| matches(ra, rb))).map(|(k, _)| k.clone()).collect(),
     }
 }
 
@@ -228,13 +241,20 @@ impl Pairing {
                 let sign = if d < 0 { "−" } else { "+" };
                 format!("{sign}{}", human_bytes(d.unsigned_abs() as f64))
             });
+            // Each side's engine where they differ (a microcontroller's micro against the emulated board's).
+            let engine = |e: EngineKind| match p.a_engine == p.b_engine {
+                true => String::new(),
+                false => format!(" ({})", e.name()),
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} {} | {} {} | {} | {} | {} |",
+                "| {} | {}{} {} | {}{} {} | {} | {} | {} |",
                 p.case,
                 p.a_target,
+                engine(p.a_engine),
                 p.a_status.name(),
                 p.b_target,
+                engine(p.b_engine),
                 p.b_status.name(),
                 p.latency_cell(),
                 ram,
@@ -254,7 +274,8 @@ impl Pairing {
 mod tests {
     use super::*;
     use crate::suite::record::tests::record;
-    use edgehil_hil::QemuArch;
+    use crate::suite::record::Case;
+    use edgehil_hil::{McuMachine, QemuArch};
 
     fn on(target: Target, latency_ms: f64, accuracy: f64) -> Record {
         let mut r = record("m");
@@ -280,5 +301,42 @@ mod tests {
         // A real board's timings are compared as before.
         let serial = [on(Target::Serial { port: "/dev/ttyUSB0".into(), baud: None }, 3.0, 0.99)];
         assert_eq!(pair(&emu, &serial, false).pairs[0].latency_ratio, Some(1.5));
+    }
+
+    #[test]
+    fn a_microcontroller_case_pairs_with_every_engine_of_the_emulated_board() {
+        let mcu = Target::QemuMcu { machine: McuMachine::Mps2An386 };
+        let emu: Vec<Record> = [EngineKind::Tract, EngineKind::Ort]
+            .into_iter()
+            .map(|engine| Record {
+                case: Case { engine, ..on(Target::Emulated, 1.0, 1.0).case },
+                ..on(Target::Emulated, 1.0, 1.0)
+            })
+            .collect();
+        let board = Record {
+            case: Case { engine: EngineKind::Micro, ..on(mcu.clone(), 9.0, 0.99).case },
+            ..on(mcu, 9.0, 0.99)
+        };
+        let other_model = on(Target::Emulated, 1.0, 1.0);
+        let other_model = Record { case: Case { model: "n".into(), ..other_model.case.clone() }, ..other_model };
+        let p = pair(&[emu, vec![other_model]].concat(), &[board], false);
+        let cases: Vec<(&str, EngineKind, EngineKind)> =
+            p.pairs.iter().map(|p| (p.case.as_str(), p.a_engine, p.b_engine)).collect();
+        assert_eq!(
+            cases,
+            [
+                ("m/none/p/ort/w", EngineKind::Ort, EngineKind::Micro),
+                ("m/none/p/tract/w", EngineKind::Tract, EngineKind::Micro)
+            ]
+        );
+        assert_eq!(
+            (p.only_a.as_slice(), p.only_b.as_slice()),
+            (["n/none/p/tract/w".to_string()].as_slice(), [].as_slice())
+        );
+        assert!(
+            p.text().contains("| m/none/p/tract/w | emu (tract) ok | qemu:mps2-an386 (micro) ok | not compared: emulated-instruction timings |"),
+            "{}",
+            p.text()
+        );
     }
 }

@@ -479,7 +479,9 @@ impl Suite {
                 for workload in self.workloads.iter().filter(|w| w.applies_to(model)) {
                     for profile in &self.profiles {
                         for target in &self.targets {
-                            for engine in &self.engines {
+                            // A microcontroller's case runs its one engine, once.
+                            let only = target.only_engine().map(|e| vec![e]);
+                            for engine in only.as_ref().unwrap_or(&self.engines) {
                                 cases.push(Case {
                                     model: model.name.clone(),
                                     compression: compression.clone(),

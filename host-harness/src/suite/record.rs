@@ -76,6 +76,12 @@ impl Case {
     pub fn without_target(&self) -> String {
         format!("{}/{}/{}/{}/{}", self.model, self.compression, self.profile, self.engine.name(), self.workload)
     }
+
+    /// The same case on another board and engine: what `compare` pairs a
+    /// microcontroller's micro-engine case with the emulated board's by.
+    pub fn without_board(&self) -> String {
+        format!("{}/{}/{}/{}", self.model, self.compression, self.profile, self.workload)
+    }
 }
 
 /// Cases order by their fields' text: model, compression, profile, target, engine, workload.

@@ -87,15 +87,52 @@ struct Answer<'a> {
 
 impl Answer<'_> {
     fn emit(&mut self, event: Event) {
-        let msg = ToHost::Event { id: self.id, seq: self.seq, event };
-        let n = match encode_frame_into(&msg, &mut self.link.scratch, &mut self.link.frame) {
-            Ok(n) => n,
-            // Every event the firmware sends fits a frame (outputs go in chunks): this is a bug.
-            Err(e) => panic!("event {} does not fit a frame: {e}", self.seq),
-        };
-        board::write_bytes(&self.link.frame[..n]);
+        self.send(&ToHost::Event { id: self.id, seq: self.seq, event });
         self.seq += 1;
         CURRENT_SEQ.store(self.seq, Ordering::SeqCst);
+    }
+
+    fn send(&mut self, msg: &ToHost) {
+        let n = match encode_frame_into(msg, &mut self.link.scratch, &mut self.link.frame) {
+            Ok(n) => n,
+            // Every message the firmware sends fits a frame (outputs go in chunks): this is a bug.
+            Err(e) => panic!("message {} does not fit a frame: {e}", self.seq),
+        };
+        board::write_bytes(&self.link.frame[..n]);
+    }
+}
+
+/// Board time between heartbeats during a run: 20 ms of the core clock. Under
+/// QEMU the clock is instructions (1 ns each), which a loaded host runs at 20
+/// million a second or less: 20 ms of them still beat inside the host's
+/// resend delay (1.5 s). A heartbeat goes between two ops of the model (the
+/// firmware does one thing at a time); its sending is left out of the runs' counts.
+const HEARTBEAT_CYCLES: u64 = board::CLOCK_HZ as u64 / 50;
+
+/// The heartbeats of one request: when it began, the last one, and the
+/// cycles spent sending them.
+struct Heartbeat {
+    began: u64,
+    last: u64,
+    spent: u64,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        let now = board::cycles();
+        Heartbeat { began: now, last: now, spent: 0 }
+    }
+
+    /// Tells the host the board is at work on `answer`'s request, if a heartbeat is due.
+    fn beat(&mut self, answer: &mut Answer) {
+        if board::cycles_since(self.last) < HEARTBEAT_CYCLES {
+            return;
+        }
+        let at = board::cycles();
+        let elapsed_ms = board::nanos(board::cycles_since(self.began)) / 1_000_000;
+        answer.send(&ToHost::Heartbeat { id: answer.id, elapsed_ms: elapsed_ms.min(u64::from(u32::MAX)) as u32 });
+        self.spent += board::cycles_since(at);
+        self.last = board::cycles();
     }
 }
 
@@ -216,7 +253,7 @@ impl State {
             engine,
             opt_level: OptLevel::All,
             threads: 1,
-            load_nanos: board::nanos(board::cycles() - started),
+            load_nanos: board::nanos(board::cycles_since(started)),
             weight_bytes: model.weight_bytes() as u64,
             peak_heap: HEAP.peak() as u64,
             peak_rss: ram_peak(),
@@ -250,17 +287,21 @@ impl State {
         let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         HEAP.reset_peak();
         let mut outputs = Vec::new();
+        let mut heartbeat = Heartbeat::new();
         // At least one run, whose outputs go back.
         for index in 0..(warmup + runs).max(1) {
-            let started = board::cycles();
-            let views = edgehil_micro::run_in(&loaded.model, &mut loaded.arena, &views)
-                .map_err(|e| AgentError::Engine(e.to_string()))?;
-            let nanos = board::nanos(board::cycles() - started);
+            let (started, beating) = (board::cycles(), heartbeat.spent);
+            let views = edgehil_micro::run_in_with(&loaded.model, &mut loaded.arena, &views, || {
+                heartbeat.beat(answer)
+            })
+            .map_err(|e| AgentError::Engine(e.to_string()))?;
+            let cycles = board::cycles_since(started).saturating_sub(heartbeat.spent - beating);
+            let nanos = board::nanos(cycles);
             if index + 1 >= warmup + runs {
                 outputs = views.iter().map(|v| v.to_vec()).collect();
             }
             if index < warmup + runs {
-                answer.emit(Event::Run { index, warmup: index < warmup, nanos });
+                answer.emit(Event::Run { index, warmup: index < warmup, nanos, cycles: Some(cycles) });
             }
         }
         for (index, (io, values)) in loaded.model.outputs.iter().zip(outputs).enumerate() {

@@ -1,6 +1,7 @@
-//! The board's registers: the CMSDK UART, SysTick as the clock, the FPU, the
-//! core's identity and the fault status, at the addresses of Arm's MPS2
-//! boards as QEMU has them (`mps2-an386`, Cortex-M4; `mps2-an500`, Cortex-M7).
+//! The board's registers: the CMSDK UART, the cycle counters (DWT's CYCCNT,
+//! SysTick), the FPU, the core's identity and the fault status, at the
+//! addresses of Arm's MPS2 boards as QEMU has them (`mps2-an386`, Cortex-M4;
+//! `mps2-an500`, Cortex-M7).
 
 use core::fmt;
 use core::ptr::{read_volatile, write_volatile};
@@ -22,6 +23,12 @@ const SYST_CSR: usize = 0xE000_E010;
 const SYST_RVR: usize = 0xE000_E014;
 const SYST_CVR: usize = 0xE000_E018;
 const SYST_MAX: u32 = 0x00FF_FFFF;
+
+const DEMCR: usize = 0xE000_EDFC;
+const DEMCR_TRCENA: u32 = 1 << 24;
+const DWT_CTRL: usize = 0xE000_1000;
+const DWT_CYCCNT: usize = 0xE000_1004;
+const DWT_CYCCNTENA: u32 = 1 << 0;
 
 const CPUID: usize = 0xE000_ED00;
 const CPACR: usize = 0xE000_ED88;
@@ -59,7 +66,7 @@ pub fn core() -> &'static str {
     }
 }
 
-/// Turns on the UART (transmit and receive) and the cycle clock.
+/// Turns on the UART (transmit and receive) and the cycle counters.
 pub fn init() {
     write(UART_BAUDDIV, CLOCK_HZ / BAUD);
     write(UART_CTRL, 0b11);
@@ -67,6 +74,16 @@ pub fn init() {
     write(SYST_CVR, 0);
     // Enabled, with its interrupt (a wrap counts in `WRAPS`), on the core clock.
     write(SYST_CSR, 0b111);
+    write(DEMCR, read(DEMCR) | DEMCR_TRCENA);
+    write(DWT_CYCCNT, 0);
+    write(DWT_CTRL, read(DWT_CTRL) | DWT_CYCCNTENA);
+    // A core without DWT (or QEMU, whose DWT reads as zero) leaves it still.
+    let before = read(DWT_CYCCNT);
+    for _ in 0..16 {
+        // SAFETY: does nothing but take a cycle.
+        unsafe { core::arch::asm!("nop") };
+    }
+    COUNTER.store(if read(DWT_CYCCNT) != before { Counter::Dwt } else { Counter::SysTick } as u32, Ordering::Relaxed);
 }
 
 pub fn write_bytes(bytes: &[u8]) {
@@ -88,8 +105,40 @@ pub extern "C" fn systick() {
     WRAPS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Core cycles since `init`.
+/// What counts the core's cycles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    /// The DWT's cycle counter: every core cycle, 32 bits.
+    Dwt = 0,
+    /// SysTick at the core clock with its wraps counted: what a core without DWT has.
+    SysTick = 1,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(Counter::SysTick as u32);
+
+pub fn counter() -> Counter {
+    if COUNTER.load(Ordering::Relaxed) == Counter::Dwt as u32 {
+        Counter::Dwt
+    } else {
+        Counter::SysTick
+    }
+}
+
+/// Core cycles from `start` to now, by the counter `init` chose. DWT's 32
+/// bits wrap after 2^32 cycles (a minute at 64 MHz), longer than any run.
+pub fn cycles_since(start: u64) -> u64 {
+    match counter() {
+        Counter::Dwt => u64::from((cycles() as u32).wrapping_sub(start as u32)),
+        Counter::SysTick => cycles().saturating_sub(start),
+    }
+}
+
+/// The cycle counter's reading, to pass to [`cycles_since`].
 pub fn cycles() -> u64 {
+    if counter() == Counter::Dwt {
+        return u64::from(read(DWT_CYCCNT));
+    }
     loop {
         let wraps = WRAPS.load(Ordering::Relaxed);
         let count = read(SYST_CVR);

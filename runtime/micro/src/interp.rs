@@ -103,6 +103,17 @@ fn window(win: &Window, x: Buffer, y: Buffer) -> Check {
 /// Runs `model` with its arena in `arena` (at least [`Model::arena_bytes`]); the outputs are views
 /// of the arena.
 pub fn run_in<'r>(model: &Model, arena: &'r mut [f32], inputs: &[&[f32]]) -> Result<Vec<&'r [f32]>, Error> {
+    run_in_with(model, arena, inputs, || {})
+}
+
+/// As [`run_in`], calling `between_ops` after each op: where a firmware that
+/// does one thing at a time can tell its host it is still at work.
+pub fn run_in_with<'r>(
+    model: &Model,
+    arena: &'r mut [f32],
+    inputs: &[&[f32]],
+    mut between_ops: impl FnMut(),
+) -> Result<Vec<&'r [f32]>, Error> {
     let needed = model.arena as usize;
     if arena.len() < needed {
         return Err(Error::ArenaTooSmall { needed: needed.saturating_mul(4), given: arena.len().saturating_mul(4) });
@@ -119,6 +130,7 @@ pub fn run_in<'r>(model: &Model, arena: &'r mut [f32], inputs: &[&[f32]]) -> Res
     }
     for op in &model.ops {
         exec(model, op, arena);
+        between_ops();
     }
     let arena: &'r [f32] = arena;
     let mut outputs = Vec::new();

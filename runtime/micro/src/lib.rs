@@ -23,7 +23,7 @@ pub mod plan;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-pub use interp::{run, run_in};
+pub use interp::{run, run_in, run_in_with};
 
 /// The first bytes of every micro-model.
 pub const MAGIC: [u8; 4] = *b"EHMM";
@@ -366,6 +366,16 @@ mod tests {
         assert!(bytes.as_ptr_range().contains(&blob.0.as_ptr()));
         // x = [2, 4]: [2 + 2, 4 + 0 + 1, -6 + 4] → relu
         assert_eq!(run(&model, &[&[2.0, 4.0]]).unwrap(), vec![vec![4.0, 5.0, 0.0]]);
+    }
+
+    #[test]
+    fn the_firmware_hears_from_the_run_after_every_op() {
+        let (w, b) = (le(&[1.0, 2.0, -3.0, 0.5, 0.0, 1.0]), le(&[0.0; 3]));
+        let mut model = gemm_model(&w, &b);
+        model.ops.push(Op::Unary { x: 1, y: 1, act: Act::Relu });
+        let (mut arena, mut calls) = ([0f32; 5], 0);
+        let out = run_in_with(&model, &mut arena, &[&[2.0, 4.0]], || calls += 1).unwrap();
+        assert_eq!((out, calls), (vec![[4.0, 4.0, 0.0].as_slice()], 2));
     }
 
     #[test]

@@ -281,7 +281,7 @@ impl State {
                 return Ok(Err(e));
             }
             let nanos = started.elapsed().as_nanos() as u64;
-            answer.emit(Event::Run { index, warmup: index < warmup, nanos })?;
+            answer.emit(Event::Run { index, warmup: index < warmup, nanos, cycles: None })?;
         }
         let outputs = match engine.take_outputs() {
             Ok(o) => o,
