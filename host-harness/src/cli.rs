@@ -435,6 +435,10 @@ pub struct GenerateArgs {
     /// The fp32 export of the same model: report teacher-forced top-1 agreement with it.
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// A text to feed both this model and --reference, teacher-forced: top-1 agreement and both perplexities
+    /// (e.g. eval/text/alice.txt).
+    #[arg(long, requires = "reference")]
+    pub text: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Keep going past the end-of-sequence token (fixed-length timing).
@@ -466,6 +470,9 @@ pub struct EvalArgs {
     /// MiniLM exported with `edgehil export`, for --method rag.
     #[arg(long)]
     pub embedder: Option<PathBuf>,
+    /// Put each prompt in the model's chat format (its chat template, as a user message) before tokenizing.
+    #[arg(long)]
+    pub chat: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Append each item's result here (JSON lines) as it completes.

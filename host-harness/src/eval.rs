@@ -284,6 +284,9 @@ pub struct EvalReport {
     pub task: String,
     pub kind: Kind,
     pub method: Method,
+    /// The prompts were put in the model's chat format.
+    #[serde(default)]
+    pub chat: bool,
     pub model: String,
     pub profile: String,
     #[serde(with = "crate::text")]
@@ -309,6 +312,9 @@ pub struct EvalOptions {
     /// The MiniLM export for RAG.
     pub embedder: Option<PathBuf>,
     pub params: GenParams,
+    /// Put each prompt in the model's chat format (its chat template, as a
+    /// user message): instruction-tuned models answer the question then.
+    pub chat: bool,
     /// Stop at the tokenizer's end-of-sequence token.
     pub stop_at_eos: bool,
     pub board: BoardOptions,
@@ -366,6 +372,7 @@ fn answer(
     embedder: &Option<(PathBuf, TextTokenizer)>,
     index: Option<&mut IndexMemory>,
     tokenizer: &TextTokenizer,
+    chat: bool,
     room: usize,
     params: GenParams,
     result: &mut ItemResult,
@@ -383,8 +390,10 @@ fn answer(
         // An item number the board made up is dropped, not trusted.
         result.retrieved = top.iter().filter_map(|(i, _)| question.profile.get(*i as usize)).map(item_text).collect();
     }
-    let mut ids = tokenizer.encode(&prompt(&question.input, &result.retrieved))?;
-    // Keep the end, where the question is.
+    let text = prompt(&question.input, &result.retrieved);
+    let text = if chat { tokenizer.chat_prompt(&text)? } else { text };
+    let mut ids = tokenizer.encode(&text)?;
+    // Keep the end, where the question is (and, in chat format, the assistant's turn).
     let cut = ids.len().saturating_sub(room);
     ids.drain(..cut);
     result.truncated = cut as u32;
@@ -441,6 +450,10 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         _ => None,
     };
     let tokenizer = TextTokenizer::load(&opts.model)?;
+    if opts.chat {
+        // A model without a chat format is refused before the board, not on every item.
+        tokenizer.chat_prompt("")?;
+    }
     let params = GenParams { eos: if opts.stop_at_eos { tokenizer.eos } else { None }, ..opts.params };
     let context = model_manifest(&opts.model)?.context;
     let room = context.checked_sub(u64::from(opts.params.max_new)).filter(|r| *r > 0).ok_or_else(|| {
@@ -502,6 +515,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
                 &embedder,
                 index.as_mut(),
                 &tokenizer,
+                opts.chat,
                 room,
                 params,
                 &mut result,
@@ -541,6 +555,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         scores: scores(&task.kind, &results),
         kind: task.kind,
         method: opts.method,
+        chat: opts.chat,
         model: opts.model.display().to_string(),
         profile: profile.name.clone(),
         target: board.target.clone(),
@@ -564,9 +579,10 @@ impl EvalReport {
         let method = serde_json::to_value(self.method).ok().and_then(|v| v.as_str().map(str::to_string));
         let _ = writeln!(
             s,
-            "eval {} ({}) with {} on {} ({}, {}): {}",
+            "eval {} ({}{}) with {} on {} ({}, {}): {}",
             self.task,
             method.unwrap_or_default(),
+            if self.chat { ", chat" } else { "" },
             self.model,
             self.profile,
             self.target,

@@ -52,6 +52,7 @@ fn options(dir: &std::path::Path, engine: EngineKind, params: GenParams) -> Gene
     GenerateOptions {
         model: dir.to_path_buf(),
         reference: None,
+        text: None,
         prompt: "the board writes".into(),
         params,
         stop_at_eos: false,

@@ -15,6 +15,7 @@ pub fn eval(args: EvalArgs, profiles: &Profiles) -> Result<u8> {
             model: args.model.clone(),
             embedder: args.embedder.clone(),
             params: args.sampling.params(),
+            chat: args.chat,
             stop_at_eos: true,
             board: board.clone(),
             journal: args.journal.clone(),
