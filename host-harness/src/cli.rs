@@ -453,6 +453,10 @@ pub struct GenerateArgs {
     /// The fp32 export of the same model: report teacher-forced top-1 agreement with it.
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// A text to feed both this model and --reference, teacher-forced: top-1 agreement and both perplexities
+    /// (e.g. eval/text/alice.txt).
+    #[arg(long, requires = "reference")]
+    pub text: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Keep going past the end-of-sequence token (fixed-length timing).
@@ -487,6 +491,9 @@ pub struct EvalArgs {
     /// RAG over a random share (0.0 to 1.0, drawn with --seed) of each user's history, as the study's Figure 7.
     #[arg(long, default_value_t = 1.0)]
     pub history_fraction: f64,
+    /// Put each prompt in the model's chat format (its chat template, as a user message) before tokenizing.
+    #[arg(long)]
+    pub chat: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Append each item's result here (JSON lines) as it completes.

@@ -306,6 +306,9 @@ pub struct EvalReport {
     pub task: String,
     pub kind: Kind,
     pub method: Method,
+    /// The prompts were put in the model's chat format.
+    #[serde(default)]
+    pub chat: bool,
     pub model: String,
     pub profile: String,
     #[serde(with = "crate::text")]
@@ -340,6 +343,9 @@ pub struct EvalOptions {
     pub params: GenParams,
     /// RAG: the share (0 to 1) of each user's history to index; 1 is all of it.
     pub history_fraction: f64,
+    /// Put each prompt in the model's chat format (its chat template, as a
+    /// user message): instruction-tuned models answer the question then.
+    pub chat: bool,
     /// Stop at the tokenizer's end-of-sequence token.
     pub stop_at_eos: bool,
     pub board: BoardOptions,
@@ -397,6 +403,7 @@ fn answer(
     embedder: &Option<(PathBuf, TextTokenizer)>,
     index: Option<&mut IndexMemory>,
     tokenizer: &TextTokenizer,
+    chat: bool,
     room: usize,
     params: GenParams,
     history_fraction: f64,
@@ -423,8 +430,10 @@ fn answer(
                 .collect();
         }
     }
-    let mut ids = tokenizer.encode(&prompt(&question.input, &result.retrieved))?;
-    // Keep the end, where the question is.
+    let text = prompt(&question.input, &result.retrieved);
+    let text = if chat { tokenizer.chat_prompt(&text)? } else { text };
+    let mut ids = tokenizer.encode(&text)?;
+    // Keep the end, where the question is (and, in chat format, the assistant's turn).
     let cut = ids.len().saturating_sub(room);
     ids.drain(..cut);
     result.truncated = cut as u32;
@@ -492,6 +501,10 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         _ => None,
     };
     let tokenizer = TextTokenizer::load(&opts.model)?;
+    if opts.chat {
+        // A model without a chat format is refused before the board, not on every item.
+        tokenizer.chat_prompt("")?;
+    }
     let params = GenParams { eos: if opts.stop_at_eos { tokenizer.eos } else { None }, ..opts.params };
     let context = model_manifest(&opts.model)?.context;
     let room = context.checked_sub(u64::from(opts.params.max_new)).filter(|r| *r > 0).ok_or_else(|| {
@@ -553,6 +566,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
                 &embedder,
                 index.as_mut(),
                 &tokenizer,
+                opts.chat,
                 room,
                 params,
                 opts.history_fraction,
@@ -593,6 +607,7 @@ pub fn eval(opts: &EvalOptions, profile: &Profile) -> Result<EvalReport, EvalErr
         scores: scores(&task.kind, &results),
         kind: task.kind,
         method: opts.method,
+        chat: opts.chat,
         model: opts.model.display().to_string(),
         profile: profile.name.clone(),
         target: board.target.clone(),
@@ -617,9 +632,10 @@ impl EvalReport {
         let method = serde_json::to_value(self.method).ok().and_then(|v| v.as_str().map(str::to_string));
         let _ = writeln!(
             s,
-            "eval {} ({}) with {} on {} ({}, {}): {}",
+            "eval {} ({}{}) with {} on {} ({}, {}): {}",
             self.task,
             method.unwrap_or_default(),
+            if self.chat { ", chat" } else { "" },
             self.model,
             self.profile,
             self.target,

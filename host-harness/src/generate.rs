@@ -140,6 +140,8 @@ pub struct GenerateOptions {
     pub model: PathBuf,
     /// The fp32 export of the same model, for teacher-forced agreement.
     pub reference: Option<PathBuf>,
+    /// With a reference: a text both models are scored on, teacher-forced.
+    pub text: Option<PathBuf>,
     pub prompt: String,
     pub params: GenParams,
     /// Stop at the tokenizer's end-of-sequence token.
@@ -223,6 +225,24 @@ pub struct Agreement {
     /// With a reference model: the share of generated positions where this
     /// model's top-1, fed the board's tokens, equals the reference's.
     pub teacher_forced_top1: Option<f64>,
+    /// With a reference model and a text: both models on the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextAgreement>,
+}
+
+/// A model and its reference fed the same tokens (on the host, with the board's engine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextAgreement {
+    /// The text file, for a text; none for the generated tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Tokens predicted (all but the first).
+    pub predicted: u32,
+    /// Share of them where the model's top-1 equals the reference's.
+    pub top1: f64,
+    /// exp(mean negative log-likelihood of the tokens that came).
+    pub perplexity: f64,
+    pub reference_perplexity: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,22 +286,43 @@ fn host_engine(board: &BoardOptions, path: &Path) -> Result<Box<dyn engine::Engi
     engine::load(path, &opts)
 }
 
-/// Top-1 at each generated position of `ids` (after `prompt` tokens).
-fn teacher_forced_top1(
-    board: &BoardOptions,
-    model: &Path,
-    ids: &[u32],
-    prompt: usize,
-) -> Result<Vec<u32>, GenerateHostError> {
-    let reference_err = |cause: GenerateError| GenerateHostError::Reference { path: model.into(), cause };
-    let mut engine = host_engine(board, model).map_err(|e| reference_err(e.into()))?;
-    let (logits, vocab) = generate::logits_of(engine.as_mut(), ids).map_err(reference_err)?;
-    Ok(logits
-        .chunks(vocab)
-        .skip(prompt - 1)
-        .take(ids.len() - prompt)
-        .map(|row| generate::pick(row, &GenParams { temperature: 0.0, ..GenParams::STUDY }, &mut generate::Rng::new(0)))
-        .collect())
+/// A model fed known tokens (teacher-forced), on the host with the board's engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeacherForced {
+    /// Its top-1 for each next token.
+    pub top1: Vec<u32>,
+    /// Mean negative log-likelihood of the tokens that came, in nats.
+    pub nll: f64,
+}
+
+impl TeacherForced {
+    /// `model` (a `model.onnx`) fed `ids`, scored from position `from` (≥ 1) on.
+    pub fn of(board: &BoardOptions, model: &Path, ids: &[u32], from: usize) -> Result<Self, GenerateHostError> {
+        let reference_err = |cause: GenerateError| GenerateHostError::Reference { path: model.into(), cause };
+        let mut engine = host_engine(board, model).map_err(|e| reference_err(e.into()))?;
+        let (logits, vocab) = generate::logits_of(engine.as_mut(), ids).map_err(reference_err)?;
+        let greedy = GenParams { temperature: 0.0, ..GenParams::STUDY };
+        let (mut top1, mut nll) = (Vec::new(), 0.0);
+        for (row, next) in logits.chunks(vocab).skip(from - 1).zip(&ids[from..]) {
+            top1.push(generate::pick(row, &greedy, &mut generate::Rng::new(0)));
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let log_sum = row.iter().map(|l| f64::from(l - max).exp()).sum::<f64>().ln() + f64::from(max);
+            nll += log_sum - f64::from(row[*next as usize]);
+        }
+        Ok(Self { nll: nll / top1.len().max(1) as f64, top1 })
+    }
+
+    /// This model's agreement with `reference` fed the same tokens.
+    pub fn against(&self, reference: &TeacherForced) -> TextAgreement {
+        let same = self.top1.iter().zip(&reference.top1).filter(|(a, b)| a == b).count();
+        TextAgreement {
+            file: None,
+            predicted: self.top1.len() as u32,
+            top1: same as f64 / self.top1.len().max(1) as f64,
+            perplexity: self.nll.exp(),
+            reference_perplexity: reference.nll.exp(),
+        }
+    }
 }
 
 /// What generation needs from a model folder's manifest.
@@ -330,6 +371,22 @@ pub fn generate(
     }
     let params = GenParams { eos: if opts.stop_at_eos { tokenizer.eos } else { None }, ..opts.params };
     let onnx = opts.model.join("model.onnx");
+    // Read before the board runs, so a text that cannot be scored fails first.
+    let text_ids = match (&opts.reference, &opts.text) {
+        (Some(_), Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| GenerateHostError::Folder { path: file.clone(), reason: e.to_string() })?;
+            let ids = tokenizer.encode(&text)?;
+            if ids.len() < 2 || ids.len() as u64 > context {
+                return Err(GenerateHostError::Folder {
+                    path: file.clone(),
+                    reason: format!("{} tokens: a text to score takes 2 to {context} (the model's context)", ids.len()),
+                });
+            }
+            Some((file, ids))
+        }
+        _ => None,
+    };
 
     // The host reference: the same loop and engine, in this process, uncapped.
     let reference_err = |cause: GenerateError| GenerateHostError::Reference { path: onnx.clone(), cause };
@@ -380,15 +437,21 @@ pub fn generate(
     let agreement = match (&opts.reference, runs.is_empty()) {
         (_, true) => None,
         (reference, false) => {
-            let teacher_forced_top1 = match reference {
-                Some(r) if !first.is_empty() => {
-                    let ids: Vec<u32> = prompt.iter().chain(&first).copied().collect();
-                    let ours = teacher_forced_top1(board, &onnx, &ids, prompt.len())?;
-                    let theirs = teacher_forced_top1(board, &r.join("model.onnx"), &ids, prompt.len())?;
-                    let same = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
-                    Some(same as f64 / ours.len() as f64)
+            let agreement = |ids: &[u32], from: usize| -> Result<Option<TextAgreement>, GenerateHostError> {
+                let Some(r) = reference else { return Ok(None) };
+                let ours = TeacherForced::of(board, &onnx, ids, from)?;
+                Ok(Some(ours.against(&TeacherForced::of(board, &r.join("model.onnx"), ids, from)?)))
+            };
+            let generated: Vec<u32> = prompt.iter().chain(&first).copied().collect();
+            let teacher_forced_top1 = match first.is_empty() {
+                true => None,
+                false => agreement(&generated, prompt.len())?.map(|a| a.top1),
+            };
+            let text = match text_ids {
+                Some((file, ids)) => {
+                    agreement(&ids, 1)?.map(|a| TextAgreement { file: Some(file.display().to_string()), ..a })
                 }
-                _ => None,
+                None => None,
             };
             Some(Agreement {
                 host_engine: board.engine,
@@ -400,6 +463,7 @@ pub fn generate(
                     .or((first.len() != host_tokens.len()).then_some(first.len().min(host_tokens.len())))
                     .map(|i| i as u32),
                 teacher_forced_top1,
+                text,
             })
         }
     };
@@ -504,6 +568,18 @@ impl GenerateReport {
                 .map(|t| format!("; teacher-forced top-1 vs the reference: {:.1}%", 100.0 * t))
                 .unwrap_or_default();
             let _ = writeln!(s, "  agreement   {same}{tf}");
+            if let Some(t) = &a.text {
+                let _ = writeln!(
+                    s,
+                    "  text        {}: {} tokens teacher-forced, top-1 vs the reference {:.1}%, perplexity {:.3} (reference {:.3}, ratio {:.3})",
+                    t.file.as_deref().unwrap_or("-"),
+                    t.predicted,
+                    100.0 * t.top1,
+                    t.perplexity,
+                    t.reference_perplexity,
+                    t.perplexity / t.reference_perplexity
+                );
+            }
         }
         if let Some(b) = &self.board_tokenizer {
             let verdict = |same: bool| if same { "same as the host's" } else { "DIFFERENT from the host's" };

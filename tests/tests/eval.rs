@@ -15,7 +15,7 @@ use edgehil_hil::{EmulatedBoard, EmulatorConfig, Session, Timeouts};
 use edgehil_onnx::export::{export, ExportOptions};
 use edgehil_runtime::wire::{EngineKind, GenParams};
 
-fn sample(task: &str) -> PathBuf {
+pub fn sample(task: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/lamp-sample").join(task)
 }
 
@@ -86,6 +86,7 @@ fn options(task: &str, method: Method, model: &Path) -> EvalOptions {
         embedder: (method == Method::Rag).then(minilm),
         params: GenParams { max_new: 8, temperature: 0.0, ..GenParams::STUDY },
         history_fraction: 1.0,
+        chat: false,
         stop_at_eos: false,
         board: board(EngineKind::Tract),
         journal: None,

@@ -3,8 +3,8 @@
 
 use crate::common;
 
-use common::{board, export_to, profile, reference_dir, Reference};
-use edgehil::generate::{generate, GenerateHostError, GenerateOptions};
+use common::{board, export_to, profile, reference_dir, scratch_dir, Reference};
+use edgehil::generate::{generate, GenerateHostError, GenerateOptions, TextTokenizer};
 use edgehil::report::Status;
 use edgehil_onnx::export::{ExportOptions, Manifest, Quant};
 use edgehil_runtime::engine::{self, LoadOptions};
@@ -52,6 +52,7 @@ fn options(dir: &std::path::Path, engine: EngineKind, params: GenParams) -> Gene
     GenerateOptions {
         model: dir.to_path_buf(),
         reference: None,
+        text: None,
         prompt: "the board writes".into(),
         params,
         stop_at_eos: false,
@@ -106,11 +107,31 @@ fn quantized_generation_reports_teacher_forced_agreement() {
     let mut opts = options(&int8, EngineKind::Tract, greedy(12));
     opts.reference = Some(fp32);
     opts.reps = 1;
+    // A text both are fed (the tiny model's context is 64 positions).
+    let text = scratch_dir("generate").join("short.txt");
+    std::fs::write(&text, "The board on the desk writes one token after another until it stops.").unwrap();
+    opts.text = Some(text.clone());
     let r = generate(&opts, &profile("jetson-orin-nano"), |_| {}).unwrap();
-    let top1 = r.agreement.unwrap().teacher_forced_top1.unwrap();
+    let agreement = r.agreement.unwrap();
+    let top1 = agreement.teacher_forced_top1.unwrap();
     println!("int8 vs fp32 teacher-forced top-1: {top1:.3}");
     // The export tests' int8 bound for these tiny models.
     assert!((0.75..=1.0).contains(&top1), "{top1}");
+    let on_text = agreement.text.unwrap();
+    let tokens = TextTokenizer::load(&int8).unwrap().encode(&std::fs::read_to_string(&text).unwrap()).unwrap().len();
+    assert_eq!(on_text.predicted as usize, tokens - 1, "every token but the first is predicted");
+    println!("int8 vs fp32 on the text: {on_text:?}");
+    assert!((0.75..=1.0).contains(&on_text.top1), "{on_text:?}");
+    let ratio = on_text.perplexity / on_text.reference_perplexity;
+    assert!(on_text.reference_perplexity > 1.0 && (0.9..1.1).contains(&ratio), "{on_text:?}");
+    // The model against itself: the same choices and the same perplexity.
+    opts.reference = Some(int8.clone());
+    let itself = generate(&opts, &profile("jetson-orin-nano"), |_| {}).unwrap().agreement.unwrap().text.unwrap();
+    assert_eq!((itself.top1, itself.perplexity), (1.0, itself.reference_perplexity));
+    // A text longer than the context is refused before the board, naming the file.
+    std::fs::write(&text, "one two three four five six seven eight nine ten ".repeat(20)).unwrap();
+    let err = generate(&opts, &profile("jetson-orin-nano"), |_| {}).unwrap_err().to_string();
+    assert!(err.contains("short.txt") && err.contains("a text to score takes 2 to 64"), "{err}");
 }
 
 #[test]

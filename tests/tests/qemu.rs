@@ -74,6 +74,7 @@ fn qemu_boards_generate_the_host_tokens() {
         let opts = GenerateOptions {
             model: dir.clone(),
             reference: None,
+            text: None,
             prompt: "the board writes".into(),
             params: GenParams { max_new: 8, temperature: 0.0, ..GenParams::STUDY },
             stop_at_eos: false,

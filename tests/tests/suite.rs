@@ -509,3 +509,30 @@ fn a_journal_from_before_schema_version_is_still_compared() {
         text(&o)
     );
 }
+
+#[test]
+fn a_model_from_a_python_package_that_is_not_installed_is_skipped_with_the_reason() {
+    let dir = scratch_dir("suite-package");
+    let body = SMALL.replace(
+        "[[run]]",
+        "[[model]]\nname = \"wheel-model\"\npython_package_file = \"edgehil_no_such_package/model.gguf\"\n\
+         compression = [\"none\", \"int8\"]\n\n[[run]]",
+    );
+    let out = dir.join("out");
+    let o = edgehil(&["suite", "run", write_suite(&dir, &body).to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "a skipped model fails nothing: {}", text(&o));
+    let records = journal(&out);
+    let skipped: Vec<&Record> = records.iter().filter(|r| r.case.model == "wheel-model").collect();
+    // Its two compressions × run and generate, each recorded, none run.
+    assert_eq!(skipped.len(), 4, "{records:?}");
+    for r in skipped {
+        assert_eq!(r.status, Status::Skipped);
+        let reason = r.reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("Python package `edgehil_no_such_package` is not installed"), "{reason}");
+    }
+    assert!(records.iter().filter(|r| r.case.model != "wheel-model").all(|r| r.status == Status::Ok));
+    let t = write_suite(&dir, &body.replace("edgehil_no_such_package/model.gguf", "model.gguf"));
+    let o = edgehil(&["suite", "run", t.to_str().unwrap(), "--out", dir.join("out2").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("key `model.python_package_file`: `model.gguf`: expected PACKAGE/PATH"), "{}", text(&o));
+}

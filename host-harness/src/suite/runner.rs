@@ -144,7 +144,7 @@ fn prepare(
     let mut failures = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for case in pending {
-        let Some(model) = suite.model(&case.model) else { continue };
+        let Some(model) = suite.model(&case.model).filter(|m| m.unavailable.is_none()) else { continue };
         if let Source::Hf { dir, compressions } = &model.source {
             for c in compressions.iter().filter(|c| c.name == case.compression || c.name == "none") {
                 let target = model_path(out, model, &c.name);
@@ -210,7 +210,9 @@ pub fn run_suite(
         let clock = Instant::now();
         let model = suite.model(&case.model).expect("cases come from the suite's models");
         let needed = model_path(&opts.out, model, &case.compression);
-        let record = if let Some(e) = export_failures.get(&needed) {
+        let record = if let Some(why) = &model.unavailable {
+            Record { status: Status::Skipped, ..failed(suite, case, why.clone(), started, clock.elapsed()) }
+        } else if let Some(e) = export_failures.get(&needed) {
             failed(suite, case, e.clone(), started, clock.elapsed())
         } else {
             let checked = match outlives_a_case(&case.target) {
@@ -511,6 +513,8 @@ fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Resul
         Workload::Generate(w) => {
             let opts = GenerateOptions {
                 model: dir,
+                // Scored against the uncompressed export, as the teacher-forced top-1 is.
+                text: w.text.clone(),
                 reference,
                 prompt: w.prompt.clone(),
                 params: w.params(),
@@ -538,6 +542,7 @@ fn measure(suite: &Suite, profiles: &Profiles, out: &Path, case: &Case) -> Resul
                     ..edgehil_runtime::wire::GenParams::STUDY
                 },
                 history_fraction: w.history_fraction,
+                chat: w.chat,
                 stop_at_eos: true,
                 board,
                 journal: Some(items),
@@ -580,9 +585,11 @@ fn of_run(r: &RunReport, tokens: Option<u64>) -> Measurements {
 
 fn of_generate(r: &GenerateReport) -> Measurements {
     let tg = r.speed.as_ref().and_then(|s| s.generation_tok_s).map(|m| m.mean);
-    let accuracy = r.agreement.as_ref().map(|a| match a.teacher_forced_top1 {
-        Some(t) => (t, "teacher_forced_top1"),
-        None => (f64::from(u8::from(a.same_tokens)), "same_tokens_as_host"),
+    let accuracy = r.agreement.as_ref().map(|a| match (&a.text, a.teacher_forced_top1) {
+        // A fixed text is a steadier measure than the few tokens generated.
+        (Some(t), _) => (t.top1, "text_teacher_forced_top1"),
+        (None, Some(t)) => (t, "teacher_forced_top1"),
+        (None, None) => (f64::from(u8::from(a.same_tokens)), "same_tokens_as_host"),
     });
     Measurements {
         latency_ms: tg.filter(|t| *t > 0.0).map(|t| 1e3 / t),
