@@ -14,6 +14,7 @@ use super::{spec, Built, ExportError, Source};
 use crate::arch::Decoder;
 use crate::graph::{Attr, Dim, Elem};
 use crate::hf::{Act, Config};
+use crate::split::{Part, HIDDEN};
 
 pub(crate) struct Norm {
     w: Vec<f32>,
@@ -217,28 +218,46 @@ pub(crate) fn build(
     src: &mut Source,
     em: &mut Emitter,
     pruning: Option<&Prune>,
+    part: Part,
 ) -> Result<Built, ExportError> {
     let c = src.config().clone();
     let hd = c.head_dim();
     let (b, t, p) = (Dim::Named("batch".into()), Dim::Named("sequence".into()), Dim::Named("past_sequence".into()));
     let total = Dim::Named("past_sequence + sequence".into());
-    let ids = em.g.input("input_ids", Elem::I64, &[b.clone(), t.clone()]);
+    let hidden_dims = [b.clone(), t.clone(), Dim::Fixed(c.hidden as i64)];
+    let hidden_spec = spec(HIDDEN, "float32", &["batch", "sequence", &c.hidden.to_string()]);
+    let first = if part.embeds() {
+        (
+            em.g.input("input_ids", Elem::I64, &[b.clone(), t.clone()]),
+            spec("input_ids", "int64", &["batch", "sequence"]),
+        )
+    } else {
+        (em.g.input(HIDDEN, Elem::F32, &hidden_dims), hidden_spec.clone())
+    };
     let mask = em.g.input("attention_mask", Elem::I64, &[b.clone(), total.clone()]);
     let pos = em.g.input("position_ids", Elem::I64, &[b.clone(), t.clone()]);
-    em.g.output("logits", Elem::F32, &[b.clone(), t.clone(), Dim::Fixed(c.vocab as i64)]);
+    let mut outputs = if part.has_head() {
+        em.g.output("logits", Elem::F32, &[b.clone(), t.clone(), Dim::Fixed(c.vocab as i64)]);
+        vec![spec("logits", "float32", &["batch", "sequence", &c.vocab.to_string()])]
+    } else {
+        em.g.output(HIDDEN, Elem::F32, &hidden_dims);
+        vec![hidden_spec]
+    };
     let mut inputs = vec![
-        spec("input_ids", "int64", &["batch", "sequence"]),
+        first.1,
         spec("attention_mask", "int64", &["batch", "past_sequence + sequence"]),
         spec("position_ids", "int64", &["batch", "sequence"]),
     ];
-    let mut outputs = vec![spec("logits", "float32", &["batch", "sequence", &c.vocab.to_string()])];
 
     let outer = family.outer();
     let head_name = if c.tied_embeddings { None } else { outer.head };
-    let table = src.mat(outer.embed, c.vocab, c.hidden)?;
-    let mut x = em.embedding(&ids, "embed_tokens", &table, true)?;
-    drop(table);
-    if let Some((name, skip)) = outer.positions {
+    let mut x = if part.embeds() {
+        let table = src.mat(outer.embed, c.vocab, c.hidden)?;
+        em.embedding(&first.0, "embed_tokens", &table, true)?
+    } else {
+        first.0
+    };
+    if let Some((name, skip)) = outer.positions.filter(|_| part.embeds()) {
         let rows = c.max_positions + skip;
         let mut table = src.mat(name, rows, c.hidden)?;
         // Position 0 is row `skip` (OPT's learned positions start at row 2).
@@ -280,7 +299,7 @@ pub(crate) fn build(
 
     let mut kv_heads = Vec::new();
     let mut removed = 0u64;
-    for l in 0..c.layers {
+    for l in part.layers(c.layers) {
         let mut layer = family.read_layer(src, l)?;
         let (mut heads, mut kv) = (c.heads, c.kv_heads);
         match pruning {
@@ -363,15 +382,19 @@ pub(crate) fn build(
         }
     }
 
-    let fin = norm(src, outer.final_norm, outer.norm_bias)?;
-    let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
-    let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
-    let logits = em.linear(&x, "lm_head", &head)?;
-    if head_name.is_none() {
-        // A tied head is the embedding table again: count its parameters once.
-        em.written.parameters -= c.vocab * c.hidden;
+    if part.has_head() {
+        let fin = norm(src, outer.final_norm, outer.norm_bias)?;
+        let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
+        let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
+        let logits = em.linear(&x, "lm_head", &head)?;
+        if head_name.is_none() && part.embeds() {
+            // A tied head is the embedding table again: count its parameters once.
+            em.written.parameters -= c.vocab * c.hidden;
+        }
+        em.g.node_to("Identity", &[&logits], "logits", &[]);
+    } else {
+        em.g.node_to("Identity", &[&x], HIDDEN, &[]);
     }
-    em.g.node_to("Identity", &[&logits], "logits", &[]);
     let summary = pruning.map(|p| p.summary(removed));
     Ok(((inputs, outputs), kv_heads, summary))
 }

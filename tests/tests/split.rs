@@ -1,0 +1,213 @@
+//! Cloud/device split inference: the split graphs against the unsplit
+//! model, the emulated network against SPA's formula, each mode through
+//! real agents, and the sweep's table and chart.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgehil::split::net::{EmulatedNet, NetParams};
+use edgehil::split::{html, split, sweep, Mode, SplitOptions, SplitReport};
+use edgehil_onnx::hf::{write_random, Config};
+use edgehil_onnx::split::{export_part, Part};
+use edgehil_runtime::engine::{self, LoadOptions};
+use edgehil_runtime::wire::{EngineKind, OptLevel, Tensor, Values};
+
+fn load(model: &Path) -> Box<dyn engine::Engine> {
+    let opts = LoadOptions { engine: EngineKind::Tract, opt_level: OptLevel::All, threads: 1, ort_library: None };
+    engine::load(model, &opts).unwrap()
+}
+
+/// Runs `model` on `first` after `past` positions with `cache`; gives its first output and the new cache.
+fn step(e: &mut dyn engine::Engine, first: Tensor, past: u64, cache: Vec<Tensor>) -> (Tensor, Vec<Tensor>) {
+    let t = first.shape[1];
+    let mut inputs = vec![
+        first,
+        Tensor {
+            name: "attention_mask".into(),
+            shape: vec![1, past + t],
+            values: Values::I64(vec![1; (past + t) as usize]),
+        },
+        Tensor {
+            name: "position_ids".into(),
+            shape: vec![1, t],
+            values: Values::I64((past as i64..(past + t) as i64).collect()),
+        },
+    ];
+    inputs.extend(cache);
+    e.set_inputs(&inputs).unwrap();
+    e.run().unwrap();
+    let mut out = e.take_outputs().unwrap();
+    let mut rest = out.split_off(1);
+    for (t, info) in rest.iter_mut().zip(&e.info().inputs[3..]) {
+        t.name.clone_from(&info.name);
+    }
+    (out.remove(0), rest)
+}
+
+fn empty_cache(e: &dyn engine::Engine) -> Vec<Tensor> {
+    e.info().inputs[3..]
+        .iter()
+        .map(|i| Tensor {
+            name: i.name.clone(),
+            shape: i.shape.iter().enumerate().map(|(n, d)| if n == 2 { 0 } else { d.unwrap_or(1) }).collect(),
+            values: Values::F32(Vec::new()),
+        })
+        .collect()
+}
+
+fn ids(v: &[i64]) -> Tensor {
+    Tensor { name: "input_ids".into(), shape: vec![1, v.len() as u64], values: Values::I64(v.to_vec()) }
+}
+
+#[test]
+fn layer_split_logits_equal_the_unsplit_models_exactly() {
+    for model in ["llama-gqa", "llama-tied", "gpt2", "neox", "opt"] {
+        let src = common::reference_dir(model);
+        let dir = common::scratch_dir("split-exact").join(model);
+        let path = |name: &str, part: Part| -> PathBuf {
+            export_part(&src, &dir.join(name), part).unwrap();
+            dir.join(name).join("model.onnx")
+        };
+        let (whole, board, cloud) =
+            (path("whole", Part::Whole), path("board", Part::Board(1)), path("cloud", Part::Cloud(1)));
+        let (mut w, mut b, mut c) = (load(&whole), load(&board), load(&cloud));
+        let (mut wc, mut bc, mut cc) = (empty_cache(w.as_ref()), empty_cache(b.as_ref()), empty_cache(c.as_ref()));
+        assert_eq!(bc.len() + cc.len(), wc.len(), "{model}: the parts hold the whole model's cache between them");
+        // A prefill, then two decoding steps, each with the caches the parts keep.
+        let mut past = 0;
+        for tokens in [vec![5, 17, 3, 99, 42], vec![7], vec![11]] {
+            let n = tokens.len() as u64;
+            let (want, wn) = step(w.as_mut(), ids(&tokens), past, wc);
+            let (hidden, bn) = step(b.as_mut(), ids(&tokens), past, bc);
+            assert_eq!(hidden.shape[..2], [1, n], "{model}: the hidden state of each token crosses");
+            let (got, cn) = step(c.as_mut(), Tensor { name: "hidden_states".into(), ..hidden }, past, cc);
+            assert_eq!(got, want, "{model}: logits after {past} positions");
+            (wc, bc, cc) = (wn, bn, cn);
+            past += n;
+        }
+    }
+}
+
+#[test]
+fn a_cut_must_leave_a_layer_on_each_side() {
+    let src = common::reference_dir("llama-gqa");
+    let dir = common::scratch_dir("split-bad-cut");
+    for k in [0, 2] {
+        let err = export_part(&src, &dir.join(k.to_string()), Part::Board(k)).unwrap_err().to_string();
+        assert!(err.contains(&format!("--layers-on-board {k}")) && err.contains("1..=1"), "{err}");
+    }
+    let err = export_part(&common::minilm_dir(), &dir.join("bert"), Part::Cloud(1)).unwrap_err().to_string();
+    assert!(err.contains("encoder"), "{err}");
+}
+
+/// τ and the rate as SPA's formula has them: an exchange takes at least
+/// the round trip, and the median of three is within 30 % of τ + bytes/rate
+/// (the median: this machine is shared, and a thread may wake late).
+#[test]
+fn the_emulated_network_follows_rtt_and_bandwidth() {
+    for (rtt_ms, rate, bytes) in [(50.0, 100e6, 256), (10.0, 1e6, 12_500), (5.0, 10e6, 50_000)] {
+        let params = NetParams { rtt: Duration::from_secs_f64(rtt_ms / 1e3), bits_per_s: rate };
+        let mut net = EmulatedNet::start(params).unwrap();
+        let mut took: Vec<Duration> =
+            (0..3).map(|_| net.up(&vec![7u8; bytes]).unwrap() + net.down(&[1, 2, 3, 4]).unwrap()).collect();
+        took.sort();
+        let predicted = params.predicted(1, bytes as u64 + 4);
+        assert!(took[0] >= params.rtt, "{rtt_ms} ms, {rate} bit/s, {bytes} B: {took:?} < rtt");
+        let ratio = took[1].as_secs_f64() / predicted.as_secs_f64();
+        assert!((0.95..1.3).contains(&ratio), "{rtt_ms} ms, {rate} bit/s, {bytes} B: {took:?} vs {predicted:?}");
+    }
+}
+
+fn options(model: &Path, name: &str, mode: Mode, rtt_ms: f64) -> SplitOptions {
+    SplitOptions {
+        model: model.to_path_buf(),
+        work: common::scratch_dir("split").join(name),
+        board: common::board(EngineKind::Tract),
+        mode,
+        k: None,
+        net: NetParams { rtt: Duration::from_secs_f64(rtt_ms / 1e3), bits_per_s: 10e6 },
+        prompt: 6,
+        tokens: 5,
+        seed: 3,
+    }
+}
+
+fn run(model: &Path, name: &str, mode: Mode, rtt_ms: f64) -> SplitReport {
+    split(
+        &options(model, name, mode, rtt_ms),
+        &common::profile("raspberry-pi-5"),
+        &common::profile("jetson-orin-nx-16gb"),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn each_mode_generates_the_unsplit_models_tokens_with_its_exchanges() {
+    let model = common::reference_dir("llama-gqa");
+    let board = run(&model, "board", Mode::Board, 20.0);
+    let cloud = run(&model, "cloud", Mode::Cloud, 20.0);
+    let layer = run(&model, "layer", Mode::Layer, 50.0);
+    for r in [&board, &cloud, &layer] {
+        assert_eq!(r.max_abs_logit_diff, 0.0, "{:?}: logits against the unsplit model on the host", r.mode);
+        assert_eq!(r.generated, board.generated, "{:?}", r.mode);
+        assert_eq!(r.generated.len(), 5);
+        assert!(r.board_cap > r.board_peak_heap.unwrap_or(0), "{:?}", r.mode);
+    }
+    // All on the board: nothing crosses, no cloud time.
+    assert_eq!((board.m, board.bytes_up, board.bytes_down, board.measured.net_ms), (0, 0, 0, 0.0));
+    assert!(board.measured.dev_ms > 0.0 && board.measured.cloud_ms == 0.0);
+    // All in the cloud: the token id (int64) up, the next (u32) down.
+    assert_eq!((cloud.m, cloud.bytes_up, cloud.bytes_down), (1, 8, 4));
+    assert!(cloud.measured.dev_ms == 0.0 && cloud.measured.cloud_ms > 0.0);
+    // Layer 1 of 2 on the board: one token's hidden state (64 fp32) up.
+    assert_eq!((layer.k, layer.layers, layer.m, layer.bytes_up, layer.bytes_down), (1, 2, 1, 64 * 4, 4));
+    assert!(layer.measured.dev_ms > 0.0 && layer.measured.cloud_ms > 0.0);
+    assert!(layer.measured.net_ms >= 50.0, "{}", layer.table());
+    let ratio = layer.measured.net_ms / layer.formula.net_ms;
+    assert!((0.95..1.3).contains(&ratio), "{}", layer.table());
+    // The board is the slower device: its predicted compute for the whole model is above the cloud's.
+    assert!(board.predicted.dev_ms > cloud.predicted.cloud_ms, "{}\n{}", board.table(), cloud.table());
+    assert!(layer.network.contains("shaper"), "{}", layer.network);
+}
+
+/// A llama of four layers, so the sweep has three cuts.
+fn four_layers() -> PathBuf {
+    let dir = common::scratch_dir("split-synth").join("llama-4");
+    let family = edgehil_onnx::arch::ModelFamily::lookup("llama").unwrap();
+    write_random(&Config::new(family, 64, 4, 4, 2, 128, 256, 32, false), &dir, 7).unwrap();
+    dir
+}
+
+#[test]
+fn sweep_gives_the_best_placement_per_network_as_a_table_and_a_chart() {
+    let model = four_layers();
+    let opts = options(&model, "sweep", Mode::Layer, 1.0);
+    // A microcontroller's PSRAM board: slow enough that the cloud wins on a fast link.
+    let report =
+        sweep::sweep(&opts, &common::profile("esp32-s3-psram"), &common::profile("jetson-orin-nx-16gb")).unwrap();
+    let names: Vec<String> = report.placements.iter().map(sweep::label).collect();
+    assert_eq!(names, ["board", "cloud", "layer K=1", "layer K=2", "layer K=3"]);
+    assert_eq!(report.cells.len(), sweep::RTTS_MS.len() * sweep::RATES.len());
+    for c in &report.cells {
+        let best = c.total_ms[c.best];
+        assert!(c.total_ms.iter().all(|t| best <= *t), "{c:?}");
+    }
+    let best = |rtt_ms: f64| report.cells.iter().find(|c| c.rtt_ms == rtt_ms).map(|c| names[c.best].as_str());
+    assert_eq!((best(1.0), best(200.0)), (Some("cloud"), Some("board")), "{}", report.table());
+    let table = report.table();
+    let mut settings = insta::Settings::clone_current();
+    // Measured columns: this machine's timings.
+    settings.add_filter(r"\| (\d+\+\d+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", "| $1 | [ms] | [ms] | [ms] |");
+    settings.bind(|| insta::assert_snapshot!(table));
+
+    let page = html::html("llama-4", &report);
+    assert!(page.contains("<svg id=\"best\""), "{page}");
+    let cells: Vec<&str> = page.match_indices("data-best=\"").map(|(i, _)| &page[i + 11..]).collect();
+    assert_eq!(cells.len(), report.cells.len());
+    for (cell, c) in cells.iter().zip(&report.cells) {
+        assert!(cell.starts_with(&format!("{}\"", names[c.best])), "{cell}");
+    }
+    assert!(!page.contains("<script"), "the page needs no script");
+}
