@@ -9,8 +9,11 @@ use std::path::Path;
 use crate::export::{export, ExportError, ExportOptions, Manifest};
 use crate::hf::HfModel;
 
-/// The name of the hidden state crossing the cut, `[batch, sequence, hidden]` fp32.
+/// The name of the hidden state a part takes, `[batch, sequence, hidden]` fp32.
 pub const HIDDEN: &str = "hidden_states";
+/// The name of the hidden state a part gives (a name of its own: a graph
+/// that takes one and gives one cannot use one name for both).
+pub const HIDDEN_OUT: &str = "last_hidden_state";
 
 /// Which part of a decoder a graph holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,31 +21,70 @@ pub enum Part {
     /// The whole model: token ids → logits.
     #[default]
     Whole,
-    /// Embeddings and the first K layers: token ids → [`HIDDEN`].
+    /// Embeddings and the first K layers: token ids → [`HIDDEN_OUT`].
     Board(u64),
     /// Layers K… and the head: [`HIDDEN`] → logits.
     Cloud(u64),
+    /// Adapter mode's unsplit graph: the model with an adapter of this rank after every layer.
+    AdapterWhole { rank: u64 },
+    /// Adapter mode's cloud step: one frozen layer (after the embeddings for layer 0), [`HIDDEN_OUT`] out.
+    AdapterCloud { layer: u64 },
+    /// Adapter mode's board step: the layer's adapter, `h + B·A·h` (then the head after the last layer).
+    AdapterBoard { layer: u64, rank: u64 },
+}
+
+/// What a graph runs, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// A frozen decoder layer, with its key/value cache.
+    Layer(u64),
+    /// The adapter after a layer: `h + B·A·h`, A `[rank, hidden]` and B `[hidden, rank]`.
+    Adapter(u64),
 }
 
 impl Part {
-    /// The layers of a model of `layers` layers this part runs.
-    pub fn layers(self, layers: u64) -> std::ops::Range<u64> {
+    /// What this part of a model of `layers` layers runs, in order.
+    pub fn pieces(self, layers: u64) -> Vec<Piece> {
         match self {
-            Part::Whole => 0..layers,
-            Part::Board(k) => 0..k,
-            Part::Cloud(k) => k..layers,
+            Part::Whole => (0..layers).map(Piece::Layer).collect(),
+            Part::Board(k) => (0..k).map(Piece::Layer).collect(),
+            Part::Cloud(k) => (k..layers).map(Piece::Layer).collect(),
+            Part::AdapterWhole { .. } => (0..layers).flat_map(|l| [Piece::Layer(l), Piece::Adapter(l)]).collect(),
+            Part::AdapterCloud { layer } => vec![Piece::Layer(layer)],
+            Part::AdapterBoard { layer, .. } => vec![Piece::Adapter(layer)],
         }
     }
 
     /// The part starts from token ids (else from [`HIDDEN`]).
     pub fn embeds(self) -> bool {
-        !matches!(self, Part::Cloud(_))
+        match self {
+            Part::Whole | Part::Board(_) | Part::AdapterWhole { .. } => true,
+            Part::AdapterCloud { layer } => layer == 0,
+            Part::Cloud(_) | Part::AdapterBoard { .. } => false,
+        }
     }
 
-    /// The part ends with the head's logits (else with [`HIDDEN`]).
-    pub fn has_head(self) -> bool {
-        !matches!(self, Part::Board(_))
+    /// The part ends with the head's logits (else with [`HIDDEN_OUT`]).
+    pub fn has_head(self, layers: u64) -> bool {
+        match self {
+            Part::Whole | Part::Cloud(_) | Part::AdapterWhole { .. } => true,
+            Part::AdapterBoard { layer, .. } => layer + 1 == layers,
+            Part::Board(_) | Part::AdapterCloud { .. } => false,
+        }
     }
+
+    /// The adapters' rank, for parts that have adapters.
+    pub fn rank(self) -> Option<u64> {
+        match self {
+            Part::AdapterWhole { rank } | Part::AdapterBoard { rank, .. } => Some(rank),
+            _ => None,
+        }
+    }
+}
+
+/// The seed of layer `l`'s adapter weights: the same in the unsplit graph and the board's step.
+pub fn adapter_seed(l: u64) -> u64 {
+    0xADA9_7E00 + l
 }
 
 /// Exports `part` of `source` (a Hugging Face decoder folder) into `dir`,
@@ -55,6 +97,22 @@ pub fn export_part(source: &Path, dir: &Path, part: Part) -> Result<Manifest, Ex
             "{}: a split needs a decoder; {} is an encoder",
             source.display(),
             config.arch.name()
+        )));
+    }
+    if let Part::AdapterCloud { layer } | Part::AdapterBoard { layer, .. } = part {
+        if layer >= config.layers {
+            return Err(ExportError::Option(format!(
+                "adapter of layer {layer}: {} has {} layers",
+                source.display(),
+                config.layers
+            )));
+        }
+    }
+    if let Some(rank) = part.rank().filter(|r| *r == 0 || *r > config.hidden) {
+        return Err(ExportError::Option(format!(
+            "--rank {rank}: an adapter's rank must be 1..={} (the hidden size of {})",
+            config.hidden,
+            source.display()
         )));
     }
     if let Part::Board(k) | Part::Cloud(k) = part {

@@ -61,8 +61,29 @@ fn ids(v: &[i64]) -> Tensor {
     Tensor { name: "input_ids".into(), shape: vec![1, v.len() as u64], values: Values::I64(v.to_vec()) }
 }
 
+/// The logits of each step of a prefill and two decoding steps through
+/// `parts` in turn (each keeping its own cache), as the host's tract gives them.
+fn chain(parts: &[PathBuf]) -> Vec<Tensor> {
+    let mut engines: Vec<_> = parts.iter().map(|p| load(p)).collect();
+    let mut caches: Vec<_> = engines.iter().map(|e| empty_cache(e.as_ref())).collect();
+    let mut past = 0;
+    let mut logits = Vec::new();
+    for tokens in [vec![5, 17, 3, 99, 42], vec![7], vec![11]] {
+        let mut x = ids(&tokens);
+        for (e, cache) in engines.iter_mut().zip(&mut caches) {
+            let name = e.info().inputs[0].name.clone();
+            let (out, next) = step(e.as_mut(), Tensor { name, ..x }, past, std::mem::take(cache));
+            assert_eq!(out.shape[..2], [1, tokens.len() as u64], "one row per token crosses");
+            (x, *cache) = (out, next);
+        }
+        logits.push(x);
+        past += tokens.len() as u64;
+    }
+    logits
+}
+
 #[test]
-fn layer_split_logits_equal_the_unsplit_models_exactly() {
+fn split_logits_equal_their_unsplit_graphs_exactly() {
     for model in ["llama-gqa", "llama-tied", "gpt2", "neox", "opt"] {
         let src = common::reference_dir(model);
         let dir = common::scratch_dir("split-exact").join(model);
@@ -70,23 +91,18 @@ fn layer_split_logits_equal_the_unsplit_models_exactly() {
             export_part(&src, &dir.join(name), part).unwrap();
             dir.join(name).join("model.onnx")
         };
-        let (whole, board, cloud) =
-            (path("whole", Part::Whole), path("board", Part::Board(1)), path("cloud", Part::Cloud(1)));
-        let (mut w, mut b, mut c) = (load(&whole), load(&board), load(&cloud));
-        let (mut wc, mut bc, mut cc) = (empty_cache(w.as_ref()), empty_cache(b.as_ref()), empty_cache(c.as_ref()));
-        assert_eq!(bc.len() + cc.len(), wc.len(), "{model}: the parts hold the whole model's cache between them");
-        // A prefill, then two decoding steps, each with the caches the parts keep.
-        let mut past = 0;
-        for tokens in [vec![5, 17, 3, 99, 42], vec![7], vec![11]] {
-            let n = tokens.len() as u64;
-            let (want, wn) = step(w.as_mut(), ids(&tokens), past, wc);
-            let (hidden, bn) = step(b.as_mut(), ids(&tokens), past, bc);
-            assert_eq!(hidden.shape[..2], [1, n], "{model}: the hidden state of each token crosses");
-            let (got, cn) = step(c.as_mut(), Tensor { name: "hidden_states".into(), ..hidden }, past, cc);
-            assert_eq!(got, want, "{model}: logits after {past} positions");
-            (wc, bc, cc) = (wn, bn, cn);
-            past += n;
-        }
+        let whole = chain(&[path("whole", Part::Whole)]);
+        let layer = chain(&[path("board", Part::Board(1)), path("cloud", Part::Cloud(1))]);
+        assert_eq!(layer, whole, "{model}: layer mode, K = 1");
+        let adapters = chain(&[path("adapter-whole", Part::AdapterWhole { rank: 4 })]);
+        let split = chain(&[
+            path("ac0", Part::AdapterCloud { layer: 0 }),
+            path("ab0", Part::AdapterBoard { layer: 0, rank: 4 }),
+            path("ac1", Part::AdapterCloud { layer: 1 }),
+            path("ab1", Part::AdapterBoard { layer: 1, rank: 4 }),
+        ]);
+        assert_eq!(split, adapters, "{model}: adapter mode against the model with its adapters");
+        assert_ne!(adapters, whole, "{model}: the adapters change the logits");
     }
 }
 
@@ -103,20 +119,22 @@ fn a_cut_must_leave_a_layer_on_each_side() {
 }
 
 /// τ and the rate as SPA's formula has them: an exchange takes at least
-/// the round trip, and the median of three is within 30 % of τ + bytes/rate
-/// (the median: this machine is shared, and a thread may wake late).
+/// τ + bytes/rate, and the fastest of five is within 30 % of it (the
+/// fastest: this machine is shared, and a relay thread may wake late).
 #[test]
 fn the_emulated_network_follows_rtt_and_bandwidth() {
     for (rtt_ms, rate, bytes) in [(50.0, 100e6, 256), (10.0, 1e6, 12_500), (5.0, 10e6, 50_000)] {
         let params = NetParams { rtt: Duration::from_secs_f64(rtt_ms / 1e3), bits_per_s: rate };
         let mut net = EmulatedNet::start(params).unwrap();
         let mut took: Vec<Duration> =
-            (0..3).map(|_| net.up(&vec![7u8; bytes]).unwrap() + net.down(&[1, 2, 3, 4]).unwrap()).collect();
+            (0..5).map(|_| net.up(&vec![7u8; bytes]).unwrap() + net.down(&[1, 2, 3, 4]).unwrap()).collect();
         took.sort();
         let predicted = params.predicted(1, bytes as u64 + 4);
-        assert!(took[0] >= params.rtt, "{rtt_ms} ms, {rate} bit/s, {bytes} B: {took:?} < rtt");
-        let ratio = took[1].as_secs_f64() / predicted.as_secs_f64();
-        assert!((0.95..1.3).contains(&ratio), "{rtt_ms} ms, {rate} bit/s, {bytes} B: {took:?} vs {predicted:?}");
+        let ratio = took[0].as_secs_f64() / predicted.as_secs_f64();
+        assert!(
+            took[0] >= params.rtt && (0.99..1.3).contains(&ratio),
+            "{rtt_ms} ms, {rate} bit/s, {bytes} B: {took:?} vs {predicted:?}"
+        );
     }
 }
 
@@ -127,6 +145,7 @@ fn options(model: &Path, name: &str, mode: Mode, rtt_ms: f64) -> SplitOptions {
         board: common::board(EngineKind::Tract),
         mode,
         k: None,
+        rank: 4,
         net: NetParams { rtt: Duration::from_secs_f64(rtt_ms / 1e3), bits_per_s: 10e6 },
         prompt: 6,
         tokens: 5,
@@ -149,11 +168,14 @@ fn each_mode_generates_the_unsplit_models_tokens_with_its_exchanges() {
     let board = run(&model, "board", Mode::Board, 20.0);
     let cloud = run(&model, "cloud", Mode::Cloud, 20.0);
     let layer = run(&model, "layer", Mode::Layer, 50.0);
-    for r in [&board, &cloud, &layer] {
-        assert_eq!(r.max_abs_logit_diff, 0.0, "{:?}: logits against the unsplit model on the host", r.mode);
-        assert_eq!(r.generated, board.generated, "{:?}", r.mode);
+    let adapter = run(&model, "adapter", Mode::Adapter, 20.0);
+    for r in [&board, &cloud, &layer, &adapter] {
+        assert_eq!(r.max_abs_logit_diff, 0.0, "{:?}: logits against the unsplit graph on the host", r.mode);
         assert_eq!(r.generated.len(), 5);
         assert!(r.board_cap > r.board_peak_heap.unwrap_or(0), "{:?}", r.mode);
+    }
+    for r in [&cloud, &layer] {
+        assert_eq!(r.generated, board.generated, "{:?}: the unsplit model's tokens", r.mode);
     }
     // All on the board: nothing crosses, no cloud time.
     assert_eq!((board.m, board.bytes_up, board.bytes_down, board.measured.net_ms), (0, 0, 0, 0.0));
@@ -164,12 +186,16 @@ fn each_mode_generates_the_unsplit_models_tokens_with_its_exchanges() {
     // Layer 1 of 2 on the board: one token's hidden state (64 fp32) up.
     assert_eq!((layer.k, layer.layers, layer.m, layer.bytes_up, layer.bytes_down), (1, 2, 1, 64 * 4, 4));
     assert!(layer.measured.dev_ms > 0.0 && layer.measured.cloud_ms > 0.0);
-    assert!(layer.measured.net_ms >= 50.0, "{}", layer.table());
-    let ratio = layer.measured.net_ms / layer.formula.net_ms;
-    assert!((0.95..1.3).contains(&ratio), "{}", layer.table());
+    assert!(layer.net_min_ms >= 50.0 && layer.measured.net_ms >= layer.net_min_ms, "{}", layer.table());
+    let ratio = layer.net_min_ms / layer.formula.net_ms;
+    assert!((0.99..1.3).contains(&ratio), "{}", layer.table());
     // The board is the slower device: its predicted compute for the whole model is above the cloud's.
     assert!(board.predicted.dev_ms > cloud.predicted.cloud_ms, "{}\n{}", board.table(), cloud.table());
     assert!(layer.network.contains("shaper"), "{}", layer.network);
+    // An adapter per layer: 2 exchanges, each layer's hidden state down and (but the last) back up.
+    assert_eq!((adapter.m, adapter.bytes_up, adapter.bytes_down), (2, 8 + 64 * 4, 2 * 64 * 4), "{}", adapter.table());
+    let ratio = adapter.net_min_ms / adapter.formula.net_ms;
+    assert!(adapter.net_min_ms >= 2.0 * 20.0 && (0.99..1.3).contains(&ratio), "{}", adapter.table());
 }
 
 /// A llama of four layers, so the sweep has three cuts.
@@ -188,7 +214,7 @@ fn sweep_gives_the_best_placement_per_network_as_a_table_and_a_chart() {
     let report =
         sweep::sweep(&opts, &common::profile("esp32-s3-psram"), &common::profile("jetson-orin-nx-16gb")).unwrap();
     let names: Vec<String> = report.placements.iter().map(sweep::label).collect();
-    assert_eq!(names, ["board", "cloud", "layer K=1", "layer K=2", "layer K=3"]);
+    assert_eq!(names, ["board", "cloud", "adapter r=4", "layer K=1", "layer K=2", "layer K=3"]);
     assert_eq!(report.cells.len(), sweep::RTTS_MS.len() * sweep::RATES.len());
     for c in &report.cells {
         let best = c.total_ms[c.best];

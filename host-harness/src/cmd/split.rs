@@ -22,6 +22,7 @@ pub fn split(args: SplitArgs, profiles: &Profiles) -> Result<u8> {
             board: board.clone(),
             mode,
             k: args.layers_on_board,
+            rank: args.rank,
             net,
             prompt: args.prompt_tokens,
             tokens: args.tokens,

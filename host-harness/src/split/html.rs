@@ -20,6 +20,7 @@ fn colour(name: &str, k: u64, layers: u64) -> String {
     match name {
         "board" => "#6ab04c".into(),
         "cloud" => "#4a90d9".into(),
+        "adapter" => "#9b59b6".into(),
         _ => format!("hsl(30, 85%, {}%)", 40 + 40 * k / layers.max(1)),
     }
 }

@@ -75,6 +75,9 @@ pub enum Mode {
     Cloud,
     /// The first K layers on the board, the rest and the head in the cloud (M = 1).
     Layer,
+    /// The frozen layers in the cloud, an adapter after each on the board (M = L):
+    /// each layer's hidden state comes down and goes back up with the adapter's output.
+    Adapter,
 }
 
 impl Mode {
@@ -83,6 +86,7 @@ impl Mode {
             Mode::Board => "board",
             Mode::Cloud => "cloud",
             Mode::Layer => "layer",
+            Mode::Adapter => "adapter",
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct SplitOptions {
     pub mode: Mode,
     /// Layers on the board in `layer` mode (default: half).
     pub k: Option<u64>,
+    /// The adapters' rank in `adapter` mode.
+    pub rank: u64,
     pub net: NetParams,
     /// Prompt tokens (prefilled first, not counted per token).
     pub prompt: u64,
@@ -134,18 +140,23 @@ pub struct SplitReport {
     /// Layers on the board (the model's layers in `board` mode, 0 in `cloud`).
     pub k: u64,
     pub layers: u64,
+    /// The adapters' rank (adapter mode).
+    pub rank: u64,
     pub board_profile: String,
     pub cloud_profile: String,
     pub rtt_ms: f64,
     pub bandwidth_bit_s: f64,
     /// Exchanges per token.
     pub m: u32,
-    /// Bytes of one exchange of a generated token: up (to the cloud) and down.
+    /// Bytes a generated token sends over all its exchanges: up (to the cloud) and down.
     pub bytes_up: u64,
     pub bytes_down: u64,
     /// Mean over the generated tokens: the agents' own timings (this
     /// machine's CPU for an emulated board) and the network's wall time.
     pub measured: Times,
+    /// The least T_net of the generated tokens: what the link itself takes,
+    /// without the late wake-ups of a busy machine that the mean keeps.
+    pub net_min_ms: f64,
     /// SPA's formula with the measured compute: M × (τ + T_data) for T_net.
     pub formula: Times,
     /// SPA's formula with the compute the profiles predict (the roofline of `run`).
@@ -169,35 +180,53 @@ pub fn split(opts: &SplitOptions, board: &Profile, cloud: &Profile) -> Result<Sp
     let layers = edgehil_onnx::hf::HfModel::open(&opts.model).map_err(ExportError::from)?.config.layers;
     let k = match opts.mode {
         Mode::Board => layers,
-        Mode::Cloud => 0,
+        Mode::Cloud | Mode::Adapter => 0,
         Mode::Layer => opts.k.unwrap_or(layers / 2),
     };
-    let parts = place(&opts.model, &opts.work, opts.mode, k)?;
+    let (parts, reference) = place(opts, layers, k)?;
     let network = match net::netem_probe() {
         Ok(()) => "shaper in edgehil's transport (TCP on loopback, delay rtt/2 each way + rate); Linux netem is available here but not used".into(),
         Err(why) => format!("shaper in edgehil's transport (TCP on loopback, delay rtt/2 each way + rate): Linux netem is not available here: {why}"),
     };
-    let mut report = run_parts(opts, &parts, board, cloud)?;
+    let mut report = run_parts(opts, &parts, &reference, board, cloud)?;
     report.k = k;
     report.layers = layers;
     report.network = network;
     Ok(report)
 }
 
-/// The parts of `mode` in the order a token goes through them, exported under `work`.
-fn place(model: &Path, work: &Path, mode: Mode, k: u64) -> Result<Vec<Placed>, SplitError> {
+/// The parts of `opts.mode` in the order a token goes through them, and
+/// the unsplit graph they are checked against, exported under `opts.work`.
+fn place(opts: &SplitOptions, layers: u64, k: u64) -> Result<(Vec<Placed>, PathBuf), SplitError> {
     let export = |name: String, part: Part| -> Result<PathBuf, SplitError> {
-        let dir = work.join(name);
-        export_part(model, &dir, part)?;
+        let dir = opts.work.join(name);
+        export_part(&opts.model, &dir, part)?;
         Ok(dir.join("model.onnx"))
     };
-    Ok(match mode {
-        Mode::Board => vec![Placed { side: Side::Board, model: export("whole".into(), Part::Whole)? }],
-        Mode::Cloud => vec![Placed { side: Side::Cloud, model: export("whole".into(), Part::Whole)? }],
-        Mode::Layer => vec![
-            Placed { side: Side::Board, model: export(format!("board-{k}"), Part::Board(k))? },
-            Placed { side: Side::Cloud, model: export(format!("cloud-{k}"), Part::Cloud(k))? },
-        ],
+    let on = |side: Side, model: PathBuf| Placed { side, model };
+    let rank = opts.rank;
+    Ok(match opts.mode {
+        Mode::Board | Mode::Cloud => {
+            let whole = export("whole".into(), Part::Whole)?;
+            let side = if opts.mode == Mode::Board { Side::Board } else { Side::Cloud };
+            (vec![on(side, whole.clone())], whole)
+        }
+        Mode::Layer => (
+            vec![
+                on(Side::Board, export(format!("board-{k}"), Part::Board(k))?),
+                on(Side::Cloud, export(format!("cloud-{k}"), Part::Cloud(k))?),
+            ],
+            export("whole".into(), Part::Whole)?,
+        ),
+        Mode::Adapter => {
+            let mut parts = Vec::new();
+            for layer in 0..layers {
+                parts.push(on(Side::Cloud, export(format!("adapter-cloud-{layer}"), Part::AdapterCloud { layer })?));
+                let board = Part::AdapterBoard { layer, rank };
+                parts.push(on(Side::Board, export(format!("adapter-board-{layer}-r{rank}"), board)?));
+            }
+            (parts, export(format!("adapter-whole-r{rank}"), Part::AdapterWhole { rank })?)
+        }
     })
 }
 
@@ -365,16 +394,13 @@ fn ids(tokens: &[u32]) -> Tensor {
 fn run_parts(
     opts: &SplitOptions,
     parts: &[Placed],
+    reference: &Path,
     board: &Profile,
     cloud: &Profile,
 ) -> Result<SplitReport, SplitError> {
-    let whole = opts.work.join("whole");
-    let whole_model = whole.join("model.onnx");
-    if !whole_model.is_file() {
-        export_part(&opts.model, &whole, Part::Whole)?;
-    }
-    let facts =
-        crate::generate::model_manifest(&whole).map_err(|e| SplitError::Option(format!("{}: {e}", whole.display())))?;
+    let folder = reference.parent().unwrap_or(Path::new("."));
+    let facts = crate::generate::model_manifest(folder)
+        .map_err(|e| SplitError::Option(format!("{}: {e}", folder.display())))?;
     if opts.prompt == 0 || opts.prompt + u64::from(opts.tokens) > facts.context {
         return Err(SplitError::Option(format!(
             "--prompt-tokens {} + --tokens {}: the model attends to {} positions, and the prompt needs one",
@@ -396,7 +422,7 @@ fn run_parts(
             }
         }
     }
-    let result = generate(opts, &mut stages, &whole_model, facts.vocab, board, cloud);
+    let result = generate(opts, &mut stages, reference, facts.vocab, board, cloud);
     let peaks: Vec<(Side, Option<u64>)> = stages.iter().map(|s| (s.placed.side, s.peak_heap)).collect();
     stages.into_iter().for_each(Stage::shutdown);
     let mut report = result?;
@@ -426,17 +452,18 @@ fn cloud_options(board: &BoardOptions) -> BoardOptions {
 fn generate(
     opts: &SplitOptions,
     stages: &mut [Stage],
-    whole_model: &Path,
+    reference: &Path,
     vocab: u64,
     board: &Profile,
     cloud: &Profile,
 ) -> Result<SplitReport, SplitError> {
-    let mut reference = Stage::host(Placed { side: Side::Cloud, model: whole_model.to_path_buf() })?;
+    let mut reference = Stage::host(Placed { side: Side::Cloud, model: reference.to_path_buf() })?;
     let mut net = EmulatedNet::start(opts.net).map_err(SplitError::Net)?;
     let mut rng = edgehil_onnx::rng::SplitMix64::new(opts.seed);
     let prompt: Vec<u32> = (0..opts.prompt).map(|_| (rng.next_u64() % vocab) as u32).collect();
     let mut generated = Vec::new();
     let mut sums = Times::default();
+    let mut net_min_ms = f64::INFINITY;
     let (mut m, mut bytes_up, mut bytes_down) = (0u32, 0u64, 0u64);
     let mut max_diff = 0f32;
     let mut past = 0u64;
@@ -489,6 +516,7 @@ fn generate(
             sums.dev_ms += times.dev_ms;
             sums.cloud_ms += times.cloud_ms;
             sums.net_ms += times.net_ms;
+            net_min_ms = net_min_ms.min(times.net_ms);
             (m, bytes_up, bytes_down) = (crossings, up, down);
         }
     }
@@ -513,6 +541,7 @@ fn generate(
         mode: opts.mode,
         k: 0,
         layers: 0,
+        rank: opts.rank,
         board_profile: board.name.clone(),
         cloud_profile: cloud.name.clone(),
         rtt_ms: opts.net.rtt.as_secs_f64() * 1e3,
@@ -521,6 +550,7 @@ fn generate(
         bytes_up,
         bytes_down,
         measured,
+        net_min_ms: if net_min_ms.is_finite() { net_min_ms } else { 0.0 },
         formula: Times { net_ms: net_formula, ..measured },
         predicted,
         board_peak_heap: None,
@@ -540,6 +570,9 @@ impl SplitReport {
         let mut out = String::new();
         let k = match self.mode {
             Mode::Layer => format!(", K = {} of {} layers on the board", self.k, self.layers),
+            Mode::Adapter => {
+                format!(", an adapter of rank {} after each of {} layers on the board", self.rank, self.layers)
+            }
             Mode::Board | Mode::Cloud => String::new(),
         };
         out += &format!(
@@ -557,7 +590,7 @@ impl SplitReport {
             self.network
         );
         out += &format!(
-            "per token: M = {} exchange(s), {} B up + {} B down per exchange\n",
+            "per token: M = {} exchange(s), {} B up + {} B down in all\n",
             self.m, self.bytes_up, self.bytes_down
         );
         out += "| per token | T_dev ms | T_cloud ms | T_net ms | T ms |\n|---|---|---|---|---|\n";
@@ -569,6 +602,7 @@ impl SplitReport {
             out +=
                 &format!("| {what} | {:.3} | {:.3} | {:.3} | {:.3} |\n", t.dev_ms, t.cloud_ms, t.net_ms, t.total_ms());
         }
+        out += &format!("fastest token's T_net: {:.3} ms\n", self.net_min_ms);
         let heap = |p: Option<u64>| p.map_or("-".into(), |b| crate::units::human_bytes(b as f64));
         out += &format!(
             "peak heap: board {}, cloud {}; logits vs the unsplit model on the host: max |Δ| = {:e}\n",

@@ -28,9 +28,9 @@ impl NetParams {
         Duration::from_secs_f64(bytes as f64 * 8.0 / self.bits_per_s)
     }
 
-    /// SPA's M × (τ + T_data) for `m` exchanges of `bytes` each.
+    /// SPA's M × (τ + T_data) for `m` exchanges carrying `bytes` between them.
     pub fn predicted(&self, m: u32, bytes: u64) -> Duration {
-        (self.rtt + self.data_time(bytes)) * m
+        self.rtt * m + self.data_time(bytes)
     }
 }
 

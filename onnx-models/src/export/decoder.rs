@@ -8,13 +8,14 @@
 //! `position_ids` alone (key positions are the running count of the mask),
 //! so prefill, decoding and left-padded batches are one graph.
 
-use super::emit::{Emitter, Lin};
+use super::emit::{Emitter, Lin, Mat};
 use super::prune::{self, Prune};
 use super::{spec, Built, ExportError, Source};
 use crate::arch::Decoder;
 use crate::graph::{Attr, Dim, Elem};
 use crate::hf::{Act, Config};
-use crate::split::{Part, HIDDEN};
+use crate::rng::SplitMix64;
+use crate::split::{adapter_seed, Part, Piece, HIDDEN, HIDDEN_OUT};
 
 pub(crate) struct Norm {
     w: Vec<f32>,
@@ -213,6 +214,18 @@ impl Rope {
     }
 }
 
+/// `x + B·A·x`: layer `l`'s adapter of rank `rank`, its weights seeded
+/// (untrained: adapter mode is about where it runs, not what it learned).
+fn adapter(em: &mut Emitter, x: &str, l: u64, hidden: u64, rank: u64) -> Result<String, ExportError> {
+    let mut rng = SplitMix64::new(adapter_seed(l));
+    let (d, r) = (hidden as usize, rank as usize);
+    let a = Lin { w: Mat::new(r, d, rng.fill(r * d, 1.0 / (d as f32).sqrt())), b: None };
+    let b = Lin { w: Mat::new(d, r, rng.fill(d * r, 0.5 / (r as f32).sqrt())), b: None };
+    let down = em.linear(x, &format!("adapters.{l}.a"), &a)?;
+    let up = em.linear(&down, &format!("adapters.{l}.b"), &b)?;
+    Ok(em.op("Add", &[x, &up]))
+}
+
 pub(crate) fn build(
     family: &dyn Decoder,
     src: &mut Source,
@@ -232,16 +245,18 @@ pub(crate) fn build(
             spec("input_ids", "int64", &["batch", "sequence"]),
         )
     } else {
-        (em.g.input(HIDDEN, Elem::F32, &hidden_dims), hidden_spec.clone())
+        (em.g.input(HIDDEN, Elem::F32, &hidden_dims), hidden_spec)
     };
     let mask = em.g.input("attention_mask", Elem::I64, &[b.clone(), total.clone()]);
     let pos = em.g.input("position_ids", Elem::I64, &[b.clone(), t.clone()]);
-    let mut outputs = if part.has_head() {
+    let head = part.has_head(c.layers);
+    let pieces = part.pieces(c.layers);
+    let mut outputs = if head {
         em.g.output("logits", Elem::F32, &[b.clone(), t.clone(), Dim::Fixed(c.vocab as i64)]);
         vec![spec("logits", "float32", &["batch", "sequence", &c.vocab.to_string()])]
     } else {
-        em.g.output(HIDDEN, Elem::F32, &hidden_dims);
-        vec![hidden_spec]
+        em.g.output(HIDDEN_OUT, Elem::F32, &hidden_dims);
+        vec![spec(HIDDEN_OUT, "float32", &["batch", "sequence", &c.hidden.to_string()])]
     };
     let mut inputs = vec![
         first.1,
@@ -282,7 +297,8 @@ pub(crate) fn build(
     let blocked = em.op("Or", &[&future, &pad]);
     let bias = em.mask_bias(&blocked);
 
-    let rope = if c.rotary_dims() > 0 {
+    let has_layers = pieces.iter().any(|p| matches!(p, Piece::Layer(_)));
+    let rope = if c.rotary_dims() > 0 && has_layers {
         let (cos, sin) = rope_tables(&c);
         let dims = [c.max_positions as i64, c.rotary_dims() as i64];
         let cos = em.f32s("rope_cos", &dims, &cos)?;
@@ -299,7 +315,14 @@ pub(crate) fn build(
 
     let mut kv_heads = Vec::new();
     let mut removed = 0u64;
-    for l in part.layers(c.layers) {
+    for piece in pieces {
+        let l = match piece {
+            Piece::Layer(l) => l,
+            Piece::Adapter(l) => {
+                x = adapter(em, &x, l, c.hidden, part.rank().unwrap_or(1))?;
+                continue;
+            }
+        };
         let mut layer = family.read_layer(src, l)?;
         let (mut heads, mut kv) = (c.heads, c.kv_heads);
         match pruning {
@@ -382,7 +405,7 @@ pub(crate) fn build(
         }
     }
 
-    if part.has_head() {
+    if head {
         let fin = norm(src, outer.final_norm, outer.norm_bias)?;
         let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
         let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
@@ -393,7 +416,7 @@ pub(crate) fn build(
         }
         em.g.node_to("Identity", &[&logits], "logits", &[]);
     } else {
-        em.g.node_to("Identity", &[&x], HIDDEN, &[]);
+        em.g.node_to("Identity", &[&x], HIDDEN_OUT, &[]);
     }
     let summary = pruning.map(|p| p.summary(removed));
     Ok(((inputs, outputs), kv_heads, summary))
