@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgehil::split::net::{EmulatedNet, NetParams};
-use edgehil::split::{html, split, sweep, Mode, SplitOptions, SplitReport};
+use edgehil::split::{as_past, empty_cache, html, split, step_inputs, sweep, Mode, SplitOptions, SplitReport};
 use edgehil_onnx::hf::{write_random, Config};
 use edgehil_onnx::split::{export_part, Part};
 use edgehil_runtime::engine::{self, LoadOptions};
@@ -21,40 +21,11 @@ fn load(model: &Path) -> Box<dyn engine::Engine> {
 
 /// Runs `model` on `first` after `past` positions with `cache`; gives its first output and the new cache.
 fn step(e: &mut dyn engine::Engine, first: Tensor, past: u64, cache: Vec<Tensor>) -> (Tensor, Vec<Tensor>) {
-    let t = first.shape[1];
-    let mut inputs = vec![
-        first,
-        Tensor {
-            name: "attention_mask".into(),
-            shape: vec![1, past + t],
-            values: Values::I64(vec![1; (past + t) as usize]),
-        },
-        Tensor {
-            name: "position_ids".into(),
-            shape: vec![1, t],
-            values: Values::I64((past as i64..(past + t) as i64).collect()),
-        },
-    ];
-    inputs.extend(cache);
-    e.set_inputs(&inputs).unwrap();
+    e.set_inputs(&step_inputs(first, past, cache)).unwrap();
     e.run().unwrap();
     let mut out = e.take_outputs().unwrap();
-    let mut rest = out.split_off(1);
-    for (t, info) in rest.iter_mut().zip(&e.info().inputs[3..]) {
-        t.name.clone_from(&info.name);
-    }
+    let rest = as_past(out.split_off(1), &e.info().inputs);
     (out.remove(0), rest)
-}
-
-fn empty_cache(e: &dyn engine::Engine) -> Vec<Tensor> {
-    e.info().inputs[3..]
-        .iter()
-        .map(|i| Tensor {
-            name: i.name.clone(),
-            shape: i.shape.iter().enumerate().map(|(n, d)| if n == 2 { 0 } else { d.unwrap_or(1) }).collect(),
-            values: Values::F32(Vec::new()),
-        })
-        .collect()
 }
 
 fn ids(v: &[i64]) -> Tensor {
@@ -65,7 +36,7 @@ fn ids(v: &[i64]) -> Tensor {
 /// `parts` in turn (each keeping its own cache), as the host's tract gives them.
 fn chain(parts: &[PathBuf]) -> Vec<Tensor> {
     let mut engines: Vec<_> = parts.iter().map(|p| load(p)).collect();
-    let mut caches: Vec<_> = engines.iter().map(|e| empty_cache(e.as_ref())).collect();
+    let mut caches: Vec<_> = engines.iter().map(|e| empty_cache(&e.info().inputs)).collect();
     let mut past = 0;
     let mut logits = Vec::new();
     for tokens in [vec![5, 17, 3, 99, 42], vec![7], vec![11]] {
@@ -194,8 +165,10 @@ fn each_mode_generates_the_unsplit_models_tokens_with_its_exchanges() {
     assert!(layer.network.contains("shaper"), "{}", layer.network);
     // An adapter per layer: 2 exchanges, each layer's hidden state down and (but the last) back up.
     assert_eq!((adapter.m, adapter.bytes_up, adapter.bytes_down), (2, 8 + 64 * 4, 2 * 64 * 4), "{}", adapter.table());
+    // Four transfers a token, each a relay thread's wake-up on a shared machine: a looser bound than
+    // the network's own test.
     let ratio = adapter.net_min_ms / adapter.formula.net_ms;
-    assert!(adapter.net_min_ms >= 2.0 * 20.0 && (0.99..1.3).contains(&ratio), "{}", adapter.table());
+    assert!(adapter.net_min_ms >= 2.0 * 20.0 && (0.99..1.5).contains(&ratio), "{}", adapter.table());
 }
 
 /// A llama of four layers, so the sweep has three cuts.

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::sweep::{label, SweepReport, RATES, RTTS_MS};
+use super::sweep::{label, placement_cells, SweepReport, RATES, RTTS_MS};
 use crate::suite::reports::escape;
 use crate::units::BitRate;
 
@@ -45,19 +45,8 @@ pub fn html(model: &str, report: &SweepReport) -> String {
     page.push_str(&chart(report));
     page.push_str("</section>\n<section>\n<h2>Placements</h2>\n<table>\n<thead><tr><th>placement</th><th>M</th><th>bytes up+down</th><th>measured T_dev ms</th><th>measured T_cloud ms</th><th>measured T_net ms</th><th>predicted T_dev ms</th><th>predicted T_cloud ms</th></tr></thead>\n<tbody>\n");
     for p in &report.placements {
-        let _ = writeln!(
-            page,
-            "<tr><td>{}</td><td>{}</td><td>{}+{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.4}</td><td>{:.4}</td></tr>",
-            escape(&label(p)),
-            p.m,
-            p.bytes_up,
-            p.bytes_down,
-            p.measured.dev_ms,
-            p.measured.cloud_ms,
-            p.measured.net_ms,
-            p.predicted.dev_ms,
-            p.predicted.cloud_ms
-        );
+        let cells: Vec<String> = placement_cells(p).iter().map(|c| format!("<td>{}</td>", escape(c))).collect();
+        let _ = writeln!(page, "<tr>{}</tr>", cells.concat());
     }
     let network = first.map_or(String::new(), |p| escape(&p.network));
     let _ =

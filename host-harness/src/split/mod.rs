@@ -230,6 +230,43 @@ fn place(opts: &SplitOptions, layers: u64, k: u64) -> Result<(Vec<Placed>, PathB
     })
 }
 
+/// A decoder part's inputs for one step: `first` (ids or hidden state,
+/// `[1, t, …]`), the mask and positions after `past` positions, and the cache.
+pub fn step_inputs(first: Tensor, past: u64, cache: Vec<Tensor>) -> Vec<Tensor> {
+    let t = first.shape[1];
+    let mask = Tensor {
+        name: "attention_mask".into(),
+        shape: vec![1, past + t],
+        values: Values::I64(vec![1; (past + t) as usize]),
+    };
+    let positions = Tensor {
+        name: "position_ids".into(),
+        shape: vec![1, t],
+        values: Values::I64((past..past + t).map(|p| p as i64).collect()),
+    };
+    [first, mask, positions].into_iter().chain(cache).collect()
+}
+
+/// The empty cache of a part with `inputs` (batch 1, no past positions).
+pub fn empty_cache(inputs: &[TensorInfo]) -> Vec<Tensor> {
+    inputs
+        .iter()
+        .skip(3)
+        .map(|info| {
+            let shape = info.shape.iter().enumerate().map(|(i, d)| if i == 2 { 0 } else { d.unwrap_or(1) }).collect();
+            Tensor { name: info.name.clone(), shape, values: Values::F32(Vec::new()) }
+        })
+        .collect()
+}
+
+/// A step's presents as the next step's cache, under the inputs' names.
+pub fn as_past(mut presents: Vec<Tensor>, inputs: &[TensorInfo]) -> Vec<Tensor> {
+    for (t, info) in presents.iter_mut().zip(inputs.iter().skip(3)) {
+        t.name.clone_from(&info.name);
+    }
+    presents
+}
+
 /// Runs one part: an agent, or the host's tract for the reference.
 enum Runner {
     Agent(Box<Session>),
@@ -279,36 +316,15 @@ impl Stage {
                 "inputs {names:?}: expected ids or hidden state, attention_mask, position_ids, then the cache"
             )));
         }
-        // An empty cache: batch 1, no past positions.
-        let cache = inputs[3..]
-            .iter()
-            .map(|info| {
-                let shape: Vec<u64> =
-                    info.shape.iter().enumerate().map(|(i, d)| if i == 2 { 0 } else { d.unwrap_or(1) }).collect();
-                Tensor { name: info.name.clone(), shape, values: Values::F32(Vec::new()) }
-            })
-            .collect();
+        let cache = empty_cache(&inputs);
         Ok(Self { placed, runner, inputs, cache, last: Vec::new(), peak_heap: None })
     }
 
     /// One step over `first` (ids or hidden state, `[1, t, …]`) after `past`
     /// positions: the part's first output and the part's own time in ns.
     fn step(&mut self, first: &Tensor, past: u64) -> Result<(Tensor, u64), SplitError> {
-        let t = first.shape[1];
-        let mut inputs = vec![
-            Tensor { name: self.inputs[0].name.clone(), ..first.clone() },
-            Tensor {
-                name: "attention_mask".into(),
-                shape: vec![1, past + t],
-                values: Values::I64(vec![1; (past + t) as usize]),
-            },
-            Tensor {
-                name: "position_ids".into(),
-                shape: vec![1, t],
-                values: Values::I64((past..past + t).map(|p| p as i64).collect()),
-            },
-        ];
-        inputs.extend(std::mem::take(&mut self.cache));
+        let first = Tensor { name: self.inputs[0].name.clone(), ..first.clone() };
+        let inputs = step_inputs(first, past, std::mem::take(&mut self.cache));
         let model = self.placed.model.clone();
         let (mut outputs, nanos) = match &mut self.runner {
             Runner::Agent(session) => {
@@ -344,11 +360,7 @@ impl Stage {
                 message: format!("{} outputs for {} cache inputs: expected one more", outputs.len(), inputs.len() - 3),
             });
         }
-        // Each present is the next step's past, under the input's name.
-        self.cache = outputs.split_off(1);
-        for (t, info) in self.cache.iter_mut().zip(&self.inputs[3..]) {
-            t.name.clone_from(&info.name);
-        }
+        self.cache = as_past(outputs.split_off(1), &self.inputs);
         self.last = inputs;
         Ok((outputs.remove(0), nanos))
     }

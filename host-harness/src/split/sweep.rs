@@ -74,6 +74,20 @@ pub fn sweep(opts: &SplitOptions, board: &Profile, cloud: &Profile) -> Result<Sw
     Ok(SweepReport { placements, cells })
 }
 
+/// A placement's row: label, M, bytes, measured and predicted times.
+pub fn placement_cells(p: &SplitReport) -> [String; 8] {
+    [
+        label(p),
+        p.m.to_string(),
+        format!("{}+{}", p.bytes_up, p.bytes_down),
+        format!("{:.3}", p.measured.dev_ms),
+        format!("{:.3}", p.measured.cloud_ms),
+        format!("{:.3}", p.measured.net_ms),
+        format!("{:.4}", p.predicted.dev_ms),
+        format!("{:.4}", p.predicted.cloud_ms),
+    ]
+}
+
 impl SweepReport {
     /// The placements as measured, then the best placement per network.
     pub fn table(&self) -> String {
@@ -81,18 +95,7 @@ impl SweepReport {
             "| placement | M | bytes up+down | measured T_dev ms | measured T_cloud ms | measured T_net ms | predicted T_dev ms | predicted T_cloud ms |\n|---|---|---|---|---|---|---|---|\n",
         );
         for p in &self.placements {
-            out += &format!(
-                "| {} | {} | {}+{} | {:.3} | {:.3} | {:.3} | {:.4} | {:.4} |\n",
-                label(p),
-                p.m,
-                p.bytes_up,
-                p.bytes_down,
-                p.measured.dev_ms,
-                p.measured.cloud_ms,
-                p.measured.net_ms,
-                p.predicted.dev_ms,
-                p.predicted.cloud_ms
-            );
+            out += &format!("| {} |\n", placement_cells(p).join(" | "));
         }
         out += "\nBest placement per network (SPA's formula, the profiles' predicted compute), per-token ms:\n\n";
         out += "| rtt | bandwidth | best | T ms |";
