@@ -82,12 +82,16 @@ pub struct SplitArgs {
     /// The link's rate, e.g. 10Mbit/s.
     #[arg(long, default_value = "10Mbit/s", value_parser = parse_bit_rate)]
     pub bandwidth: f64,
-    /// board, cloud, layer (the first K layers on the board) or adapter (an adapter per layer on the board).
+    /// board, cloud, layer (the first K layers on the board), adapter (an adapter per layer on the board)
+    /// or lst (a ladder side network on the board fed by every layer).
     #[arg(long, value_enum, default_value = "layer")]
     pub mode: edgehil::split::Mode,
     /// The adapters' rank in adapter mode (their weights are seeded: the mode is about where they run).
     #[arg(long, default_value_t = 8)]
     pub rank: u64,
+    /// The side network's width divisor r in lst mode (width hidden / r; seeded weights).
+    #[arg(long, default_value_t = 8)]
+    pub reduction: u64,
     /// Layers on the board in layer mode (default: half); implies --mode layer.
     #[arg(long)]
     pub layers_on_board: Option<u64>,

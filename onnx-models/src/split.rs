@@ -14,6 +14,11 @@ pub const HIDDEN: &str = "hidden_states";
 /// The name of the hidden state a part gives (a name of its own: a graph
 /// that takes one and gives one cannot use one name for both).
 pub const HIDDEN_OUT: &str = "last_hidden_state";
+/// Ladder side tuning's exchange: every layer's hidden state, downsampled to
+/// width d/r, side by side, `[batch, sequence, layers · d/r]` fp32.
+pub const LADDER: &str = "ladder_states";
+/// The ladder as the cloud gives it.
+pub const LADDER_OUT: &str = "ladder_states_out";
 
 /// Which part of a decoder a graph holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +36,37 @@ pub enum Part {
     AdapterCloud { layer: u64 },
     /// Adapter mode's board step: the layer's adapter, `h + B·A·h` (then the head after the last layer).
     AdapterBoard { layer: u64, rank: u64 },
+    /// Ladder side tuning's unsplit graph: the frozen model tapped after every
+    /// layer, its taps (width d/`reduction`) feeding a side network and its own head.
+    LstWhole { reduction: u64 },
+    /// Ladder side tuning's cloud part: the frozen model, giving [`LADDER_OUT`].
+    LstCloud { reduction: u64 },
+    /// Ladder side tuning's board part: the side network over [`LADDER`], to logits.
+    LstBoard { reduction: u64 },
+}
+
+/// What a part starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Token ids, through the embeddings.
+    Ids,
+    /// [`HIDDEN`].
+    Hidden,
+    /// [`LADDER`].
+    Ladder,
+}
+
+/// What a part ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The model's head: logits.
+    Head,
+    /// [`HIDDEN_OUT`].
+    Hidden,
+    /// [`LADDER_OUT`].
+    Ladder,
+    /// The side network and its head: logits.
+    Side,
 }
 
 /// What a graph runs, in order.
@@ -40,6 +76,8 @@ pub enum Piece {
     Layer(u64),
     /// The adapter after a layer: `h + B·A·h`, A `[rank, hidden]` and B `[hidden, rank]`.
     Adapter(u64),
+    /// The ladder's tap after a layer: its hidden state downsampled to d/r.
+    Tap(u64),
 }
 
 impl Part {
@@ -52,24 +90,49 @@ impl Part {
             Part::AdapterWhole { .. } => (0..layers).flat_map(|l| [Piece::Layer(l), Piece::Adapter(l)]).collect(),
             Part::AdapterCloud { layer } => vec![Piece::Layer(layer)],
             Part::AdapterBoard { layer, .. } => vec![Piece::Adapter(layer)],
+            Part::LstWhole { .. } | Part::LstCloud { .. } => {
+                (0..layers).flat_map(|l| [Piece::Layer(l), Piece::Tap(l)]).collect()
+            }
+            Part::LstBoard { .. } => Vec::new(),
         }
     }
 
-    /// The part starts from token ids (else from [`HIDDEN`]).
+    pub fn start(self) -> Start {
+        match self {
+            Part::Whole
+            | Part::Board(_)
+            | Part::AdapterWhole { .. }
+            | Part::LstWhole { .. }
+            | Part::LstCloud { .. } => Start::Ids,
+            Part::AdapterCloud { layer: 0 } => Start::Ids,
+            Part::Cloud(_) | Part::AdapterCloud { .. } | Part::AdapterBoard { .. } => Start::Hidden,
+            Part::LstBoard { .. } => Start::Ladder,
+        }
+    }
+
+    /// The part starts from token ids.
     pub fn embeds(self) -> bool {
+        self.start() == Start::Ids
+    }
+
+    /// What the part of a model of `layers` layers ends with.
+    pub fn end(self, layers: u64) -> End {
         match self {
-            Part::Whole | Part::Board(_) | Part::AdapterWhole { .. } => true,
-            Part::AdapterCloud { layer } => layer == 0,
-            Part::Cloud(_) | Part::AdapterBoard { .. } => false,
+            Part::Whole | Part::Cloud(_) | Part::AdapterWhole { .. } => End::Head,
+            Part::AdapterBoard { layer, .. } if layer + 1 == layers => End::Head,
+            Part::Board(_) | Part::AdapterCloud { .. } | Part::AdapterBoard { .. } => End::Hidden,
+            Part::LstCloud { .. } => End::Ladder,
+            Part::LstWhole { .. } | Part::LstBoard { .. } => End::Side,
         }
     }
 
-    /// The part ends with the head's logits (else with [`HIDDEN_OUT`]).
-    pub fn has_head(self, layers: u64) -> bool {
+    /// The side network's width divisor, for ladder side tuning's parts.
+    pub fn reduction(self) -> Option<u64> {
         match self {
-            Part::Whole | Part::Cloud(_) | Part::AdapterWhole { .. } => true,
-            Part::AdapterBoard { layer, .. } => layer + 1 == layers,
-            Part::Board(_) | Part::AdapterCloud { .. } => false,
+            Part::LstWhole { reduction } | Part::LstCloud { reduction } | Part::LstBoard { reduction } => {
+                Some(reduction)
+            }
+            _ => None,
         }
     }
 
@@ -85,6 +148,12 @@ impl Part {
 /// The seed of layer `l`'s adapter weights: the same in the unsplit graph and the board's step.
 pub fn adapter_seed(l: u64) -> u64 {
     0xADA9_7E00 + l
+}
+
+/// The seed of ladder side tuning's weights of layer `l` (its tap and side
+/// block); the side head's is `lst_seed(layers)`.
+pub fn lst_seed(l: u64) -> u64 {
+    0x1AD_DE00 + l
 }
 
 /// Exports `part` of `source` (a Hugging Face decoder folder) into `dir`,
@@ -113,6 +182,13 @@ pub fn export_part(source: &Path, dir: &Path, part: Part) -> Result<Manifest, Ex
             "--rank {rank}: an adapter's rank must be 1..={} (the hidden size of {})",
             config.hidden,
             source.display()
+        )));
+    }
+    if let Some(r) = part.reduction().filter(|r| *r == 0 || config.hidden % r != 0) {
+        return Err(ExportError::Option(format!(
+            "--reduction {r}: the side network's width is hidden / r, and {}'s hidden size {} is not a multiple of it",
+            source.display(),
+            config.hidden
         )));
     }
     if let Part::Board(k) | Part::Cloud(k) = part {

@@ -74,6 +74,12 @@ fn split_logits_equal_their_unsplit_graphs_exactly() {
         ]);
         assert_eq!(split, adapters, "{model}: adapter mode against the model with its adapters");
         assert_ne!(adapters, whole, "{model}: the adapters change the logits");
+        let side = chain(&[path("lst-whole", Part::LstWhole { reduction: 4 })]);
+        let lst = chain(&[
+            path("lst-cloud", Part::LstCloud { reduction: 4 }),
+            path("lst-board", Part::LstBoard { reduction: 4 }),
+        ]);
+        assert_eq!(lst, side, "{model}: lst mode against the model with its side network");
     }
 }
 
@@ -117,6 +123,7 @@ fn options(model: &Path, name: &str, mode: Mode, rtt_ms: f64) -> SplitOptions {
         mode,
         k: None,
         rank: 4,
+        reduction: 4,
         net: NetParams { rtt: Duration::from_secs_f64(rtt_ms / 1e3), bits_per_s: 10e6 },
         prompt: 6,
         tokens: 5,
@@ -140,7 +147,8 @@ fn each_mode_generates_the_unsplit_models_tokens_with_its_exchanges() {
     let cloud = run(&model, "cloud", Mode::Cloud, 20.0);
     let layer = run(&model, "layer", Mode::Layer, 50.0);
     let adapter = run(&model, "adapter", Mode::Adapter, 20.0);
-    for r in [&board, &cloud, &layer, &adapter] {
+    let lst = run(&model, "lst", Mode::Lst, 20.0);
+    for r in [&board, &cloud, &layer, &adapter, &lst] {
         assert_eq!(r.max_abs_logit_diff, 0.0, "{:?}: logits against the unsplit graph on the host", r.mode);
         assert_eq!(r.generated.len(), 5);
         assert!(r.board_cap > r.board_peak_heap.unwrap_or(0), "{:?}", r.mode);
@@ -169,6 +177,9 @@ fn each_mode_generates_the_unsplit_models_tokens_with_its_exchanges() {
     // the network's own test.
     let ratio = adapter.net_min_ms / adapter.formula.net_ms;
     assert!(adapter.net_min_ms >= 2.0 * 20.0 && (0.99..1.5).contains(&ratio), "{}", adapter.table());
+    // A side network of width 64/4: the token id up, both layers' 16-wide states down, the token stays.
+    assert_eq!((lst.m, lst.bytes_up, lst.bytes_down), (1, 8, 2 * 16 * 4), "{}", lst.table());
+    assert!(lst.measured.dev_ms > 0.0 && lst.measured.cloud_ms > 0.0 && lst.net_min_ms >= 20.0, "{}", lst.table());
 }
 
 /// A llama of four layers, so the sweep has three cuts.
@@ -187,7 +198,7 @@ fn sweep_gives_the_best_placement_per_network_as_a_table_and_a_chart() {
     let report =
         sweep::sweep(&opts, &common::profile("esp32-s3-psram"), &common::profile("jetson-orin-nx-16gb")).unwrap();
     let names: Vec<String> = report.placements.iter().map(sweep::label).collect();
-    assert_eq!(names, ["board", "cloud", "adapter r=4", "layer K=1", "layer K=2", "layer K=3"]);
+    assert_eq!(names, ["board", "cloud", "adapter r=4", "lst r=4", "layer K=1", "layer K=2", "layer K=3"]);
     assert_eq!(report.cells.len(), sweep::RTTS_MS.len() * sweep::RATES.len());
     for c in &report.cells {
         let best = c.total_ms[c.best];

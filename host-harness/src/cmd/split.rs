@@ -23,6 +23,7 @@ pub fn split(args: SplitArgs, profiles: &Profiles) -> Result<u8> {
             mode,
             k: args.layers_on_board,
             rank: args.rank,
+            reduction: args.reduction,
             net,
             prompt: args.prompt_tokens,
             tokens: args.tokens,

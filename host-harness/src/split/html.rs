@@ -21,6 +21,7 @@ fn colour(name: &str, k: u64, layers: u64) -> String {
         "board" => "#6ab04c".into(),
         "cloud" => "#4a90d9".into(),
         "adapter" => "#9b59b6".into(),
+        "lst" => "#16a085".into(),
         _ => format!("hsl(30, 85%, {}%)", 40 + 40 * k / layers.max(1)),
     }
 }

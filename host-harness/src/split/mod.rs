@@ -78,6 +78,9 @@ pub enum Mode {
     /// The frozen layers in the cloud, an adapter after each on the board (M = L):
     /// each layer's hidden state comes down and goes back up with the adapter's output.
     Adapter,
+    /// Ladder side tuning: the frozen model in the cloud, a side network of
+    /// width d/r on the board fed by every layer's downsampled state (M = 1).
+    Lst,
 }
 
 impl Mode {
@@ -87,6 +90,7 @@ impl Mode {
             Mode::Cloud => "cloud",
             Mode::Layer => "layer",
             Mode::Adapter => "adapter",
+            Mode::Lst => "lst",
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct SplitOptions {
     pub k: Option<u64>,
     /// The adapters' rank in `adapter` mode.
     pub rank: u64,
+    /// The side network's width divisor r (width d/r) in `lst` mode.
+    pub reduction: u64,
     pub net: NetParams,
     /// Prompt tokens (prefilled first, not counted per token).
     pub prompt: u64,
@@ -142,6 +148,8 @@ pub struct SplitReport {
     pub layers: u64,
     /// The adapters' rank (adapter mode).
     pub rank: u64,
+    /// The side network's width divisor (lst mode).
+    pub reduction: u64,
     pub board_profile: String,
     pub cloud_profile: String,
     pub rtt_ms: f64,
@@ -180,7 +188,7 @@ pub fn split(opts: &SplitOptions, board: &Profile, cloud: &Profile) -> Result<Sp
     let layers = edgehil_onnx::hf::HfModel::open(&opts.model).map_err(ExportError::from)?.config.layers;
     let k = match opts.mode {
         Mode::Board => layers,
-        Mode::Cloud | Mode::Adapter => 0,
+        Mode::Cloud | Mode::Adapter | Mode::Lst => 0,
         Mode::Layer => opts.k.unwrap_or(layers / 2),
     };
     let (parts, reference) = place(opts, layers, k)?;
@@ -226,6 +234,16 @@ fn place(opts: &SplitOptions, layers: u64, k: u64) -> Result<(Vec<Placed>, PathB
                 parts.push(on(Side::Board, export(format!("adapter-board-{layer}-r{rank}"), board)?));
             }
             (parts, export(format!("adapter-whole-r{rank}"), Part::AdapterWhole { rank })?)
+        }
+        Mode::Lst => {
+            let reduction = opts.reduction;
+            (
+                vec![
+                    on(Side::Cloud, export(format!("lst-cloud-r{reduction}"), Part::LstCloud { reduction })?),
+                    on(Side::Board, export(format!("lst-board-r{reduction}"), Part::LstBoard { reduction })?),
+                ],
+                export(format!("lst-whole-r{reduction}"), Part::LstWhole { reduction })?,
+            )
         }
     })
 }
@@ -554,6 +572,7 @@ fn generate(
         k: 0,
         layers: 0,
         rank: opts.rank,
+        reduction: opts.reduction,
         board_profile: board.name.clone(),
         cloud_profile: cloud.name.clone(),
         rtt_ms: opts.net.rtt.as_secs_f64() * 1e3,
@@ -584,6 +603,9 @@ impl SplitReport {
             Mode::Layer => format!(", K = {} of {} layers on the board", self.k, self.layers),
             Mode::Adapter => {
                 format!(", an adapter of rank {} after each of {} layers on the board", self.rank, self.layers)
+            }
+            Mode::Lst => {
+                format!(", a side network of width d/{} on the board fed by all {} layers", self.reduction, self.layers)
             }
             Mode::Board | Mode::Cloud => String::new(),
         };

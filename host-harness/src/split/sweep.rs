@@ -1,5 +1,5 @@
 //! `edgehil split --sweep`: every placement run once (all on the board, all
-//! in the cloud, adapters on the board, and each cut K), then SPA's formula over a grid of round
+//! in the cloud, adapters or a side network on the board, and each cut K), then SPA's formula over a grid of round
 //! trips and bandwidths gives the fastest placement for each network.
 //!
 //! The grid uses the compute the profiles predict (the board's and the
@@ -43,6 +43,7 @@ pub fn label(r: &SplitReport) -> String {
     match r.mode {
         Mode::Layer => format!("layer K={}", r.k),
         Mode::Adapter => format!("adapter r={}", r.rank),
+        Mode::Lst => format!("lst r={}", r.reduction),
         Mode::Board | Mode::Cloud => r.mode.name().into(),
     }
 }
@@ -55,7 +56,7 @@ pub fn predicted_ms(r: &SplitReport, net: NetParams) -> f64 {
 pub fn sweep(opts: &SplitOptions, board: &Profile, cloud: &Profile) -> Result<SweepReport, SplitError> {
     let layers =
         edgehil_onnx::hf::HfModel::open(&opts.model).map_err(edgehil_onnx::export::ExportError::from)?.config.layers;
-    let runs = [(Mode::Board, None), (Mode::Cloud, None), (Mode::Adapter, None)]
+    let runs = [(Mode::Board, None), (Mode::Cloud, None), (Mode::Adapter, None), (Mode::Lst, None)]
         .into_iter()
         .chain((1..layers).map(|k| (Mode::Layer, Some(k))));
     let mut placements = Vec::new();
