@@ -93,7 +93,7 @@ pub struct SplitArgs {
     #[arg(long, default_value_t = 8)]
     pub reduction: u64,
     /// Layers on the board in layer mode (default: half); implies --mode layer.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mode")]
     pub layers_on_board: Option<u64>,
     /// Run every placement and give the best per network over a grid of round trips and bandwidths.
     #[arg(long)]
