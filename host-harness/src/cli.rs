@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use edgehil::run;
 use edgehil::suite::file::Tolerances;
-use edgehil::units::{ByteRate, Bytes};
+use edgehil::units::{BitRate, ByteRate, Bytes, Seconds};
 use edgehil_hil::{QemuArch, Target, Timeouts};
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel, OutputMode};
 
@@ -64,6 +64,59 @@ pub enum Cmd {
         #[command(subcommand)]
         command: BoardCmd,
     },
+    /// Cloud/device split inference (SPA): the board's part under its cap, the cloud's on a second agent, over an emulated network.
+    Split(SplitArgs),
+}
+
+#[derive(Parser)]
+pub struct SplitArgs {
+    /// A Hugging Face decoder folder (gpt2, gpt_neox, llama, opt).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The cloud's device profile (its cap and its predicted compute).
+    #[arg(long)]
+    pub cloud_profile: String,
+    /// Round trip of one exchange (SPA's τ), e.g. 20ms.
+    #[arg(long, default_value = "20ms", value_parser = parse_rtt)]
+    pub rtt: Duration,
+    /// The link's rate, e.g. 10Mbit/s.
+    #[arg(long, default_value = "10Mbit/s", value_parser = parse_bit_rate)]
+    pub bandwidth: f64,
+    /// board, cloud, layer (the first K layers on the board), adapter (an adapter per layer on the board)
+    /// or lst (a ladder side network on the board fed by every layer).
+    #[arg(long, value_enum, default_value = "layer")]
+    pub mode: edgehil::split::Mode,
+    /// The adapters' rank in adapter mode (their weights are seeded: the mode is about where they run).
+    #[arg(long, default_value_t = 8)]
+    pub rank: u64,
+    /// The side network's width divisor r in lst mode (width hidden / r; seeded weights).
+    #[arg(long, default_value_t = 8)]
+    pub reduction: u64,
+    /// Layers on the board in layer mode (default: half); implies --mode layer.
+    #[arg(long, conflicts_with = "mode")]
+    pub layers_on_board: Option<u64>,
+    /// Run every placement and give the best per network over a grid of round trips and bandwidths.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Prompt tokens (seeded), prefilled before the timed tokens.
+    #[arg(long, default_value_t = 8)]
+    pub prompt_tokens: u64,
+    /// Tokens generated (greedy); the per-token figures are their mean.
+    #[arg(long, default_value_t = 8)]
+    pub tokens: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the parts are exported (default: a folder under the system's temporary folder).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Write the sweep's HTML page (table and chart) here.
+    #[arg(long, requires = "sweep")]
+    pub html: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub board: BoardArgs,
 }
 
 #[derive(clap::Args)]
@@ -582,6 +635,29 @@ pub fn parse_outputs(s: &str) -> Result<OutputMode, String> {
 
 pub fn parse_byte_rate(s: &str) -> Result<f64, String> {
     ByteRate::try_from(s.to_string()).map(|b| b.0)
+}
+
+/// "20ms" or "20 ms".
+pub fn parse_rtt(s: &str) -> Result<Duration, String> {
+    Seconds::try_from(spaced(s)).map(|v| Duration::from_secs_f64(v.0))
+}
+
+/// "10Mbit/s" or "10 Mbit/s".
+pub fn parse_bit_rate(s: &str) -> Result<f64, String> {
+    let rate = BitRate::try_from(spaced(s))?.0;
+    match rate > 0.0 {
+        true => Ok(rate),
+        false => Err(format!("`{s}`: a link's rate must be above zero")),
+    }
+}
+
+/// A space between the number and its unit, where there is none.
+fn spaced(s: &str) -> String {
+    let s = s.trim();
+    match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) if !s[..i].ends_with(' ') => format!("{} {}", &s[..i], &s[i..]),
+        _ => s.to_string(),
+    }
 }
 
 pub fn parse_bytes(s: &str) -> Result<u64, String> {

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod run;
+pub mod split;
 pub mod study;
 pub mod suite;
 pub mod sweep;

@@ -48,5 +48,6 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Profiles { command } => cmd::profiles::profiles(command, &profiles),
         Cmd::Calibrate(args) => cmd::calibrate::calibrate(args, &profiles),
         Cmd::Board { command } => cmd::board::board(command),
+        Cmd::Split(args) => cmd::split::split(args, &profiles),
     }
 }

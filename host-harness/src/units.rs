@@ -101,6 +101,10 @@ quantity!(
     ByteRate, f64, "bandwidth", tolerance 1e-9, [("MB/s", 1e6), ("GB/s", 1e9)]
 );
 quantity!(
+    /// Bits per second: a network link's rate.
+    BitRate, f64, "bit rate", tolerance 1e-9, [("bit/s", 1.0), ("kbit/s", 1e3), ("Mbit/s", 1e6), ("Gbit/s", 1e9)]
+);
+quantity!(
     /// Seconds.
     Seconds, f64, "duration", tolerance 1e-9, [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0)]
 );

@@ -14,5 +14,6 @@ pub mod graph;
 pub mod hf;
 pub mod micro;
 pub mod rng;
+pub mod split;
 
 pub use graph::{Attr, Dim, Elem, GraphBuilder, OnnxError};

@@ -22,5 +22,6 @@ mod micro;
 mod noisy_link;
 mod protocol;
 mod qemu;
+mod split;
 mod suite;
 mod upload;

@@ -27,6 +27,7 @@ pub fn export(args: ExportArgs) -> Result<u8> {
         ort_int8_activations: args.ort_int8_activations,
         progress: Some(&mut progress),
         force: args.force,
+        part: Default::default(),
     };
     let result = run_export(&args.hf_dir, &args.out, opts);
     bar.finish_and_clear();

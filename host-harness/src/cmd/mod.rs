@@ -12,6 +12,7 @@ pub mod models;
 pub mod plan;
 pub mod profiles;
 pub mod run;
+pub mod split;
 pub mod suite;
 pub mod sweep;
 

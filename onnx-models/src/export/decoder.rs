@@ -8,12 +8,14 @@
 //! `position_ids` alone (key positions are the running count of the mask),
 //! so prefill, decoding and left-padded batches are one graph.
 
-use super::emit::{Emitter, Lin};
+use super::emit::{Emitter, Lin, Mat};
 use super::prune::{self, Prune};
 use super::{spec, Built, ExportError, Source};
 use crate::arch::Decoder;
 use crate::graph::{Attr, Dim, Elem};
 use crate::hf::{Act, Config};
+use crate::rng::SplitMix64;
+use crate::split::{adapter_seed, lst_seed, End, Part, Piece, Start, HIDDEN, HIDDEN_OUT, LADDER, LADDER_OUT};
 
 pub(crate) struct Norm {
     w: Vec<f32>,
@@ -212,33 +214,98 @@ impl Rope {
     }
 }
 
+/// A seeded linear layer `[out, inp]` (split modes' untrained weights: the
+/// modes are about where a part runs, not what it learned).
+fn seeded(seed: u64, out: u64, inp: u64) -> Lin {
+    let mut rng = SplitMix64::new(seed);
+    let (o, i) = (out as usize, inp as usize);
+    Lin { w: Mat::new(o, i, rng.fill(o * i, 1.0 / (i as f32).sqrt())), b: None }
+}
+
+/// `x + B·A·x`: layer `l`'s adapter of rank `rank`, its weights seeded.
+fn adapter(em: &mut Emitter, x: &str, l: u64, hidden: u64, rank: u64) -> Result<String, ExportError> {
+    let a = seeded(adapter_seed(l), rank, hidden);
+    let b = seeded(adapter_seed(l) ^ 0xB, hidden, rank);
+    let down = em.linear(x, &format!("adapters.{l}.a"), &a)?;
+    let up = em.linear(&down, &format!("adapters.{l}.b"), &b)?;
+    Ok(em.op("Add", &[x, &up]))
+}
+
+/// Ladder side tuning's side network over the taps (each `[b, t, width]`):
+/// `s = relu(U₀·tap₀)`, then `s += relu(U_l·(s + tap_l))` per layer, and its
+/// own head to the vocabulary; weights seeded.
+fn side_network(em: &mut Emitter, taps: &[String], width: u64, vocab: u64) -> Result<String, ExportError> {
+    let mut s: Option<String> = None;
+    for (l, tap) in taps.iter().enumerate() {
+        let block = seeded(lst_seed(l as u64) ^ 0x5, width, width);
+        let input = match &s {
+            Some(s) => em.op("Add", &[s, tap]),
+            None => tap.clone(),
+        };
+        let h = em.linear(&input, &format!("side.{l}"), &block)?;
+        let h = em.op("Relu", &[&h]);
+        s = Some(match &s {
+            Some(s) => em.op("Add", &[s, &h]),
+            None => h,
+        });
+    }
+    let head = seeded(lst_seed(taps.len() as u64), vocab, width);
+    em.linear(&s.unwrap_or_default(), "side.head", &head)
+}
+
 pub(crate) fn build(
     family: &dyn Decoder,
     src: &mut Source,
     em: &mut Emitter,
     pruning: Option<&Prune>,
+    part: Part,
 ) -> Result<Built, ExportError> {
     let c = src.config().clone();
     let hd = c.head_dim();
     let (b, t, p) = (Dim::Named("batch".into()), Dim::Named("sequence".into()), Dim::Named("past_sequence".into()));
     let total = Dim::Named("past_sequence + sequence".into());
-    let ids = em.g.input("input_ids", Elem::I64, &[b.clone(), t.clone()]);
+    let width = part.reduction().map_or(0, |r| c.hidden / r);
+    let io = |name: &'static str, features: u64| {
+        let dims = [b.clone(), t.clone(), Dim::Fixed(features as i64)];
+        (name, dims, spec(name, "float32", &["batch", "sequence", &features.to_string()]))
+    };
+    let first = match part.start() {
+        Start::Ids => (
+            em.g.input("input_ids", Elem::I64, &[b.clone(), t.clone()]),
+            spec("input_ids", "int64", &["batch", "sequence"]),
+        ),
+        Start::Hidden | Start::Ladder => {
+            let (name, dims, spec) =
+                if part.start() == Start::Hidden { io(HIDDEN, c.hidden) } else { io(LADDER, c.layers * width) };
+            (em.g.input(name, Elem::F32, &dims), spec)
+        }
+    };
     let mask = em.g.input("attention_mask", Elem::I64, &[b.clone(), total.clone()]);
     let pos = em.g.input("position_ids", Elem::I64, &[b.clone(), t.clone()]);
-    em.g.output("logits", Elem::F32, &[b.clone(), t.clone(), Dim::Fixed(c.vocab as i64)]);
+    let end = part.end(c.layers);
+    let pieces = part.pieces(c.layers);
+    let (out_name, out_dims, out_spec) = match end {
+        End::Head | End::Side => io("logits", c.vocab),
+        End::Hidden => io(HIDDEN_OUT, c.hidden),
+        End::Ladder => io(LADDER_OUT, c.layers * width),
+    };
+    em.g.output(out_name, Elem::F32, &out_dims);
+    let mut outputs = vec![out_spec];
     let mut inputs = vec![
-        spec("input_ids", "int64", &["batch", "sequence"]),
+        first.1,
         spec("attention_mask", "int64", &["batch", "past_sequence + sequence"]),
         spec("position_ids", "int64", &["batch", "sequence"]),
     ];
-    let mut outputs = vec![spec("logits", "float32", &["batch", "sequence", &c.vocab.to_string()])];
 
     let outer = family.outer();
     let head_name = if c.tied_embeddings { None } else { outer.head };
-    let table = src.mat(outer.embed, c.vocab, c.hidden)?;
-    let mut x = em.embedding(&ids, "embed_tokens", &table, true)?;
-    drop(table);
-    if let Some((name, skip)) = outer.positions {
+    let mut x = if part.embeds() {
+        let table = src.mat(outer.embed, c.vocab, c.hidden)?;
+        em.embedding(&first.0, "embed_tokens", &table, true)?
+    } else {
+        first.0
+    };
+    if let Some((name, skip)) = outer.positions.filter(|_| part.embeds()) {
         let rows = c.max_positions + skip;
         let mut table = src.mat(name, rows, c.hidden)?;
         // Position 0 is row `skip` (OPT's learned positions start at row 2).
@@ -263,7 +330,8 @@ pub(crate) fn build(
     let blocked = em.op("Or", &[&future, &pad]);
     let bias = em.mask_bias(&blocked);
 
-    let rope = if c.rotary_dims() > 0 {
+    let has_layers = pieces.iter().any(|p| matches!(p, Piece::Layer(_)));
+    let rope = if c.rotary_dims() > 0 && has_layers {
         let (cos, sin) = rope_tables(&c);
         let dims = [c.max_positions as i64, c.rotary_dims() as i64];
         let cos = em.f32s("rope_cos", &dims, &cos)?;
@@ -280,7 +348,20 @@ pub(crate) fn build(
 
     let mut kv_heads = Vec::new();
     let mut removed = 0u64;
-    for l in 0..c.layers {
+    let mut taps = Vec::new();
+    for piece in pieces {
+        let l = match piece {
+            Piece::Layer(l) => l,
+            Piece::Adapter(l) => {
+                x = adapter(em, &x, l, c.hidden, part.rank().unwrap_or(1))?;
+                continue;
+            }
+            Piece::Tap(l) => {
+                let down = seeded(lst_seed(l), width, c.hidden);
+                taps.push(em.linear(&x, &format!("ladder.{l}.down"), &down)?);
+                continue;
+            }
+        };
         let mut layer = family.read_layer(src, l)?;
         let (mut heads, mut kv) = (c.heads, c.kv_heads);
         match pruning {
@@ -363,15 +444,32 @@ pub(crate) fn build(
         }
     }
 
-    let fin = norm(src, outer.final_norm, outer.norm_bias)?;
-    let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
-    let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
-    let logits = em.linear(&x, "lm_head", &head)?;
-    if head_name.is_none() {
-        // A tied head is the embedding table again: count its parameters once.
-        em.written.parameters -= c.vocab * c.hidden;
+    match end {
+        End::Head => {
+            let fin = norm(src, outer.final_norm, outer.norm_bias)?;
+            let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
+            let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
+            let logits = em.linear(&x, "lm_head", &head)?;
+            if head_name.is_none() && part.embeds() {
+                // A tied head is the embedding table again: count its parameters once.
+                em.written.parameters -= c.vocab * c.hidden;
+            }
+            em.g.node_to("Identity", &[&logits], "logits", &[]);
+        }
+        End::Hidden => em.g.node_to("Identity", &[&x], HIDDEN_OUT, &[]),
+        End::Ladder => {
+            let taps: Vec<&str> = taps.iter().map(String::as_str).collect();
+            em.g.node_to("Concat", &taps, LADDER_OUT, &[Attr::Int("axis", -1)]);
+        }
+        End::Side => {
+            if part.start() == Start::Ladder {
+                let w = width as i64;
+                taps = (0..c.layers as i64).map(|l| em.slice(&x, l * w, (l + 1) * w, 2)).collect();
+            }
+            let logits = side_network(em, &taps, width, c.vocab)?;
+            em.g.node_to("Identity", &[&logits], "logits", &[]);
+        }
     }
-    em.g.node_to("Identity", &[&logits], "logits", &[]);
     let summary = pruning.map(|p| p.summary(removed));
     Ok(((inputs, outputs), kv_heads, summary))
 }

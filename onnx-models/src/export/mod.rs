@@ -25,6 +25,7 @@ use crate::gguf::model::GgufModel;
 use crate::gguf::GgufError;
 use crate::graph::{write_model, OnnxError};
 use crate::hf::{Config, HfError, HfModel};
+use crate::split::Part;
 use emit::{Emitter, Lin, Mat};
 pub use prune::Prune;
 
@@ -109,6 +110,8 @@ pub struct ExportOptions<'a> {
     /// file) that is not an earlier export. Never the source folder, the
     /// adapter's, or a folder that contains either.
     pub force: bool,
+    /// The part of a decoder to write: the whole model, or one side of a cloud/device split.
+    pub part: Part,
 }
 
 impl Default for ExportOptions<'_> {
@@ -121,6 +124,7 @@ impl Default for ExportOptions<'_> {
             ort_int8_activations: false,
             progress: None,
             force: false,
+            part: Part::Whole,
         }
     }
 }
@@ -489,7 +493,7 @@ fn write_folder(
     };
     let accuracy_level = if opts.quant == Quant::Int4 && opts.ort_int8_activations { 4 } else { 0 };
     let mut em = Emitter::new(&format!("edgehil-{}", config.arch.name()), dir, opts.quant, opts.block, accuracy_level)?;
-    let (io, kv_heads, pruning) = build(config.arch, &mut source, &mut em, opts.prune.as_ref())?;
+    let (io, kv_heads, pruning) = build(config.arch, &mut source, &mut em, opts.prune.as_ref(), opts.part)?;
     let lora = source.adapter.as_ref().map(lora::Adapter::summary).transpose()?;
     let (proto, written) = em.finish()?;
     write_model(&proto, &dir.join("model.onnx"))?;
@@ -551,9 +555,13 @@ fn build(
     src: &mut Source,
     em: &mut Emitter,
     pruning: Option<&Prune>,
+    part: Part,
 ) -> Result<Built, ExportError> {
     match family.arch().graph() {
-        Graph::Decoder(layers) => decoder::build(layers, src, em, pruning),
+        Graph::Decoder(layers) => decoder::build(layers, src, em, pruning, part),
+        Graph::Encoder(_) if part != Part::Whole => {
+            Err(ExportError::Unsupported(format!("{part:?}: only decoders are split")))
+        }
         Graph::Encoder(encoder) => encoder(src, em, pruning),
     }
 }
@@ -565,7 +573,7 @@ pub(crate) fn tensors_read(model: &dyn Weights, scratch: &Path) -> Result<Vec<(S
     std::fs::create_dir_all(scratch).map_err(|e| ExportError::io(scratch, e))?;
     let mut source = Source { model, adapter: None, done: 0, total: 0, progress: None, read: Vec::new() };
     let mut em = Emitter::new("tensors-read", scratch, Quant::None, 32, 0)?;
-    build(model.config().arch, &mut source, &mut em, None)?;
+    build(model.config().arch, &mut source, &mut em, None, Part::Whole)?;
     Ok(source.read)
 }
 
