@@ -38,7 +38,11 @@ pub(crate) struct Layer {
 pub(crate) fn split(lin: Lin, parts: &[Vec<usize>]) -> Vec<Lin> {
     parts
         .iter()
-        .map(|rows| Lin { w: lin.w.select_rows(rows), b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()) })
+        .map(|rows| Lin {
+            w: lin.w.select_rows(rows),
+            b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()),
+            packed: lin.packed.as_ref().map(|p| p.select_rows(rows)),
+        })
         .collect()
 }
 
@@ -365,7 +369,7 @@ pub(crate) fn build(
 
     let fin = norm(src, outer.final_norm, outer.norm_bias)?;
     let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
-    let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
+    let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None, packed: None };
     let logits = em.linear(&x, "lm_head", &head)?;
     if head_name.is_none() {
         // A tied head is the embedding table again: count its parameters once.
