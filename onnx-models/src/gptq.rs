@@ -85,7 +85,7 @@ impl GptqSettings {
         }
         let group = match q.get("group_size").and_then(serde_json::Value::as_i64) {
             Some(-1) => None,
-            Some(g) if g > 0 && g as usize % BLOCK == 0 => Some(g as usize),
+            Some(g) if g > 0 && (g as usize).is_multiple_of(BLOCK) => Some(g as usize),
             _ => {
                 let found = q.get("group_size").map_or("missing".into(), ToString::to_string);
                 return Err(refuse(
@@ -158,7 +158,7 @@ impl GptqModel {
     /// `(groups, group)` of a layer with `k` inputs.
     fn groups(&self, module: &str, k: usize) -> Result<(usize, usize), GptqError> {
         let group = self.settings.group.unwrap_or(k);
-        if k % group != 0 || k % BLOCK != 0 {
+        if !k.is_multiple_of(group) || !k.is_multiple_of(BLOCK) {
             return Err(self.tensor_error(
                 &format!("{module}.qweight"),
                 format!("{k} input channels are not a whole number of groups of {group} (and of blocks of {BLOCK})"),
@@ -197,7 +197,7 @@ impl GptqModel {
                     Err(_) if part == "g_idx" => continue,
                     Err(_) => return Err(self.tensor_error(&tensor, "is missing".into()).into()),
                 };
-                if view.dtype() != dtype || view.shape() != dims || n % 8 != 0 {
+                if view.dtype() != dtype || view.shape() != dims || !n.is_multiple_of(8) {
                     return Err(self
                         .tensor_error(
                             &tensor,
