@@ -249,7 +249,8 @@ pub enum ModelsCmd {
 pub struct ExportArgs {
     /// Hugging Face folder (config.json, model.safetensors, tokenizer.json), or a GGUF file (llama; tensors
     /// F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized to fp32 first: --quant none keeps the file's values exactly,
-    /// and so does --quant int4 for Q4_0 tensors).
+    /// and so does --quant int4 for Q4_0 tensors). A GPTQ folder (4-bit qweight/qzeros/scales/g_idx) keeps
+    /// its layers' codes as int4 exactly; --quant applies to the tensors it holds unquantized.
     pub hf_dir: PathBuf,
     /// Output folder: model.onnx, model.onnx.data, tokenizer.json, edgehil.json. An earlier export there is
     /// replaced; any other non-empty folder only with --force.

@@ -10,6 +10,7 @@ pub mod arch;
 pub mod export;
 pub mod fixtures;
 pub mod gguf;
+pub mod gptq;
 pub mod graph;
 pub mod hf;
 pub mod micro;

@@ -13,6 +13,7 @@ mod export;
 mod failures;
 mod generate;
 mod gguf;
+mod gptq;
 mod hostile;
 mod html_report;
 mod labgrid;

@@ -40,7 +40,11 @@ pub(crate) struct Layer {
 pub(crate) fn split(lin: Lin, parts: &[Vec<usize>]) -> Vec<Lin> {
     parts
         .iter()
-        .map(|rows| Lin { w: lin.w.select_rows(rows), b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()) })
+        .map(|rows| Lin {
+            w: lin.w.select_rows(rows),
+            b: lin.b.as_ref().map(|b| rows.iter().map(|r| b[*r]).collect()),
+            packed: lin.packed.as_ref().map(|p| p.select_rows(rows)),
+        })
         .collect()
 }
 
@@ -219,7 +223,7 @@ impl Rope {
 fn seeded(seed: u64, out: u64, inp: u64) -> Lin {
     let mut rng = SplitMix64::new(seed);
     let (o, i) = (out as usize, inp as usize);
-    Lin { w: Mat::new(o, i, rng.fill(o * i, 1.0 / (i as f32).sqrt())), b: None }
+    Lin { w: Mat::new(o, i, rng.fill(o * i, 1.0 / (i as f32).sqrt())), b: None, packed: None }
 }
 
 /// `x + B·A·x`: layer `l`'s adapter of rank `rank`, its weights seeded.
@@ -448,7 +452,7 @@ pub(crate) fn build(
         End::Head => {
             let fin = norm(src, outer.final_norm, outer.norm_bias)?;
             let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
-            let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None };
+            let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None, packed: None };
             let logits = em.linear(&x, "lm_head", &head)?;
             if head_name.is_none() && part.embeds() {
                 // A tied head is the embedding table again: count its parameters once.

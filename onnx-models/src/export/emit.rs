@@ -57,6 +57,66 @@ impl Mat {
 pub struct Lin {
     pub w: Mat,
     pub b: Option<Vec<f32>>,
+    /// The weight as the checkpoint already holds it in 4 bits (GPTQ), written
+    /// as it is whatever the export's precision; `w` is what it dequantizes to.
+    pub packed: Option<Packed4>,
+}
+
+/// A weight in MatMulNBits' 4-bit layout: `[N, K/block, block/2]` bytes, two
+/// codes each (low nibble first), one scale per block, value = (code − zero) · scale.
+#[derive(Debug, Clone)]
+pub struct Packed4 {
+    pub n: usize,
+    pub k: usize,
+    pub block: usize,
+    pub codes: Vec<u8>,
+    pub scales: Vec<f32>,
+    /// Per-block zero points, two a byte, `[N, ceil(blocks/2)]`; `None`: all 8 (symmetric).
+    pub zeros: Option<Vec<u8>>,
+    /// The input channel each of the K rows reads (act-order GPTQ stores its
+    /// groups in a permuted order); `None`: in order.
+    pub perm: Option<Vec<i64>>,
+}
+
+impl Packed4 {
+    /// Symmetric blocks of `w` ([`quantize_q4`]).
+    pub fn quantize(w: &Mat, block: usize) -> Self {
+        let (codes, scales) = quantize_q4(w, block);
+        Packed4 { n: w.rows, k: w.cols, block, codes, scales, zeros: None, perm: None }
+    }
+
+    fn blocks(&self) -> usize {
+        self.k / self.block
+    }
+
+    /// Output rows `keep` (a fused projection split by rows).
+    pub fn select_rows(&self, keep: &[usize]) -> Self {
+        let pick = |v: &[u8], width: usize| keep.iter().flat_map(|r| &v[r * width..(r + 1) * width]).copied().collect();
+        let blocks = self.blocks();
+        Packed4 {
+            n: keep.len(),
+            codes: pick(&self.codes, self.k / 2),
+            scales: keep.iter().flat_map(|r| &self.scales[r * blocks..(r + 1) * blocks]).copied().collect(),
+            zeros: self.zeros.as_ref().map(|z| pick(z, blocks.div_ceil(2))),
+            ..self.clone()
+        }
+    }
+
+    /// The `[N, K]` values it stands for, input channels in the model's order.
+    pub fn dequantize(&self) -> Mat {
+        let (blocks, zero_row) = (self.blocks(), self.blocks().div_ceil(2));
+        let mut data = vec![0f32; self.n * self.k];
+        for r in 0..self.n {
+            for i in 0..self.k {
+                let b = i / self.block;
+                let code = (self.codes[(r * self.k + i) / 2] >> (4 * (i % 2))) & 15;
+                let zero = self.zeros.as_ref().map_or(8, |z| (z[r * zero_row + b / 2] >> (4 * (b % 2))) & 15);
+                let col = self.perm.as_ref().map_or(i, |p| p[i] as usize);
+                data[r * self.k + col] = (f32::from(code) - f32::from(zero)) * self.scales[r * blocks + b];
+            }
+        }
+        Mat::new(self.n, self.k, data)
+    }
 }
 
 /// What went into the files, for the manifest.
@@ -78,6 +138,8 @@ pub struct Emitter {
     /// MatMulNBits' `accuracy_level`: 0 keeps fp32 activations, 4 lets ONNX Runtime use int8.
     accuracy_level: i64,
     consts: HashMap<(String, Vec<u8>), String>,
+    /// Inputs already gathered into a permuted order: (input, indices) → output.
+    gathers: HashMap<(String, String), String>,
     pub written: Written,
 }
 
@@ -98,6 +160,7 @@ impl Emitter {
             block,
             accuracy_level,
             consts: HashMap::new(),
+            gathers: HashMap::new(),
             written: Written::default(),
         })
     }
@@ -150,17 +213,18 @@ impl Emitter {
         self.g.node(op, inputs, &[])
     }
 
-    /// `x · Wᵀ + b` at the export's precision.
+    /// `x · Wᵀ + b` at the export's precision (a weight the checkpoint holds in 4 bits stays so).
     pub fn linear(&mut self, x: &str, name: &str, lin: &Lin) -> Result<String, ExportError> {
         let (n, k) = (lin.w.rows, lin.w.cols);
         self.written.parameters += (n * k + lin.b.as_ref().map_or(0, Vec::len)) as u64;
         self.written.zeros += lin.w.data.iter().filter(|v| **v == 0.0).count() as u64;
-        let y = match self.quant {
-            Quant::None => {
+        let y = match (&lin.packed, self.quant) {
+            (Some(packed), _) => self.nbits(x, name, packed)?,
+            (None, Quant::None) => {
                 let wt = self.f32s(&format!("{name}.weight"), &[k as i64, n as i64], &lin.w.transposed().data)?;
                 self.op("MatMul", &[x, &wt])
             }
-            Quant::Int8 => {
+            (None, Quant::Int8) => {
                 let (q, scales) = crate::fixtures::quantize_per_column(&lin.w.transposed().data, k, n);
                 let q = self.tensor(
                     &format!("{name}.weight_q"),
@@ -172,30 +236,14 @@ impl Emitter {
                 let w = self.g.node("DequantizeLinear", &[&q, &s], &[Attr::Int("axis", 1)]);
                 self.op("MatMul", &[x, &w])
             }
-            Quant::Int4 => {
+            (None, Quant::Int4) => {
                 let block = self.block;
                 if k % block != 0 {
                     return Err(ExportError::Unsupported(format!(
                         "int4 with block {block}: `{name}` has inner dimension {k}, not a multiple of {block}"
                     )));
                 }
-                let (packed, scales) = quantize_q4(&lin.w, block);
-                let blocks = (k / block) as i64;
-                let b = self.tensor(
-                    &format!("{name}.weight_q4"),
-                    Elem::U8,
-                    &[n as i64, blocks, (block / 2) as i64],
-                    packed,
-                )?;
-                let s = self.f32s(&format!("{name}.weight_scale"), &[n as i64 * blocks], &scales)?;
-                let attrs = [
-                    Attr::Int("K", k as i64),
-                    Attr::Int("N", n as i64),
-                    Attr::Int("bits", 4),
-                    Attr::Int("block_size", block as i64),
-                    Attr::Int("accuracy_level", self.accuracy_level),
-                ];
-                self.g.node_in(MS_DOMAIN, "MatMulNBits", &[x, &b, &s], &attrs)
+                self.nbits(x, name, &Packed4::quantize(&lin.w, block))?
             }
         };
         match &lin.b {
@@ -205,6 +253,41 @@ impl Emitter {
             }
             None => Ok(y),
         }
+    }
+
+    /// `com.microsoft::MatMulNBits` of `x` (its channels first put in `w.perm`'s order) by `w`.
+    fn nbits(&mut self, x: &str, name: &str, w: &Packed4) -> Result<String, ExportError> {
+        let (n, k, blocks) = (w.n as i64, w.k as i64, w.blocks() as i64);
+        let b =
+            self.tensor(&format!("{name}.weight_q4"), Elem::U8, &[n, blocks, w.block as i64 / 2], w.codes.clone())?;
+        let s = self.f32s(&format!("{name}.weight_scale"), &[n * blocks], &w.scales)?;
+        let mut inputs = vec![self.permuted(x, w.perm.as_deref()), b, s];
+        if let Some(zeros) = &w.zeros {
+            inputs.push(self.tensor(&format!("{name}.weight_zero"), Elem::U8, &[zeros.len() as i64], zeros.clone())?);
+        }
+        let attrs = [
+            Attr::Int("K", k),
+            Attr::Int("N", n),
+            Attr::Int("bits", 4),
+            Attr::Int("block_size", w.block as i64),
+            Attr::Int("accuracy_level", self.accuracy_level),
+        ];
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(self.g.node_in(MS_DOMAIN, "MatMulNBits", &inputs, &attrs))
+    }
+
+    /// `x`'s last axis gathered in `perm`'s order, once per (input, order):
+    /// act-order GPTQ gives the projections that read one input the same order.
+    fn permuted(&mut self, x: &str, perm: Option<&[i64]>) -> String {
+        let Some(perm) = perm else { return x.to_string() };
+        let indices = self.ints(perm);
+        let key = (x.to_string(), indices.clone());
+        if let Some(y) = self.gathers.get(&key) {
+            return y.clone();
+        }
+        let y = self.g.node("Gather", &[x, &indices], &[Attr::Int("axis", -1)]);
+        self.gathers.insert(key, y.clone());
+        y
     }
 
     /// Rows of `table` picked by `ids`. Quantized exports keep the table in

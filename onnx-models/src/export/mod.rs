@@ -26,7 +26,7 @@ use crate::gguf::GgufError;
 use crate::graph::{write_model, OnnxError};
 use crate::hf::{Config, HfError, HfModel};
 use crate::split::Part;
-use emit::{Emitter, Lin, Mat};
+use emit::{Emitter, Lin, Mat, Packed4};
 pub use prune::Prune;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum ExportError {
     /// the Hugging Face folder is not usable
     #[error(transparent)]
     Hf(#[from] HfError),
+    /// the GPTQ checkpoint is not one export imports
+    #[error(transparent)]
+    Gptq(#[from] crate::gptq::GptqError),
     /// the GGUF file is not usable
     #[error(transparent)]
     Gguf(#[from] GgufError),
@@ -151,6 +154,9 @@ pub struct QuantSummary {
     pub block: Option<usize>,
     /// What each engine makes of it.
     pub engines: String,
+    /// How the checkpoint was quantized already (GPTQ), and what export kept of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 /// `edgehil.json`: what the folder holds and where it came from.
@@ -193,6 +199,14 @@ pub(crate) trait Weights {
     fn read_f32(&self, name: &str) -> Result<Vec<f32>, ExportError>;
     /// Writes the tokenizer files into `dir`; returns what the manifest says of the source.
     fn write_files(&self, dir: &Path) -> Result<SourceSummary, ExportError>;
+    /// Linear layer `module`'s weight as the checkpoint holds it in 4 bits, if it does.
+    fn packed(&self, _module: &str) -> Result<Option<Packed4>, ExportError> {
+        Ok(None)
+    }
+    /// How the checkpoint itself is quantized, for the manifest.
+    fn checkpoint_quantization(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The manifest's fields that come from the source besides its weights.
@@ -291,23 +305,41 @@ impl Source<'_, '_> {
 
     fn read(&mut self, name: &str) -> Result<Vec<f32>, ExportError> {
         let v = self.model.read_f32(name)?;
-        self.done += v.len() as u64 * 4;
-        if let Some(p) = self.progress.as_mut() {
-            p(self.done, self.total);
-        }
+        self.advance(v.len());
         Ok(v)
     }
 
+    /// Counts `values` more of the source as read (progress is in fp32 bytes).
+    fn advance(&mut self, values: usize) {
+        self.done += values as u64 * 4;
+        if let Some(p) = self.progress.as_mut() {
+            p(self.done, self.total);
+        }
+    }
+
     /// A linear layer `{module}.weight` (+ `.bias`), `[out, in]` with the adapter merged.
-    /// GPT-2's `Conv1D` stores its weight `[in, out]`: `conv1d` turns it.
+    /// GPT-2's `Conv1D` stores its weight `[in, out]`: `conv1d` turns it. A
+    /// weight the checkpoint holds in 4 bits (GPTQ, always `[out, in]`) comes packed.
     pub fn linear(&mut self, module: &str, out: u64, inp: u64, bias: bool, conv1d: bool) -> Result<Lin, ExportError> {
         let name = format!("{module}.weight");
-        let mut w = if conv1d { self.mat(&name, inp, out)?.transposed() } else { self.mat(&name, out, inp)? };
-        if let Some(a) = self.adapter.as_mut() {
-            a.merge(&name, &mut w)?;
-        }
+        let packed = self.model.packed(module)?;
+        let w = match &packed {
+            Some(p) => {
+                #[cfg(test)]
+                self.read.push((name, vec![out, inp]));
+                self.advance(p.n * p.k);
+                p.dequantize()
+            }
+            None => {
+                let mut w = if conv1d { self.mat(&name, inp, out)?.transposed() } else { self.mat(&name, out, inp)? };
+                if let Some(a) = self.adapter.as_mut() {
+                    a.merge(&name, &mut w)?;
+                }
+                w
+            }
+        };
         let b = if bias { Some(self.vector(&format!("{module}.bias"))?) } else { None };
-        Ok(Lin { w, b })
+        Ok(Lin { w, b, packed })
     }
 }
 
@@ -413,16 +445,16 @@ pub fn export(source: &Path, out: &Path, mut opts: ExportOptions) -> Result<Mani
     let mut sources = vec![source];
     sources.extend(opts.lora.as_deref());
     check_destination(out, &sources, opts.force)?;
-    let model: Box<dyn Weights> = if source.is_file() {
-        Box::new(GgufModel::open(source)?)
-    } else {
-        let model = HfModel::open(source)?;
-        model.check()?;
-        Box::new(model)
-    };
+    let model: Box<dyn Weights> =
+        if source.is_file() { Box::new(GgufModel::open(source)?) } else { crate::gptq::open(HfModel::open(source)?)? };
     let model = model.as_ref();
     let config = model.config().clone();
     check_options(&config, &opts)?;
+    if model.checkpoint_quantization().is_some() && (opts.prune.is_some() || opts.lora.is_some()) {
+        return Err(ExportError::Unsupported(
+            "pruning or a LoRA adapter on a GPTQ checkpoint: its layers are 4-bit codes, which would have to be dequantized and quantized again; export the unquantized model instead".into(),
+        ));
+    }
     let adapter = opts.lora.as_deref().map(lora::Adapter::open).transpose()?;
     if let Some(a) = &adapter {
         if !config.arch.is_decoder() {
@@ -522,6 +554,7 @@ fn write_folder(
                 Quant::Int4 if opts.ort_int8_activations => "ONNX Runtime: MatMulNBits with int8 activations (accuracy_level 4); tract: Q4_0 block-quantized matmul with fp32 activations".into(),
                 Quant::Int4 => "ONNX Runtime: MatMulNBits with fp32 activations (accuracy_level 0); tract: Q4_0 block-quantized matmul".into(),
             },
+            checkpoint: model.checkpoint_quantization(),
         },
         pruning: pruning.map(|mut p| {
             p.zeros = written.zeros;
