@@ -12,7 +12,20 @@ use edgehil_onnx::export::{export, ExportOptions, Prune, Quant};
 use edgehil_runtime::engine::{self, Engine, LoadOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, Tensor, Values};
 
-const MODELS: [&str; 5] = ["gpt2", "neox", "llama-gqa", "llama-tied", "opt"];
+const MODELS: [&str; 12] = [
+    "gpt2",
+    "neox",
+    "llama-gqa",
+    "llama-tied",
+    "opt",
+    "llama-sharded",
+    "mistral",
+    "gemma",
+    "phi",
+    "phi3",
+    "stablelm",
+    "opt-350m",
+];
 
 /// The export in `dir` on `engine`, as the reference tests load it (one thread, Level1 for ONNX Runtime).
 pub(crate) fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {

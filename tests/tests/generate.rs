@@ -11,7 +11,20 @@ use edgehil_runtime::engine::{self, LoadOptions};
 use edgehil_runtime::generate as lm;
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel};
 
-const MODELS: [&str; 5] = ["gpt2", "neox", "llama-gqa", "llama-tied", "opt"];
+const MODELS: [&str; 12] = [
+    "gpt2",
+    "neox",
+    "llama-gqa",
+    "llama-tied",
+    "opt",
+    "llama-sharded",
+    "mistral",
+    "gemma",
+    "phi",
+    "phi3",
+    "stablelm",
+    "opt-350m",
+];
 
 fn greedy(max_new: u32) -> GenParams {
     GenParams { max_new, temperature: 0.0, ..GenParams::STUDY }

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::{Architecture, Decoder, Defaults, Graph, Outer, Tensors};
-use crate::export::decoder::{norm, split, Layer};
+use crate::export::decoder::{norm, split, Layer, Norm};
 use crate::export::emit::Lin;
 use crate::export::{ExportError, Source};
 use crate::hf::{Act, Config, Keys};
@@ -102,21 +102,25 @@ impl Decoder for Gpt2 {
             k,
             v,
             o: src.linear(&format!("{p}.attn.c_proj"), h, h, true, true)?,
-            ln2: norm(src, &format!("{p}.ln_2"), true)?,
+            ln2: Some(norm(src, &format!("{p}.ln_2"), true)?),
             up: src.linear(&format!("{p}.mlp.c_fc"), i, h, true, true)?,
             gate: None,
             down: src.linear(&format!("{p}.mlp.c_proj"), h, i, true, true)?,
         })
     }
 
-    fn outer(&self) -> Outer {
+    fn outer(&self, _: &Config) -> Outer {
         Outer {
             embed: "wte.weight",
             positions: Some(("wpe.weight", 0)),
-            final_norm: "ln_f",
-            norm_bias: true,
+            final_norm: Some("ln_f"),
             head: None,
+            ..Outer::standard()
         }
+    }
+
+    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError> {
+        norm(src, name, true)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::{Architecture, Decoder, Defaults, Graph, Outer, Tensors};
-use crate::export::decoder::{norm, split, Layer};
+use crate::export::decoder::{norm, split, Layer, Norm};
 use crate::export::emit::Lin;
 use crate::export::{ExportError, Source};
 use crate::hf::{must, Act, Config, Keys, Unsupported};
@@ -99,7 +99,7 @@ impl Decoder for GptNeox {
         let [q, k, v]: [Lin; 3] = split(qkv, &[part(0), part(1), part(2)]).try_into().expect("three parts");
         Ok(Layer {
             ln1: norm(src, &format!("{p}.input_layernorm"), true)?,
-            ln2: norm(src, &format!("{p}.post_attention_layernorm"), true)?,
+            ln2: Some(norm(src, &format!("{p}.post_attention_layernorm"), true)?),
             q,
             k,
             v,
@@ -110,14 +110,17 @@ impl Decoder for GptNeox {
         })
     }
 
-    fn outer(&self) -> Outer {
+    fn outer(&self, _: &Config) -> Outer {
         Outer {
             embed: "gpt_neox.embed_in.weight",
-            positions: None,
-            final_norm: "gpt_neox.final_layer_norm",
-            norm_bias: true,
-            head: Some("embed_out.weight"),
+            final_norm: Some("gpt_neox.final_layer_norm"),
+            head: Some("embed_out"),
+            ..Outer::standard()
         }
+    }
+
+    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError> {
+        norm(src, name, true)
     }
 }
 
