@@ -122,6 +122,37 @@ fn prefill_logits_match_transformers_on_both_engines() {
     }
 }
 
+/// Hub models carry config.json as transformers 4.x wrote it (`rope_theta` and
+/// `partial_rotary_factor` top-level, `torch_dtype`): the same weights under
+/// that config (`config.v4.json`, which transformers reads into the same
+/// model) export to the same logits.
+#[test]
+fn transformers_4_configs_export_the_same_model() {
+    let with_v4: Vec<_> = MODELS.iter().filter(|m| reference_dir(m).join("config.v4.json").is_file()).collect();
+    assert_eq!(with_v4.len(), 6, "{with_v4:?}");
+    for model in with_v4 {
+        let from = reference_dir(model);
+        let v4 = common::scratch_dir(&format!("{model}-v4-source"));
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, v4.join(path.file_name().unwrap())).unwrap();
+        }
+        std::fs::copy(from.join("config.v4.json"), v4.join("config.json")).unwrap();
+        let text = std::fs::read_to_string(v4.join("config.json")).unwrap();
+        assert!(text.contains("torch_dtype") && !text.contains("rope_parameters"), "{model}: a 4.x config");
+        let dir = common::scratch_dir("export").join(format!("{model}-v4"));
+        let manifest = export(&v4, &dir, ExportOptions::default()).unwrap_or_else(|e| panic!("{model} 4.x: {e}"));
+        let ours = export_to(model, "v5", ExportOptions::default()).1;
+        assert_eq!(manifest.config, ours.config, "{model}: both configs read the same");
+        let reference = Reference::open(&from);
+        let (_, ids) = reference.i64s("input_ids");
+        for engine in [EngineKind::Tract, EngineKind::Ort] {
+            let err = max_abs(&prefill(load(&dir, engine).as_mut(), &ids), &reference.f32s("logits"));
+            assert!(err <= 1e-4, "{model} 4.x config on {engine:?}: max abs error {err}");
+        }
+    }
+}
+
 #[test]
 fn decoding_with_the_cache_equals_recomputing() {
     for model in MODELS {
