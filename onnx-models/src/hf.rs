@@ -680,17 +680,10 @@ impl HfModel {
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, HfError> {
         let (shard, view) = self.find(name)?;
         let bytes = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => {
-                return Err(HfError::Safetensors {
-                    path: shard.path.clone(),
-                    message: format!("tensor `{name}` is {other:?}; expected F32, F16 or BF16"),
-                })
-            }
-        };
+        let values = to_f32(&view).ok_or_else(|| HfError::Safetensors {
+            path: shard.path.clone(),
+            message: format!("tensor `{name}` is {:?}; expected F32, F16 or BF16", view.dtype()),
+        })?;
         let offset = bytes.as_ptr() as usize - shard.map.as_ptr() as usize;
         // SAFETY: the map is private and read-only; dropped pages are read back from the file if touched again.
         // Failing to drop them only costs memory, so the result is ignored.
@@ -708,6 +701,17 @@ impl HfModel {
         let index = self.weight_map.as_ref().map(|_| self.weights_path.as_path());
         index.into_iter().chain(self.shards.iter().map(|s| s.path.as_path())).collect()
     }
+}
+
+/// A tensor's values as fp32, when it is stored as F32, F16 or BF16 (else `None`).
+pub(crate) fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    let bytes = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => return None,
+    })
 }
 
 /// Writes a folder for `config` with weights uniform in ±0.02 (norm weights 1),

@@ -273,6 +273,33 @@ fn lora_merged_export_matches_peft() {
     }
 }
 
+/// The same adapter saved in fp16 and in bf16 merges to PEFT's logits with
+/// the rounded weights (which differ from the fp32 adapter's by 2e-3 and 1e-2).
+#[test]
+fn half_precision_lora_adapters_merge_like_peft() {
+    let fp32 = Reference::open(&reference_dir("llama-gqa-lora")).f32s("logits");
+    for suffix in ["fp16", "bf16"] {
+        let adapter = reference_dir(&format!("llama-gqa-lora-{suffix}"));
+        let (dir, manifest) = export_to(
+            "llama-gqa",
+            &format!("lora-{suffix}"),
+            ExportOptions { lora: Some(adapter.clone()), ..Default::default() },
+        );
+        assert_eq!(manifest.lora.as_ref().unwrap().modules_merged, 14, "{suffix}");
+        let reference = Reference::open(&adapter);
+        let (_, ids) = reference.i64s("input_ids");
+        let expected = reference.f32s("logits");
+        assert!(
+            max_abs(&fp32, &expected) > 1e-3,
+            "{suffix}: rounding shows in the reference, so the test tells them apart"
+        );
+        for engine in [EngineKind::Tract, EngineKind::Ort] {
+            let err = max_abs(&prefill(load(&dir, engine).as_mut(), &ids), &expected);
+            assert!(err <= 1e-4, "{suffix} LoRA on {engine:?}: max abs error {err} against transformers + peft");
+        }
+    }
+}
+
 #[test]
 fn pruned_exports_run_on_both_engines_and_say_what_shrank() {
     let reference = Reference::open(&reference_dir("gpt2"));
