@@ -6,26 +6,11 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{export_to, minilm_dir, reference_dir, Reference};
+use common::{export_to, minilm_dir, reference_dir, Reference, DECODERS};
 use edgehil::accuracy::{compare_full, Accuracy};
 use edgehil_onnx::export::{export, ExportOptions, Prune, Quant};
 use edgehil_runtime::engine::{self, Engine, LoadOptions};
 use edgehil_runtime::wire::{EngineKind, OptLevel, Tensor, Values};
-
-const MODELS: [&str; 12] = [
-    "gpt2",
-    "neox",
-    "llama-gqa",
-    "llama-tied",
-    "opt",
-    "llama-sharded",
-    "mistral",
-    "gemma",
-    "phi",
-    "phi3",
-    "stablelm",
-    "opt-350m",
-];
 
 /// The export in `dir` on `engine`, as the reference tests load it (one thread, Level1 for ONNX Runtime).
 pub(crate) fn load(dir: &Path, engine: EngineKind) -> Box<dyn Engine> {
@@ -95,7 +80,7 @@ fn agreement(board: &[f32], reference: &[f32], vocab: u64) -> Accuracy {
 
 #[test]
 fn prefill_logits_match_transformers_on_both_engines() {
-    for model in MODELS {
+    for model in DECODERS {
         let (dir, manifest) = export_to(model, "fp32", ExportOptions::default());
         let reference = Reference::open(&reference_dir(model));
         let (_, ids) = reference.i64s("input_ids");
@@ -128,7 +113,7 @@ fn prefill_logits_match_transformers_on_both_engines() {
 /// model) export to the same logits.
 #[test]
 fn transformers_4_configs_export_the_same_model() {
-    let with_v4: Vec<_> = MODELS.iter().filter(|m| reference_dir(m).join("config.v4.json").is_file()).collect();
+    let with_v4: Vec<_> = DECODERS.iter().filter(|m| reference_dir(m).join("config.v4.json").is_file()).collect();
     assert_eq!(with_v4.len(), 6, "{with_v4:?}");
     for model in with_v4 {
         let from = reference_dir(model);
@@ -155,7 +140,7 @@ fn transformers_4_configs_export_the_same_model() {
 
 #[test]
 fn decoding_with_the_cache_equals_recomputing() {
-    for model in MODELS {
+    for model in DECODERS {
         let (dir, manifest) = export_to(model, "cache", ExportOptions::default());
         let (_, ids) = Reference::open(&reference_dir(model)).i64s("input_ids");
         let vocab = manifest.config.vocab as usize;
@@ -199,7 +184,7 @@ fn int4_top1(model: &str, bound: f64) -> f64 {
 
 #[test]
 fn quantized_exports_stay_within_bounds_and_engines_agree() {
-    for model in MODELS {
+    for model in DECODERS {
         let reference = Reference::open(&reference_dir(model));
         let (_, ids) = reference.i64s("input_ids");
         let fp32 = reference.f32s("logits");
@@ -246,7 +231,7 @@ fn quantized_exports_stay_within_bounds_and_engines_agree() {
 fn int4_with_ort_int8_activations_stays_within_the_int4_bounds() {
     let (_, min_cos, min_top1) = BOUNDS[1];
     let opts = || ExportOptions { quant: Quant::Int4, ort_int8_activations: true, ..Default::default() };
-    for model in MODELS {
+    for model in DECODERS {
         let reference = Reference::open(&reference_dir(model));
         let (_, ids) = reference.i64s("input_ids");
         let (dir, manifest) = export_to(model, "int4-int8-act", opts());

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::{Architecture, Decoder, Defaults, Graph, Outer, Tensors};
-use crate::export::decoder::{norm, split, Layer, Norm};
+use crate::export::decoder::{norm, split, Layer};
 use crate::export::emit::Lin;
 use crate::export::{ExportError, Source};
 use crate::hf::{Act, Config, Keys};
@@ -117,10 +117,6 @@ impl Decoder for Gpt2 {
             head: None,
             ..Outer::standard()
         }
-    }
-
-    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError> {
-        norm(src, name, true)
     }
 }
 

@@ -105,8 +105,10 @@ pub(crate) trait Decoder {
     fn read_layer(&self, src: &mut Source, l: u64) -> Result<Layer, ExportError>;
     /// The tensors outside the layers.
     fn outer(&self, c: &Config) -> Outer;
-    /// A norm of this family (`{name}.weight`, and `.bias` for LayerNorm).
-    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError>;
+    /// A norm of this family: LayerNorm (`{name}.weight` and `.bias`) unless the family says otherwise.
+    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError> {
+        crate::export::decoder::norm(src, name, true)
+    }
 }
 
 /// Names of a decoder's tensors outside the layers.

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{Architecture, Decoder, Defaults, Graph, Outer, Tensors};
-use crate::export::decoder::{norm, Layer, Norm};
+use crate::export::decoder::{norm, Layer};
 use crate::export::{ExportError, Source};
 use crate::hf::{Act, Config, Keys};
 
@@ -108,10 +108,6 @@ impl Decoder for Opt {
             projections: Some(("model.decoder.project_in", "model.decoder.project_out")),
             ..Outer::standard()
         }
-    }
-
-    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError> {
-        norm(src, name, true)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{Architecture, Decoder, Defaults, Graph, Outer, Tensors};
-use crate::export::decoder::{norm, Layer, Norm};
+use crate::export::decoder::{norm, Layer};
 use crate::export::{ExportError, Source};
 use crate::hf::{must, Act, Config, Keys, Unsupported};
 
@@ -111,10 +111,6 @@ impl Decoder for Phi {
 
     fn outer(&self, _: &Config) -> Outer {
         Outer { final_norm: Some("model.final_layernorm"), head_bias: true, ..Outer::standard() }
-    }
-
-    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError> {
-        norm(src, name, true)
     }
 }
 

@@ -110,6 +110,23 @@ fn running(pid: i32) -> bool {
     signalled == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The tiny decoders of onnx-models/reference, one per layout export reads
+/// (llama-sharded: a checkpoint in shards with its index).
+pub const DECODERS: [&str; 12] = [
+    "gpt2",
+    "neox",
+    "llama-gqa",
+    "llama-tied",
+    "opt",
+    "llama-sharded",
+    "mistral",
+    "gemma",
+    "phi",
+    "phi3",
+    "stablelm",
+    "opt-350m",
+];
+
 /// A tiny Hugging Face model made by onnx-models/reference/make_reference.py.
 pub fn reference_dir(name: &str) -> PathBuf {
     edgehil_onnx::fixtures::dir().parent().unwrap().join("reference").join(name)
