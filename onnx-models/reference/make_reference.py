@@ -3,7 +3,9 @@
 
 Run from the repository root:
 
-    /work/refenv/bin/python onnx-models/reference/make_reference.py
+    /work/refenv/bin/python onnx-models/reference/make_reference.py [NAME ...]
+
+(with names, only those folders are made again).
 
 Everything is written under ``onnx-models/reference/``:
 
@@ -16,6 +18,13 @@ Everything is written under ``onnx-models/reference/``:
   the text in ``CORPUS``) and ``reference.safetensors`` with the model's
   logits for a fixed prompt and for a left-padded batch of two, and the
   prompt's greedy continuation by 16 tokens (``greedy_ids``).
+* ``llama-sharded/``, ``mistral/``, ``gemma/``, ``phi/``, ``phi3/``,
+  ``stablelm/``, ``opt-350m/``: the same, smaller (hidden 32, 4 heads of 8);
+  ``llama-sharded`` saved in shards with ``model.safetensors.index.json``,
+  the others with ``config.v4.json`` (their config as transformers 4.x
+  wrote it, checked to give the same logits).
+* ``llama-gqa-lora-fp16/``, ``llama-gqa-lora-bf16/``: that adapter stored in
+  half precision, and PEFT's logits with the rounded weights.
 * ``llama-gqa-lora/``: a PEFT LoRA adapter (r 4, alpha 8, every projection)
   for ``llama-gqa`` with random A and B, and the logits of the adapted model.
 * ``minilm/``: ``sentences.json`` (10 sentences) and ``reference.safetensors``
