@@ -371,6 +371,9 @@ def small_configs():
 
 
 SHARDED = {"llama-sharded": "100KB"}
+# Folders whose reference.safetensors also holds `logits_parallel`: the
+# model's logits with `use_parallel_residual: true` in its config.
+PARALLEL_VARIANT = {"stablelm"}
 
 
 def v4_config(config_json):
@@ -485,6 +488,17 @@ def build_causal_lms(tok, ids, only):
         greedy = greedy_continuation(model, input_ids)
 
 
+        extra = {}
+        if name in PARALLEL_VARIANT:
+            # The same weights with `use_parallel_residual: true`: attention and MLP
+            # read one norm's output (post_attention_layernorm goes unused).
+            cfg_p = type(cfg).from_pretrained(d)
+            cfg_p.use_parallel_residual = True
+            parallel = AutoModelForCausalLM.from_pretrained(
+                d, config=cfg_p, attn_implementation="eager", dtype=torch.float32
+            ).eval()
+            extra["logits_parallel"] = logits_of(parallel, input_ids=input_ids)
+            assert (extra["logits_parallel"] - logits).abs().max().item() > 0.1, name
         save_file(
             {
                 "input_ids": input_ids.contiguous(),
@@ -494,6 +508,7 @@ def build_causal_lms(tok, ids, only):
                 "position_ids_batch": position_ids.contiguous(),
                 "logits_batch": logits_batch,
                 "greedy_ids": greedy,
+                **extra,
             },
             str(d / "reference.safetensors"),
             metadata={k: str(v) for k, v in VERSIONS.items()},

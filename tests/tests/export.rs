@@ -138,6 +138,35 @@ fn transformers_4_configs_export_the_same_model() {
     }
 }
 
+/// StableLM with `use_parallel_residual: true`: attention and MLP read the
+/// one input norm (the reference's `logits_parallel`, same weights).
+#[test]
+fn stablelm_parallel_residual_matches_transformers() {
+    let from = reference_dir("stablelm");
+    let src = common::scratch_dir("stablelm-parallel-source");
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, src.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+    config["use_parallel_residual"] = true.into();
+    std::fs::write(src.join("config.json"), config.to_string()).unwrap();
+    let dir = common::scratch_dir("export").join("stablelm-parallel");
+    export(&src, &dir, ExportOptions::default()).unwrap();
+    let reference = Reference::open(&from);
+    let (_, ids) = reference.i64s("input_ids");
+    let expected = reference.f32s("logits_parallel");
+    assert!(
+        max_abs(&expected, &reference.f32s("logits")) > 0.1,
+        "the two wirings differ, so the test tells them apart"
+    );
+    for engine in [EngineKind::Tract, EngineKind::Ort] {
+        let err = max_abs(&prefill(load(&dir, engine).as_mut(), &ids), &expected);
+        assert!(err <= 1e-4, "stablelm parallel on {engine:?}: max abs error {err} against transformers");
+    }
+}
+
 #[test]
 fn decoding_with_the_cache_equals_recomputing() {
     for model in DECODERS {
