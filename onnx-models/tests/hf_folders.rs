@@ -296,3 +296,41 @@ fn sharded_checkpoints_read_through_their_index_and_name_a_wrong_shard() {
     let e = HfModel::open(&d).err().unwrap();
     assert!(e.to_string().contains("expected the file name of a shard in this folder"), "{e}");
 }
+
+#[test]
+fn values_the_new_families_do_not_follow_are_refused_naming_the_field() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "gemma",
+            "attention_bias",
+            "true",
+            "field `attention_bias`: true is not supported (attention without biases only)",
+        ),
+        (
+            "phi",
+            "qk_layernorm",
+            "true",
+            "field `qk_layernorm`: true is not supported (Phi without per-head q/k norms only)",
+        ),
+        (
+            "stablelm",
+            "qk_layernorm",
+            "true",
+            "field `qk_layernorm`: true is not supported (StableLM without per-head q/k norms only)",
+        ),
+        (
+            "mistral",
+            "sliding_window",
+            "0",
+            "field `sliding_window`: 0 is not supported (expected a positive window or null)",
+        ),
+    ];
+    for (name, key, to, expected) in cases {
+        let d = reference_with(name, key, to);
+        let e = HfModel::open(&d).err().unwrap_or_else(|| panic!("{name} {key} = {to} is read"));
+        assert_eq!(e.to_string(), format!("{}: {expected}", d.join("config.json").display()), "{name}");
+    }
+    // A null window is no window: Mistral v0.2 and later.
+    let d = reference_with("mistral", "sliding_window", "null");
+    assert_eq!(HfModel::open(&d).unwrap().config.sliding_window, None);
+}

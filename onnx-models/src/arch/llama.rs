@@ -56,13 +56,13 @@ fn no_bias(v: &serde_json::Value) -> bool {
     v.as_bool() == Some(false) || v.is_null()
 }
 
-pub(crate) const LLAMA: LlamaLike = LlamaLike {
-    check: |json| {
-        must(json, "attention_bias", no_bias, "Llama attention without biases only")?;
-        must(json, "mlp_bias", no_bias, "Llama MLP without biases only")
-    },
-    ..llama_like("llama", "LlamaForCausalLM")
-};
+/// Llama's and Gemma's `attention_bias` / `mlp_bias`, which the layout reads without.
+fn no_biases(json: &serde_json::Value) -> Result<(), Unsupported> {
+    must(json, "attention_bias", no_bias, "attention without biases only")?;
+    must(json, "mlp_bias", no_bias, "MLP without biases only")
+}
+
+pub(crate) const LLAMA: LlamaLike = LlamaLike { check: no_biases, ..llama_like("llama", "LlamaForCausalLM") };
 
 pub(crate) const MISTRAL: LlamaLike = llama_like("mistral", "MistralForCausalLM");
 
@@ -71,6 +71,7 @@ pub(crate) const GEMMA: LlamaLike = LlamaLike {
     act: Act::GeluNew,
     tied: true,
     scale_embeddings: true,
+    check: no_biases,
     ..llama_like("gemma", "GemmaForCausalLM")
 };
 
