@@ -117,11 +117,7 @@ fn transformers_4_configs_export_the_same_model() {
     assert_eq!(with_v4.len(), 6, "{with_v4:?}");
     for model in with_v4 {
         let from = reference_dir(model);
-        let v4 = common::scratch_dir(&format!("{model}-v4-source"));
-        for entry in std::fs::read_dir(&from).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, v4.join(path.file_name().unwrap())).unwrap();
-        }
+        let v4 = common::reference_copy(model, &format!("{model}-v4-source"));
         std::fs::copy(from.join("config.v4.json"), v4.join("config.json")).unwrap();
         let text = std::fs::read_to_string(v4.join("config.json")).unwrap();
         assert!(text.contains("torch_dtype") && !text.contains("rope_parameters"), "{model}: a 4.x config");
@@ -143,11 +139,7 @@ fn transformers_4_configs_export_the_same_model() {
 #[test]
 fn stablelm_parallel_residual_matches_transformers() {
     let from = reference_dir("stablelm");
-    let src = common::scratch_dir("stablelm-parallel-source");
-    for entry in std::fs::read_dir(&from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, src.join(path.file_name().unwrap())).unwrap();
-    }
+    let src = common::reference_copy("stablelm", "stablelm-parallel-source");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
     config["use_parallel_residual"] = true.into();

@@ -132,6 +132,16 @@ pub fn reference_dir(name: &str) -> PathBuf {
     edgehil_onnx::fixtures::dir().parent().unwrap().join("reference").join(name)
 }
 
+/// A copy of the reference folder `name` in the scratch folder `scratch`, to be changed.
+pub fn reference_copy(name: &str, scratch: &str) -> PathBuf {
+    let to = scratch_dir(scratch);
+    for entry in std::fs::read_dir(reference_dir(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
 /// The tensors of a reference.safetensors file (onnx-models/reference).
 pub struct Reference(Vec<u8>);
 
