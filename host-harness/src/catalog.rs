@@ -27,6 +27,8 @@ pub enum CatalogFamily {
     Phi,
     Gemma,
     StableLm,
+    Mistral,
+    Phi3,
 }
 
 impl CatalogFamily {
@@ -40,6 +42,8 @@ impl CatalogFamily {
             Phi => "phi",
             Gemma => "gemma",
             StableLm => "stablelm",
+            Mistral => "mistral",
+            Phi3 => "phi3",
         }
     }
 }
@@ -57,6 +61,15 @@ pub struct ModelConfig {
     pub vocab: u64,
     pub max_positions: u64,
     pub tied_embeddings: bool,
+    /// Mistral-7B-v0.1, Phi-3: attention over this many positions back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<u64>,
+    /// OPT-350m: embeddings this wide, projected to and from the hidden size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_dim: Option<u64>,
+    /// OPT-350m: norms after the residual adds, no final norm.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub post_norm: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,6 +132,9 @@ const fn cfg(
         vocab,
         max_positions,
         tied_embeddings,
+        sliding_window: None,
+        embed_dim: None,
+        post_norm: false,
     }
 }
 
@@ -134,6 +150,11 @@ pub const CATALOG: &[ModelConfig] = &[
     cfg("pythia-1.4b", GptNeox, 2048, 24, 16, 16, 8192, 50304, 2048, false),
     cfg("pythia-2.8b", GptNeox, 2560, 32, 32, 32, 10240, 50304, 2048, false),
     cfg("opt-125m", Opt, 768, 12, 12, 12, 3072, 50272, 2048, true),
+    ModelConfig {
+        embed_dim: Some(512),
+        post_norm: true,
+        ..cfg("opt-350m", Opt, 1024, 24, 16, 16, 4096, 50272, 2048, true)
+    },
     cfg("opt-1.3b", Opt, 2048, 24, 32, 32, 8192, 50272, 2048, true),
     cfg("opt-2.7b", Opt, 2560, 32, 32, 32, 10240, 50272, 2048, true),
     cfg("tinyllama-1.1b", Llama, 2048, 22, 32, 4, 5632, 32000, 2048, false),
@@ -144,10 +165,17 @@ pub const CATALOG: &[ModelConfig] = &[
     cfg("stablelm-3b-4e1t", StableLm, 2560, 32, 32, 32, 6912, 50304, 4096, false),
     cfg("phi-1.5", Phi, 2048, 24, 32, 32, 8192, 51200, 2048, false),
     cfg("phi-2", Phi, 2560, 32, 32, 32, 10240, 51200, 2048, false),
+    ModelConfig {
+        sliding_window: Some(2047),
+        ..cfg("phi-3-mini-4k", Phi3, 3072, 32, 32, 32, 8192, 32064, 4096, false)
+    },
     ModelConfig { head_dim: 256, ..cfg("gemma-2b", Gemma, 2048, 18, 8, 1, 16384, 256000, 8192, true) },
     cfg("llama-2-7b", Llama, 4096, 32, 32, 32, 11008, 32000, 4096, false),
     cfg("llama-2-13b", Llama, 5120, 40, 40, 40, 13824, 32000, 4096, false),
-    cfg("mistral-7b", Llama, 4096, 32, 32, 8, 14336, 32000, 32768, false),
+    ModelConfig {
+        sliding_window: Some(4096),
+        ..cfg("mistral-7b", Mistral, 4096, 32, 32, 8, 14336, 32000, 32768, false)
+    },
     cfg("llama-3-8b", Llama, 4096, 32, 32, 8, 14336, 128256, 8192, false),
 ];
 
@@ -155,7 +183,7 @@ impl ModelConfig {
     /// The Hugging Face configuration, for the families edgehil exports.
     pub fn to_hf(&self) -> Option<edgehil_onnx::hf::Config> {
         let family = edgehil_onnx::arch::ModelFamily::lookup(self.arch.model_type())?;
-        Some(edgehil_onnx::hf::Config::new(
+        let mut config = edgehil_onnx::hf::Config::new(
             family,
             self.hidden,
             self.layers,
@@ -165,12 +193,16 @@ impl ModelConfig {
             self.vocab,
             self.max_positions,
             self.tied_embeddings,
-        ))
+        );
+        config.sliding_window = self.sliding_window;
+        config.embed_dim = self.embed_dim;
+        config.post_norm = self.post_norm;
+        Some(config)
     }
 
     /// Gated (SwiGLU / GeGLU) MLPs have three matrices, the others two.
     fn gated(&self) -> bool {
-        matches!(self.arch, Llama | Gemma | StableLm)
+        matches!(self.arch, Llama | Gemma | StableLm | Mistral | Phi3)
     }
 
     pub fn parameters(&self) -> u64 {
@@ -184,24 +216,30 @@ impl ModelConfig {
         let (biases, norms) = match self.arch {
             Gpt2 | GptNeox | Opt | Phi => (self.heads * hd + 2 * self.kv_heads * hd + h + self.intermediate + h, 4 * h),
             StableLm => (0, 4 * h),
-            Llama | Gemma => (0, 2 * h),
+            Llama | Gemma | Mistral | Phi3 => (0, 2 * h),
         };
         let norms = if self.arch == Phi { norms / 2 } else { norms };
         let layer = q + kv + o + mlp + biases + norms;
-        let embeddings = self.vocab * h * if self.tied_embeddings { 1 } else { 2 };
+        let e = self.embed_dim.unwrap_or(h);
+        let embeddings = self.vocab * e * if self.tied_embeddings { 1 } else { 2 };
+        let projections = if e == h { 0 } else { 2 * e * h };
         let positions = match self.arch {
             Gpt2 => self.max_positions * h,
             Opt => (self.max_positions + 2) * h,
             _ => 0,
         };
         let lm_head_bias = if self.arch == Phi { self.vocab } else { 0 };
-        let final_norm = if matches!(self.arch, Llama | Gemma) { h } else { 2 * h };
-        self.layers * layer + embeddings + positions + lm_head_bias + final_norm
+        let final_norm = match self.arch {
+            _ if self.post_norm => 0,
+            Llama | Gemma | Mistral | Phi3 => h,
+            _ => 2 * h,
+        };
+        self.layers * layer + embeddings + projections + positions + lm_head_bias + final_norm
     }
 
     /// Embedding tables and an untied LM head.
     fn embedding_parameters(&self) -> u64 {
-        self.vocab * self.hidden * if self.tied_embeddings { 1 } else { 2 }
+        self.vocab * self.embed_dim.unwrap_or(self.hidden) * if self.tied_embeddings { 1 } else { 2 }
     }
 
     /// At int4, as the study's GPTQ checkpoints hold them: 4-bit linear layers,
@@ -287,6 +325,8 @@ mod tests {
             ("pythia-160m", 162_322_944),
             ("gpt2", 124_439_808),
             ("gemma-2b", 2_506_172_416),
+            ("opt-350m", 331_196_416),
+            ("phi-3-mini-4k", 3_821_079_552),
         ] {
             let ours = model(name).parameters();
             let err = (ours as f64 - published as f64).abs() / published as f64;
@@ -308,12 +348,11 @@ mod tests {
     #[test]
     fn catalog_families_reach_the_exporter_by_model_type() {
         // `models synth` writes these; a misspelt model_type would drop them silently.
-        for name in ["gpt2", "pythia-70m", "opt-125m", "tinyllama-1.1b", "mistral-7b"] {
-            let hf = model(name).to_hf().unwrap_or_else(|| panic!("{name} has no exporter family"));
-            assert_eq!(hf.arch.name(), model(name).arch.model_type(), "{name}");
-        }
-        for name in ["phi-2", "gemma-2b", "stablelm-2-1.6b"] {
-            assert!(model(name).to_hf().is_none(), "{name}");
+        // Every family of the study exports.
+        for m in CATALOG {
+            let hf = m.to_hf().unwrap_or_else(|| panic!("{} has no exporter family", m.name));
+            assert_eq!(hf.arch.name(), m.arch.model_type(), "{}", m.name);
+            hf.validate().unwrap_or_else(|e| panic!("{}: {e}", m.name));
         }
     }
 

@@ -492,6 +492,9 @@ pub fn measure_step(
         vocab: hf.vocab,
         max_positions: hf.max_positions,
         tied_embeddings: hf.tied_embeddings,
+        sliding_window: hf.sliding_window,
+        embed_dim: hf.embed_dim,
+        post_norm: false,
     };
     let failed = |reason: String| TrainStepError::Agent { agent: agent.to_path_buf(), reason };
     let mut child = std::process::Command::new(agent)

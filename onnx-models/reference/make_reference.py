@@ -3,7 +3,9 @@
 
 Run from the repository root:
 
-    /work/refenv/bin/python onnx-models/reference/make_reference.py
+    /work/refenv/bin/python onnx-models/reference/make_reference.py [NAME ...]
+
+(with names, only those folders are made again).
 
 Everything is written under ``onnx-models/reference/``:
 
@@ -16,6 +18,13 @@ Everything is written under ``onnx-models/reference/``:
   the text in ``CORPUS``) and ``reference.safetensors`` with the model's
   logits for a fixed prompt and for a left-padded batch of two, and the
   prompt's greedy continuation by 16 tokens (``greedy_ids``).
+* ``llama-sharded/``, ``mistral/``, ``gemma/``, ``phi/``, ``phi3/``,
+  ``stablelm/``, ``opt-350m/``: the same, smaller (hidden 32, 4 heads of 8);
+  ``llama-sharded`` saved in shards with ``model.safetensors.index.json``,
+  the others with ``config.v4.json`` (their config as transformers 4.x
+  wrote it, checked to give the same logits).
+* ``llama-gqa-lora-fp16/``, ``llama-gqa-lora-bf16/``: that adapter stored in
+  half precision, and PEFT's logits with the rounded weights.
 * ``llama-gqa-lora/``: a PEFT LoRA adapter (r 4, alpha 8, every projection)
   for ``llama-gqa`` with random A and B, and the logits of the adapted model.
 * ``minilm/``: ``sentences.json`` (10 sentences) and ``reference.safetensors``
@@ -69,10 +78,15 @@ import transformers
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
+    GemmaConfig,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
     OPTConfig,
+    Phi3Config,
+    PhiConfig,
+    StableLmConfig,
 )
 import peft
 from peft import LoraConfig, get_peft_model
@@ -303,6 +317,81 @@ def configs():
     }
 
 
+# The families added later are smaller still (4 heads of 8), so each folder
+# stays a few hundred KB.
+SMALL = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    max_position_embeddings=MAX_POS,
+    attention_dropout=0.0,
+    **COMMON,
+)
+SLIDING_WINDOW = 4  # Mistral's window, shorter than the prompt (SEQ) and the greedy run
+
+
+def small_configs():
+    """Folders written with shards and an index (``max_shard_size``), else one file."""
+    return {
+        "llama-sharded": LlamaConfig(num_key_value_heads=2, tie_word_embeddings=False, **SMALL),
+        "mistral": MistralConfig(num_key_value_heads=2, sliding_window=SLIDING_WINDOW, **SMALL),
+        # Gemma: head_dim is a field of its own; here it equals hidden / heads.
+        "gemma": GemmaConfig(num_key_value_heads=2, head_dim=8, hidden_activation="gelu_pytorch_tanh", **SMALL),
+        "phi": PhiConfig(
+            partial_rotary_factor=0.5,
+            hidden_act="gelu_new",
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            tie_word_embeddings=False,
+            **SMALL,
+        ),
+        "phi3": Phi3Config(num_key_value_heads=2, resid_pdrop=0.0, embd_pdrop=0.0, tie_word_embeddings=False, **SMALL),
+        "stablelm": StableLmConfig(
+            num_key_value_heads=2, partial_rotary_factor=0.25, use_qkv_bias=True, hidden_dropout=0.0, **SMALL
+        ),
+        # OPT-350m's layout: post-norm layers, embeddings narrower than the hidden size.
+        "opt-350m": OPTConfig(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            ffn_dim=64,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            max_position_embeddings=MAX_POS,
+            word_embed_proj_dim=32,
+            do_layer_norm_before=False,
+            activation_function="relu",
+            dropout=0.0,
+            attention_dropout=0.0,
+            layerdrop=0.0,
+            **COMMON,
+        ),
+    }
+
+
+SHARDED = {"llama-sharded": "100KB"}
+# Folders whose reference.safetensors also holds `logits_parallel`: the
+# model's logits with `use_parallel_residual: true` in its config.
+PARALLEL_VARIANT = {"stablelm"}
+
+
+def v4_config(config_json):
+    """config.json as transformers 4.x wrote it (as hub models carry it):
+    ``rope_theta`` and ``partial_rotary_factor`` top-level instead of
+    ``rope_parameters``, ``torch_dtype`` instead of ``dtype``."""
+    cfg = dict(config_json)
+    rope = cfg.pop("rope_parameters", None) or {}
+    assert rope.get("rope_type", "default") == "default", rope
+    for key in ("rope_theta", "partial_rotary_factor"):
+        if key in rope:
+            cfg[key] = rope[key]
+    if "dtype" in cfg:
+        cfg["torch_dtype"] = cfg.pop("dtype")
+    cfg["transformers_version"] = "4.46.0"
+    return cfg
+
+
 def is_norm(module):
     return "norm" in type(module).__name__.lower()
 
@@ -343,10 +432,13 @@ def greedy_continuation(model, input_ids):
     return ids.contiguous()
 
 
-def build_causal_lms(tok, ids):
+def build_causal_lms(tok, ids, only):
     input_ids, batch, mask, position_ids, ids2 = ids
     results = {}
-    for seed, (name, cfg) in enumerate(configs().items(), start=1):
+    every = list(configs().items()) + list(small_configs().items())
+    for seed, (name, cfg) in enumerate(every, start=1):
+        if only and name not in only:
+            continue
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
         model.eval()
@@ -357,8 +449,14 @@ def build_causal_lms(tok, ids):
         d = OUT / name
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-        model.save_pretrained(d, safe_serialization=True)
+        if name in SHARDED:
+            model.save_pretrained(d, safe_serialization=True, max_shard_size=SHARDED[name])
+            assert (d / "model.safetensors.index.json").is_file() and not (d / "model.safetensors").exists(), name
+        else:
+            model.save_pretrained(d, safe_serialization=True)
         tok.save(str(d / "tokenizer.json"))
+        if name in small_configs() and name not in SHARDED:
+            write_json(d / "config.v4.json", v4_config(json.loads((d / "config.json").read_text())))
 
         logits = logits_of(model, input_ids=input_ids)
         logits_batch = logits_of(model, input_ids=batch, attention_mask=mask, position_ids=position_ids)
@@ -375,11 +473,32 @@ def build_causal_lms(tok, ids):
         alone = logits_of(model, input_ids=ids2)
         row1_diff = (logits_batch[1, PAD_LEFT:] - alone[0]).abs().max().item()
         assert reload_diff == 0.0, (name, reload_diff)
+        if (d / "config.v4.json").is_file():
+            # transformers reads the 4.x-style config into the same model.
+            v4 = d.parent / f".{name}-v4"
+            shutil.rmtree(v4, ignore_errors=True)
+            shutil.copytree(d, v4)
+            shutil.copy(d / "config.v4.json", v4 / "config.json")
+            again = AutoModelForCausalLM.from_pretrained(v4, attn_implementation="eager", dtype=torch.float32).eval()
+            shutil.rmtree(v4)
+            v4_diff = (logits_of(again, input_ids=input_ids) - logits).abs().max().item()
+            assert v4_diff == 0.0, (name, v4_diff)
         assert row0_diff < 1e-4 and row1_diff < 1e-4, (name, row0_diff, row1_diff)
         top1 = logits[0].argmax(-1).tolist()
         greedy = greedy_continuation(model, input_ids)
 
 
+        extra = {}
+        if name in PARALLEL_VARIANT:
+            # The same weights with `use_parallel_residual: true`: attention and MLP
+            # read one norm's output (post_attention_layernorm goes unused).
+            cfg_p = type(cfg).from_pretrained(d)
+            cfg_p.use_parallel_residual = True
+            parallel = AutoModelForCausalLM.from_pretrained(
+                d, config=cfg_p, attn_implementation="eager", dtype=torch.float32
+            ).eval()
+            extra["logits_parallel"] = logits_of(parallel, input_ids=input_ids)
+            assert (extra["logits_parallel"] - logits).abs().max().item() > 0.1, name
         save_file(
             {
                 "input_ids": input_ids.contiguous(),
@@ -389,6 +508,7 @@ def build_causal_lms(tok, ids):
                 "position_ids_batch": position_ids.contiguous(),
                 "logits_batch": logits_batch,
                 "greedy_ids": greedy,
+                **extra,
             },
             str(d / "reference.safetensors"),
             metadata={k: str(v) for k, v in VERSIONS.items()},
@@ -470,6 +590,31 @@ def build_lora(input_ids, base_logits):
         metadata={k: str(v) for k, v in VERSIONS.items()},
     )
     print(f"llama-gqa-lora: {n} LoRA tensors, max |logits - base logits| {delta:.3f}")
+
+    # The same adapter stored in half precision, as adapters trained in fp16 or
+    # bf16 are saved: the weights rounded, the logits PEFT gives with the rounded
+    # weights on the fp32 base model.
+    for dtype, suffix in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        half = {k: v.to(dtype).contiguous() for k, v in adapter.items()}
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_A" in name or "lora_B" in name:
+                    key = name.replace(".default.weight", ".weight")
+                    p.copy_(half[key].float())
+        half_logits = logits_of(model, input_ids=input_ids)
+        dh = OUT / f"llama-gqa-lora-{suffix}"
+        shutil.rmtree(dh, ignore_errors=True)
+        dh.mkdir(parents=True)
+        shutil.copy(cfg_path, dh / "adapter_config.json")
+        save_file(half, str(dh / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {"input_ids": input_ids.contiguous(), "logits": half_logits},
+            str(dh / "reference.safetensors"),
+            metadata={k: str(v) for k, v in VERSIONS.items()},
+        )
+        rounding = (half_logits - logits).abs().max().item()
+        print(f"llama-gqa-lora-{suffix}: max |logits - fp32 adapter logits| {rounding:.2e}")
+        assert rounding > 0.0, suffix
 
 
 # --------------------------------------------------------------------------
@@ -601,6 +746,8 @@ def build_minilm():
 
 
 def main():
+    # Names given on the command line: only those folders are (re)made.
+    only = set(sys.argv[1:])
     print("versions:", json.dumps(VERSIONS, sort_keys=True))
     tok = train_tokenizer()
     print(f"tokenizer: vocab size {tok.get_vocab_size()}")
@@ -609,10 +756,12 @@ def main():
     print(f"input_ids_batch {ids[1].tolist()}")
     print(f"attention_mask_batch {ids[2].tolist()}")
     print(f"position_ids_batch {ids[3].tolist()}")
-    build_causal_lms(tok, ids)
-    base_logits = load_file(str(OUT / "llama-gqa" / "reference.safetensors"))["logits"]
-    build_lora(ids[0], base_logits)
-    build_minilm()
+    build_causal_lms(tok, ids, only)
+    if not only or "llama-gqa-lora" in only:
+        base_logits = load_file(str(OUT / "llama-gqa" / "reference.safetensors"))["logits"]
+        build_lora(ids[0], base_logits)
+    if not only or "minilm" in only:
+        build_minilm()
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ impl GptqModel {
 
     /// Whether `module` is stored quantized (it has a `qweight`).
     fn quantized(&self, module: &str) -> Result<bool, ExportError> {
-        Ok(self.hf.tensors()?.tensor(&format!("{module}.qweight")).is_ok())
+        Ok(self.hf.view(&format!("{module}.qweight")).is_some())
     }
 
     /// `(groups, group)` of a layer with `k` inputs.
@@ -169,13 +169,13 @@ impl GptqModel {
 
     /// Checks the quantized layers' tensors against the settings and every other tensor's shape.
     fn check(&self) -> Result<(), ExportError> {
-        let st = self.hf.tensors()?;
         for (name, shape) in self.hf.config.tensors() {
             let module = name.strip_suffix(".weight").unwrap_or(&name);
             if !(shape.len() == 2 && self.quantized(module)?) {
-                let found = st
-                    .tensor(&name)
-                    .map_err(|_| self.tensor_error(&name, "is missing (and there is no `qweight` for it)".into()))?;
+                let found = self
+                    .hf
+                    .view(&name)
+                    .ok_or_else(|| self.tensor_error(&name, "is missing (and there is no `qweight` for it)".into()))?;
                 let found: Vec<u64> = found.shape().iter().map(|d| *d as u64).collect();
                 if found != shape {
                     return Err(self.tensor_error(&name, format!("has shape {found:?}, expected {shape:?}")).into());
@@ -192,10 +192,10 @@ impl GptqModel {
             ];
             for (part, dtype, dims) in expect {
                 let tensor = format!("{module}.{part}");
-                let view = match st.tensor(&tensor) {
-                    Ok(view) => view,
-                    Err(_) if part == "g_idx" => continue,
-                    Err(_) => return Err(self.tensor_error(&tensor, "is missing".into()).into()),
+                let view = match self.hf.view(&tensor) {
+                    Some(view) => view,
+                    None if part == "g_idx" => continue,
+                    None => return Err(self.tensor_error(&tensor, "is missing".into()).into()),
                 };
                 if view.dtype() != dtype || view.shape() != dims || !n.is_multiple_of(8) {
                     return Err(self
@@ -215,19 +215,20 @@ impl GptqModel {
         Ok(())
     }
 
-    fn stored<'a>(&self, st: &'a safetensors::SafeTensors<'a>, module: &str) -> Result<Stored<'a>, ExportError> {
+    fn stored(&self, module: &str) -> Result<Stored<'_>, ExportError> {
         let get = |part: &str| {
-            st.tensor(&format!("{module}.{part}"))
+            self.hf
+                .view(&format!("{module}.{part}"))
                 .map(|v| v.data())
-                .map_err(|e| ExportError::from(self.tensor_error(&format!("{module}.{part}"), e.to_string())))
+                .ok_or_else(|| ExportError::from(self.tensor_error(&format!("{module}.{part}"), "is missing".into())))
         };
-        let shape = st.tensor(&format!("{module}.qweight")).map(|v| v.shape().to_vec()).unwrap_or_default();
+        let shape = self.hf.view(&format!("{module}.qweight")).map(|v| v.shape().to_vec()).unwrap_or_default();
         Ok(Stored {
             shape,
             qweight: get("qweight")?,
             qzeros: get("qzeros")?,
             scales: get("scales")?,
-            g_idx: st.tensor(&format!("{module}.g_idx")).ok().map(|v| v.data()),
+            g_idx: self.hf.view(&format!("{module}.g_idx")).map(|v| v.data()),
         })
     }
 }
@@ -276,8 +277,7 @@ impl Weights for GptqModel {
         if !self.quantized(module)? {
             return Ok(None);
         }
-        let st = self.hf.tensors()?;
-        let s = self.stored(&st, module)?;
+        let s = self.stored(module)?;
         let (k, n) = (s.shape[0] * 8, s.shape[1]);
         let (groups, group) = self.groups(module, k)?;
         let g_idx: Vec<u32> = match s.g_idx {

@@ -1,4 +1,5 @@
-//! Hugging Face model folders: `config.json` + `model.safetensors`.
+//! Hugging Face model folders: `config.json` + `model.safetensors`, or its
+//! shards and their index (`model.safetensors.index.json`).
 //!
 //! The weights are memory-mapped, never read whole, so a 1 B-parameter
 //! folder costs no RAM until a tensor is touched. [`HfModel::check`] holds
@@ -128,6 +129,18 @@ pub struct Config {
     pub parallel_residual: bool,
     /// BERT's token type vocabulary (0 for decoders).
     pub type_vocab: u64,
+    /// Mistral: a query attends to the keys less than this many positions back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<u64>,
+    /// OPT-350m (`do_layer_norm_before: false`): each norm follows its residual add.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub post_norm: bool,
+    /// OPT-350m's `word_embed_proj_dim`, when it differs from the hidden size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_dim: Option<u64>,
+    /// StableLM's `use_qkv_bias`: the q/k/v projections have biases.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub qkv_bias: bool,
 }
 
 /// The `config.json` keys of a configuration's values, for errors that name them.
@@ -217,6 +230,10 @@ impl Config {
             act: d.act,
             parallel_residual: d.parallel_residual,
             type_vocab: d.type_vocab,
+            sliding_window: None,
+            post_norm: false,
+            embed_dim: None,
+            qkv_bias: false,
         }
     }
 
@@ -410,17 +427,31 @@ impl Config {
                 config.act = v
                     .as_str()
                     .and_then(Act::parse)
+                    .map(|a| arch.act(a))
                     .ok_or_else(|| unsupported(name, v, "expected gelu, gelu_new, relu or silu"))?;
             }
         }
+        let whole = |name: &str| json.get(name).and_then(serde_json::Value::as_u64);
+        config.sliding_window = whole("sliding_window");
+        if config.sliding_window == Some(0) {
+            return Err(unsupported("sliding_window", &json["sliding_window"], "expected a positive window or null"));
+        }
+        config.post_norm = json.get("do_layer_norm_before").and_then(serde_json::Value::as_bool) == Some(false);
+        config.embed_dim = whole("word_embed_proj_dim").filter(|d| *d != hidden);
+        if let Some(d) = config.embed_dim.filter(|d| *d == 0 || *d > MAX_DIM) {
+            return Err(unsupported(
+                "word_embed_proj_dim",
+                &json["word_embed_proj_dim"],
+                &format!("expected 1 to {MAX_DIM}, got {d}"),
+            ));
+        }
+        config.qkv_bias = json.get("use_qkv_bias").and_then(serde_json::Value::as_bool).unwrap_or(false);
         // Values that change the computation in ways the builders do not follow: the
         // family's own, then fields that only one family writes, refused wherever they appear.
         let refused = |u: Unsupported| unsupported(u.field, &u.value, u.why);
         arch.check_config(&json).map_err(refused)?;
         let is_false = |v: &serde_json::Value| v.as_bool() == Some(false) || v.is_null();
         [
-            must(&json, "do_layer_norm_before", |v| v.as_bool() == Some(true), "OPT with pre-norm layers only"),
-            must(&json, "word_embed_proj_dim", |v| v.as_u64() == Some(hidden), "must equal hidden_size"),
             must(&json, "position_embedding_type", |v| v.as_str() == Some("absolute"), "absolute positions only"),
             must(&json, "scale_attn_by_inverse_layer_idx", is_false, "GPT-2 standard attention scaling only"),
         ]
@@ -483,44 +514,108 @@ pub struct HfModel {
     pub dir: PathBuf,
     pub config: Config,
     keys: Keys,
+    /// The file that lists the tensors: `model.safetensors`, or the index of a sharded checkpoint.
     weights_path: PathBuf,
-    weights: memmap2::Mmap,
+    shards: Vec<Shard>,
+    /// Tensor name → its shard, from the index (`None`: one file).
+    weight_map: Option<std::collections::HashMap<String, usize>>,
+}
+
+/// One mapped safetensors file of the weights.
+struct Shard {
+    path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl Shard {
+    fn open(path: PathBuf) -> Result<Self, HfError> {
+        let file = std::fs::File::open(&path).map_err(|cause| HfError::Io { path: path.clone(), cause })?;
+        // SAFETY: the map is read-only; a file changed underneath would only give wrong weights.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|cause| HfError::Io { path: path.clone(), cause })?;
+        Ok(Shard { path, map })
+    }
+
+    /// The parsed safetensors header over the mapped bytes.
+    fn tensors(&self) -> Result<safetensors::SafeTensors<'_>, HfError> {
+        safetensors::SafeTensors::deserialize(&self.map)
+            .map_err(|e| HfError::Safetensors { path: self.path.clone(), message: e.to_string() })
+    }
+}
+
+/// The index of a sharded checkpoint (`model.safetensors.index.json`).
+pub const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// Reads a sharded checkpoint's index: the shard files (in name order) and
+/// each tensor's shard. Shard names must be plain file names of the folder.
+fn read_index(index: &Path) -> Result<(Vec<PathBuf>, std::collections::HashMap<String, usize>), HfError> {
+    let bad = |message: String| HfError::Config { path: index.into(), message };
+    let text = std::fs::read_to_string(index).map_err(|cause| HfError::Io { path: index.into(), cause })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| bad("field `weight_map` is missing or not an object of tensor name → file".into()))?;
+    let mut files: Vec<&str> = Vec::new();
+    for (name, file) in map {
+        let file = file.as_str().filter(|f| !f.is_empty() && Path::new(f).file_name() == Some(f.as_ref())).ok_or_else(
+            || bad(format!("field `weight_map.{name}` = {file}: expected the file name of a shard in this folder")),
+        )?;
+        files.push(file);
+    }
+    files.sort_unstable();
+    files.dedup();
+    if files.is_empty() {
+        return Err(bad("field `weight_map` is empty: expected the tensors and their shards".into()));
+    }
+    let of = |f: &str| files.binary_search(&f).expect("listed");
+    let where_ = map.iter().map(|(name, file)| (name.clone(), of(file.as_str().expect("checked")))).collect();
+    let dir = index.parent().unwrap_or(Path::new("."));
+    Ok((files.iter().map(|f| dir.join(f)).collect(), where_))
 }
 
 impl HfModel {
     /// Opens the folder: config.json read and checked, the weights mapped
-    /// and their index parsed, and the layer count held against the layers
-    /// whose tensors the weights hold. Nothing is allocated in proportion
-    /// to the configuration's sizes before they agree with the weights.
+    /// (`model.safetensors`, or the shards [`SHARD_INDEX`] lists) and their
+    /// headers parsed, and the layer count held against the layers whose
+    /// tensors the weights hold. Nothing is allocated in proportion to the
+    /// configuration's sizes before they agree with the weights.
     pub fn open(dir: &Path) -> Result<Self, HfError> {
         let (config, keys) = Config::read_keys(&dir.join("config.json"))?;
-        let weights_path = dir.join("model.safetensors");
-        let io = |cause| HfError::Io { path: weights_path.clone(), cause };
-        let file = std::fs::File::open(&weights_path).map_err(io)?;
-        // SAFETY: the map is read-only; a file changed underneath would only give wrong weights.
-        let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let model = Self { dir: dir.into(), config, keys, weights_path, weights };
-        model.check_layers(&model.tensors()?)?;
+        let single = dir.join("model.safetensors");
+        let index = dir.join(SHARD_INDEX);
+        let (weights_path, shards, weight_map) = if !single.exists() && index.exists() {
+            let (files, map) = read_index(&index)?;
+            let shards = files.into_iter().map(Shard::open).collect::<Result<Vec<_>, _>>()?;
+            (index, shards, Some(map))
+        } else {
+            (single.clone(), vec![Shard::open(single)?], None)
+        };
+        let model = Self { dir: dir.into(), config, keys, weights_path, shards, weight_map };
+        let mut names = Vec::new();
+        for shard in &model.shards {
+            names.extend(shard.tensors()?.names().into_iter().map(String::from));
+        }
+        model.check_layers(&names)?;
         Ok(model)
     }
 
     /// The layer count of config.json against the layers whose tensors are
-    /// in the weights, before any list of `layers` entries is made: a
-    /// count the weights do not hold is an error naming the first missing
-    /// tensor (or the first tensor of a layer past the count).
-    fn check_layers(&self, st: &safetensors::SafeTensors<'_>) -> Result<(), HfError> {
+    /// in the weights (`names`, every shard's), before any list of `layers`
+    /// entries is made: a count the weights do not hold is an error naming
+    /// the first missing tensor (or the first tensor of a layer past the count).
+    fn check_layers(&self, names: &[String]) -> Result<(), HfError> {
         let layers = self.config.layers;
         let prefix = self.config.layer_prefix();
         let mut present = std::collections::BTreeSet::new();
         let mut past: Option<(u64, String)> = None;
-        for name in st.names() {
+        for name in names {
             let base = head_prefixes().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
             let Some(l) = base.strip_prefix(prefix).and_then(|r| r.split_once('.')).and_then(|(l, _)| l.parse().ok())
             else {
                 continue;
             };
             present.insert(l);
-            if l >= layers && past.as_ref().is_none_or(|(p, n)| (l, name) < (*p, n.as_str())) {
+            if l >= layers && past.as_ref().is_none_or(|(p, n)| (l, name) < (*p, n)) {
                 past = Some((l, name.to_string()));
             }
         }
@@ -543,66 +638,85 @@ impl HfModel {
         Ok(())
     }
 
-    /// The parsed safetensors index over the mapped bytes.
-    pub fn tensors(&self) -> Result<safetensors::SafeTensors<'_>, HfError> {
-        safetensors::SafeTensors::deserialize(&self.weights)
-            .map_err(|e| HfError::Safetensors { path: self.weights_path.clone(), message: e.to_string() })
-    }
-
     /// Checks every tensor the architecture needs is there with its shape.
     pub fn check(&self) -> Result<(), HfError> {
-        let st = self.tensors()?;
         for (name, expected) in self.config.tensors() {
-            let view = self.find(&st, &name)?;
+            let (shard, view) = self.find(&name)?;
             let found: Vec<u64> = view.shape().iter().map(|d| *d as u64).collect();
             if found != expected {
-                return Err(HfError::Shape { path: self.weights_path.clone(), tensor: name, found, expected });
+                return Err(HfError::Shape { path: shard.path.clone(), tensor: name, found, expected });
             }
         }
         Ok(())
     }
 
-    /// A tensor by its Hugging Face name, as it is or under a [`head_prefixes`] prefix.
-    fn find<'a>(&self, st: &safetensors::SafeTensors<'a>, name: &str) -> Result<TensorView<'a>, HfError> {
-        std::iter::once("")
-            .chain(head_prefixes())
-            .find_map(|prefix| st.tensor(&format!("{prefix}{name}")).ok())
-            .ok_or_else(|| HfError::MissingTensor {
-                path: self.weights_path.clone(),
-                tensor: name.into(),
-                arch: self.config.arch.name(),
-                layers: self.config.layers,
-            })
+    /// A tensor by its Hugging Face name, as it is or under a [`head_prefixes`]
+    /// prefix, with the shard that holds it.
+    fn find(&self, name: &str) -> Result<(&Shard, TensorView<'_>), HfError> {
+        let mut names = std::iter::once(name.to_string()).chain(head_prefixes().map(|p| format!("{p}{name}")));
+        let missing = || HfError::MissingTensor {
+            path: self.weights_path.clone(),
+            tensor: name.into(),
+            arch: self.config.arch.name(),
+            layers: self.config.layers,
+        };
+        let Some(map) = &self.weight_map else {
+            let st = self.shards[0].tensors()?;
+            let view = names.find_map(|n| st.tensor(&n).ok()).ok_or_else(missing)?;
+            return Ok((&self.shards[0], view));
+        };
+        let (full, i) = names.find_map(|n| map.get(&n).map(|i| (n, *i))).ok_or_else(missing)?;
+        let shard = &self.shards[i];
+        let view = shard.tensors()?.tensor(&full).map_err(|_| HfError::Safetensors {
+            path: shard.path.clone(),
+            message: format!("{SHARD_INDEX} places tensor `{full}` in this shard, which does not hold it"),
+        })?;
+        Ok((shard, view))
+    }
+
+    /// A stored tensor as it is, from whichever shard holds it; `None` if none does.
+    pub fn view(&self, name: &str) -> Option<TensorView<'_>> {
+        self.find(name).ok().map(|(_, view)| view)
     }
 
     /// A tensor as fp32 values (stored as F32, F16 or BF16). Its pages of the
     /// map are released afterwards, so reading a whole model through the map
     /// never holds more than one tensor of it resident.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>, HfError> {
-        let st = self.tensors()?;
-        let view = self.find(&st, name)?;
+        let (shard, view) = self.find(name)?;
         let bytes = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => {
-                return Err(HfError::Safetensors {
-                    path: self.weights_path.clone(),
-                    message: format!("tensor `{name}` is {other:?}; expected F32, F16 or BF16"),
-                })
-            }
-        };
-        let offset = bytes.as_ptr() as usize - self.weights.as_ptr() as usize;
+        let values = to_f32(&view).ok_or_else(|| HfError::Safetensors {
+            path: shard.path.clone(),
+            message: format!("tensor `{name}` is {:?}; expected F32, F16 or BF16", view.dtype()),
+        })?;
+        let offset = bytes.as_ptr() as usize - shard.map.as_ptr() as usize;
         // SAFETY: the map is private and read-only; dropped pages are read back from the file if touched again.
         // Failing to drop them only costs memory, so the result is ignored.
-        let _ = unsafe { self.weights.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, bytes.len()) };
+        let _ = unsafe { shard.map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, bytes.len()) };
         Ok(values)
     }
 
+    /// The file that lists the tensors: `model.safetensors`, or [`SHARD_INDEX`].
     pub fn weights_path(&self) -> &Path {
         &self.weights_path
     }
+
+    /// Every file of the weights: the index (when sharded) and each shard.
+    pub fn weight_files(&self) -> Vec<&Path> {
+        let index = self.weight_map.as_ref().map(|_| self.weights_path.as_path());
+        index.into_iter().chain(self.shards.iter().map(|s| s.path.as_path())).collect()
+    }
+}
+
+/// A tensor's values as fp32, when it is stored as F32, F16 or BF16 (else `None`).
+pub(crate) fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    let bytes = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => return None,
+    })
 }
 
 /// Writes a folder for `config` with weights uniform in ±0.02 (norm weights 1),

@@ -27,7 +27,8 @@ fn every_architecture_round_trips() {
         let m = HfModel::open(&d).unwrap();
         assert_eq!(m.config, tiny(arch), "config.json reads back as written");
         m.check().unwrap();
-        let st = m.tensors().unwrap();
+        let file = std::fs::read(d.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&file).unwrap();
         assert_eq!(st.len(), tiny(arch).tensors().len());
         assert_eq!(bytes, st.tensors().iter().map(|(_, t)| t.data().len() as u64).sum::<u64>());
     }
@@ -227,4 +228,109 @@ fn shape_products_do_not_wrap() {
     assert_eq!(elements(&[u64::MAX, 1]), Some(u64::MAX));
     assert_eq!(elements(&[3, 0, 1 << 63]), Some(0));
     assert_eq!(elements(&[]), Some(1));
+}
+
+/// A copy of the sharded reference folder with its index rewritten by `edit`.
+fn sharded_with(tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference").join("llama-sharded");
+    let d = dir(&format!("sharded-{tag}"));
+    std::fs::create_dir_all(&d).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, d.join(path.file_name().unwrap())).unwrap();
+    }
+    let index = d.join("model.safetensors.index.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    edit(&mut json);
+    std::fs::write(&index, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    d
+}
+
+#[test]
+fn sharded_checkpoints_read_through_their_index_and_name_a_wrong_shard() {
+    let d = sharded_with("as-saved", |_| {});
+    let m = HfModel::open(&d).unwrap();
+    m.check().unwrap();
+    let shards = m.weight_files();
+    assert_eq!(shards.len(), 4, "the index and three shards: {shards:?}");
+    assert_eq!(m.read_f32("lm_head.weight").unwrap().len(), 512 * 32);
+
+    // The index sends a tensor to a shard that does not hold it.
+    let d = sharded_with("misplaced", |j| {
+        j["weight_map"]["lm_head.weight"] = "model-00001-of-00003.safetensors".into();
+    });
+    let e = HfModel::open(&d).unwrap().check().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: not a valid safetensors file: model.safetensors.index.json places tensor `lm_head.weight` in this shard, which does not hold it",
+            d.join("model-00001-of-00003.safetensors").display()
+        )
+    );
+
+    // A shard the index names is not in the folder.
+    let d = sharded_with("missing", |j| {
+        j["weight_map"]["lm_head.weight"] = "model-00004-of-00003.safetensors".into();
+    });
+    let e = HfModel::open(&d).err().unwrap();
+    assert!(matches!(e, HfError::Io { .. }), "{e}");
+    assert!(e.to_string().starts_with(&d.join("model-00004-of-00003.safetensors").display().to_string()), "{e}");
+
+    // A tensor the index does not list is missing, named with the index.
+    let d = sharded_with("unlisted", |j| {
+        j["weight_map"].as_object_mut().unwrap().remove("model.norm.weight");
+    });
+    let e = HfModel::open(&d).unwrap().check().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: tensor `model.norm.weight` is missing (llama with 2 layers needs it)",
+            d.join("model.safetensors.index.json").display()
+        )
+    );
+
+    // A shard name that leaves the folder is refused before anything is opened.
+    let d = sharded_with("escape", |j| {
+        j["weight_map"]["lm_head.weight"] = "../model-00003-of-00003.safetensors".into();
+    });
+    let e = HfModel::open(&d).err().unwrap();
+    assert!(e.to_string().contains("expected the file name of a shard in this folder"), "{e}");
+}
+
+#[test]
+fn values_the_new_families_do_not_follow_are_refused_naming_the_field() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "gemma",
+            "attention_bias",
+            "true",
+            "field `attention_bias`: true is not supported (attention without biases only)",
+        ),
+        (
+            "phi",
+            "qk_layernorm",
+            "true",
+            "field `qk_layernorm`: true is not supported (Phi without per-head q/k norms only)",
+        ),
+        (
+            "stablelm",
+            "qk_layernorm",
+            "true",
+            "field `qk_layernorm`: true is not supported (StableLM without per-head q/k norms only)",
+        ),
+        (
+            "mistral",
+            "sliding_window",
+            "0",
+            "field `sliding_window`: 0 is not supported (expected a positive window or null)",
+        ),
+    ];
+    for (name, key, to, expected) in cases {
+        let d = reference_with(name, key, to);
+        let e = HfModel::open(&d).err().unwrap_or_else(|| panic!("{name} {key} = {to} is read"));
+        assert_eq!(e.to_string(), format!("{}: {expected}", d.join("config.json").display()), "{name}");
+    }
+    // A null window is no window: Mistral v0.2 and later.
+    let d = reference_with("mistral", "sliding_window", "null");
+    assert_eq!(HfModel::open(&d).unwrap().config.sliding_window, None);
 }

@@ -3,15 +3,13 @@
 
 use crate::common;
 
-use common::{board, export_to, profile, reference_dir, scratch_dir, Reference};
+use common::{board, export_to, profile, reference_dir, scratch_dir, Reference, DECODERS};
 use edgehil::generate::{generate, GenerateHostError, GenerateOptions, TextTokenizer};
 use edgehil::report::Status;
 use edgehil_onnx::export::{ExportOptions, Manifest, Quant};
 use edgehil_runtime::engine::{self, LoadOptions};
 use edgehil_runtime::generate as lm;
 use edgehil_runtime::wire::{EngineKind, GenParams, OptLevel};
-
-const MODELS: [&str; 5] = ["gpt2", "neox", "llama-gqa", "llama-tied", "opt"];
 
 fn greedy(max_new: u32) -> GenParams {
     GenParams { max_new, temperature: 0.0, ..GenParams::STUDY }
@@ -25,7 +23,7 @@ fn kv_bytes(m: &Manifest, tokens: u64) -> u64 {
 
 #[test]
 fn greedy_generation_matches_transformers_on_both_engines() {
-    for model in MODELS {
+    for model in DECODERS {
         let (dir, manifest) = export_to(model, "generate", ExportOptions::default());
         let (_, ids) = Reference::open(&reference_dir(model)).i64s("greedy_ids");
         let (prompt, expected) = ids.split_at(8);

@@ -102,20 +102,20 @@ impl Decoder for Gpt2 {
             k,
             v,
             o: src.linear(&format!("{p}.attn.c_proj"), h, h, true, true)?,
-            ln2: norm(src, &format!("{p}.ln_2"), true)?,
+            ln2: Some(norm(src, &format!("{p}.ln_2"), true)?),
             up: src.linear(&format!("{p}.mlp.c_fc"), i, h, true, true)?,
             gate: None,
             down: src.linear(&format!("{p}.mlp.c_proj"), h, i, true, true)?,
         })
     }
 
-    fn outer(&self) -> Outer {
+    fn outer(&self, _: &Config) -> Outer {
         Outer {
             embed: "wte.weight",
             positions: Some(("wpe.weight", 0)),
-            final_norm: "ln_f",
-            norm_bias: true,
+            final_norm: Some("ln_f"),
             head: None,
+            ..Outer::standard()
         }
     }
 }

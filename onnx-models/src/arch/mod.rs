@@ -13,19 +13,31 @@ mod gpt2;
 mod llama;
 mod neox;
 mod opt;
+mod phi;
 
 use std::fmt;
 use std::ops::Range;
 
 use serde::{Serialize, Serializer};
 
-use crate::export::decoder::Layer;
+use crate::export::decoder::{Layer, Norm};
 use crate::export::emit::Emitter;
 use crate::export::{Built, ExportError, Prune, Source};
 use crate::hf::{Act, Config, Keys, Unsupported};
 
 /// Every family export supports, in the order messages list them.
-const REGISTRY: &[&dyn Architecture] = &[&gpt2::Gpt2, &neox::GptNeox, &llama::Llama, &opt::Opt, &bert::Bert];
+const REGISTRY: &[&dyn Architecture] = &[
+    &gpt2::Gpt2,
+    &neox::GptNeox,
+    &llama::LLAMA,
+    &opt::Opt,
+    &bert::Bert,
+    &llama::MISTRAL,
+    &llama::GEMMA,
+    &phi::Phi,
+    &llama::PHI3,
+    &llama::STABLELM,
+];
 
 /// One model family (`model_type` in `config.json`).
 pub(crate) trait Architecture: Sync {
@@ -38,6 +50,10 @@ pub(crate) trait Architecture: Sync {
     /// The MLP width when `config.json` gives none (`None`: it must).
     fn default_intermediate(&self, _hidden: u64) -> Option<u64> {
         None
+    }
+    /// The activation `config.json`'s name means for this family.
+    fn act(&self, named: Act) -> Act {
+        named
     }
     /// Refuses values of `config.json` that change the computation in ways the graph does not follow.
     fn check_config(&self, _json: &serde_json::Value) -> Result<(), Unsupported> {
@@ -88,7 +104,11 @@ pub(crate) trait Decoder {
     /// Layer `l`, fused projections split.
     fn read_layer(&self, src: &mut Source, l: u64) -> Result<Layer, ExportError>;
     /// The tensors outside the layers.
-    fn outer(&self) -> Outer;
+    fn outer(&self, c: &Config) -> Outer;
+    /// A norm of this family: LayerNorm (`{name}.weight` and `.bias`) unless the family says otherwise.
+    fn read_norm(&self, src: &mut Source, name: &str) -> Result<Norm, ExportError> {
+        crate::export::decoder::norm(src, name, true)
+    }
 }
 
 /// Names of a decoder's tensors outside the layers.
@@ -96,12 +116,31 @@ pub(crate) struct Outer {
     pub embed: &'static str,
     /// A learned position table, with the rows before position 0 (OPT has 2).
     pub positions: Option<(&'static str, u64)>,
-    /// The final norm's module.
-    pub final_norm: &'static str,
-    /// LayerNorm with a bias (false: RMSNorm).
-    pub norm_bias: bool,
-    /// The LM head when it is not tied to the embeddings.
+    /// The final norm's module (none in post-norm OPT).
+    pub final_norm: Option<&'static str>,
+    /// The LM head's module when it is not tied to the embeddings.
     pub head: Option<&'static str>,
+    /// The LM head has a bias (Phi).
+    pub head_bias: bool,
+    /// Embeddings are multiplied by √hidden (Gemma).
+    pub scale_embeddings: bool,
+    /// The modules projecting narrower embeddings in and out (OPT's `word_embed_proj_dim`), read when the config has them.
+    pub projections: Option<(&'static str, &'static str)>,
+}
+
+impl Outer {
+    /// The names most families use: `model.embed_tokens`, `model.norm`, `lm_head`.
+    pub(crate) fn standard() -> Self {
+        Outer {
+            embed: "model.embed_tokens.weight",
+            positions: None,
+            final_norm: Some("model.norm"),
+            head: Some("lm_head"),
+            head_bias: false,
+            scale_embeddings: false,
+            projections: None,
+        }
+    }
 }
 
 /// A list of tensors being made: names and shapes.

@@ -99,7 +99,7 @@ impl Decoder for GptNeox {
         let [q, k, v]: [Lin; 3] = split(qkv, &[part(0), part(1), part(2)]).try_into().expect("three parts");
         Ok(Layer {
             ln1: norm(src, &format!("{p}.input_layernorm"), true)?,
-            ln2: norm(src, &format!("{p}.post_attention_layernorm"), true)?,
+            ln2: Some(norm(src, &format!("{p}.post_attention_layernorm"), true)?),
             q,
             k,
             v,
@@ -110,13 +110,12 @@ impl Decoder for GptNeox {
         })
     }
 
-    fn outer(&self) -> Outer {
+    fn outer(&self, _: &Config) -> Outer {
         Outer {
             embed: "gpt_neox.embed_in.weight",
-            positions: None,
-            final_norm: "gpt_neox.final_layer_norm",
-            norm_bias: true,
-            head: Some("embed_out.weight"),
+            final_norm: Some("gpt_neox.final_layer_norm"),
+            head: Some("embed_out"),
+            ..Outer::standard()
         }
     }
 }

@@ -1,5 +1,6 @@
-//! OPT: learned positions offset by 2, pre-norm LayerNorm, separate q/k/v
-//! projections with biases, ReLU.
+//! OPT: learned positions offset by 2, LayerNorm before each block (or, in
+//! OPT-350m, after each residual add, with embeddings narrower than the
+//! hidden size projected in and out), separate q/k/v projections with biases, ReLU.
 
 use std::ops::Range;
 
@@ -33,8 +34,8 @@ impl Architecture for Opt {
     fn to_hf_json(&self, c: &Config) -> serde_json::Value {
         serde_json::json!({"model_type": "opt", "architectures": ["OPTForCausalLM"], "hidden_size": c.hidden,
             "num_hidden_layers": c.layers, "num_attention_heads": c.heads, "ffn_dim": c.intermediate,
-            "vocab_size": c.vocab, "max_position_embeddings": c.max_positions, "word_embed_proj_dim": c.hidden,
-            "do_layer_norm_before": true, "activation_function": c.act.name(), "tie_word_embeddings": true})
+            "vocab_size": c.vocab, "max_position_embeddings": c.max_positions,
+            "word_embed_proj_dim": c.embed_dim.unwrap_or(c.hidden), "do_layer_norm_before": !c.post_norm, "activation_function": c.act.name(), "tie_word_embeddings": true})
     }
 
     fn layer_prefix(&self) -> &'static str {
@@ -43,8 +44,9 @@ impl Architecture for Opt {
 
     fn tensors(&self, c: &Config, layers: Range<u64>, outer: bool, t: &mut Tensors) {
         let (h, i) = (c.hidden, c.intermediate);
+        let e = c.embed_dim.unwrap_or(h);
         if outer {
-            t.add("model.decoder.embed_tokens.weight".into(), &[c.vocab, h]);
+            t.add("model.decoder.embed_tokens.weight".into(), &[c.vocab, e]);
             // OPT's learned positions are offset by 2.
             t.add("model.decoder.embed_positions.weight".into(), &[c.max_positions + 2, h]);
         }
@@ -62,7 +64,13 @@ impl Architecture for Opt {
             t.norm(&format!("{p}.final_layer_norm"), true);
         }
         if outer {
-            t.norm("model.decoder.final_layer_norm", true);
+            if !c.post_norm {
+                t.norm("model.decoder.final_layer_norm", true);
+            }
+            if c.embed_dim.is_some() {
+                t.add("model.decoder.project_out.weight".into(), &[e, h]);
+                t.add("model.decoder.project_in.weight".into(), &[h, e]);
+            }
         }
     }
 
@@ -83,20 +91,22 @@ impl Decoder for Opt {
             k: proj(src, "k_proj")?,
             v: proj(src, "v_proj")?,
             o: proj(src, "out_proj")?,
-            ln2: norm(src, &format!("{p}.final_layer_norm"), true)?,
+            ln2: Some(norm(src, &format!("{p}.final_layer_norm"), true)?),
             up: src.linear(&format!("{p}.fc1"), i, h, true, false)?,
             gate: None,
             down: src.linear(&format!("{p}.fc2"), h, i, true, false)?,
         })
     }
 
-    fn outer(&self) -> Outer {
+    fn outer(&self, c: &Config) -> Outer {
         Outer {
             embed: "model.decoder.embed_tokens.weight",
             positions: Some(("model.decoder.embed_positions.weight", 2)),
-            final_norm: "model.decoder.final_layer_norm",
-            norm_bias: true,
+            // Post-norm OPT has no final norm.
+            final_norm: (!c.post_norm).then_some("model.decoder.final_layer_norm"),
             head: None,
+            projections: Some(("model.decoder.project_in", "model.decoder.project_out")),
+            ..Outer::standard()
         }
     }
 }

@@ -22,10 +22,19 @@ pub(crate) struct Norm {
     b: Option<Vec<f32>>,
 }
 
+impl Norm {
+    /// Gemma's RMSNorm scales by `1 + weight`: the same norm with 1 added to the weights.
+    pub(crate) fn plus_one(mut self) -> Self {
+        self.w.iter_mut().for_each(|w| *w += 1.0);
+        self
+    }
+}
+
 /// One decoder layer, as every family is read into it ([`Decoder::read_layer`]).
 pub(crate) struct Layer {
     pub ln1: Norm,
-    pub ln2: Norm,
+    /// `None`: the MLP reads ln1's output too (Phi's parallel block, one norm for both).
+    pub ln2: Option<Norm>,
     pub q: Lin,
     pub k: Lin,
     pub v: Lin,
@@ -301,11 +310,24 @@ pub(crate) fn build(
         spec("position_ids", "int64", &["batch", "sequence"]),
     ];
 
-    let outer = family.outer();
+    let outer = family.outer(&c);
     let head_name = if c.tied_embeddings { None } else { outer.head };
+    // OPT-350m's embeddings are narrower than the hidden size, projected in and out.
+    let embed_dim = c.embed_dim.unwrap_or(c.hidden);
     let mut x = if part.embeds() {
-        let table = src.mat(outer.embed, c.vocab, c.hidden)?;
-        em.embedding(&first.0, "embed_tokens", &table, true)?
+        let table = src.mat(outer.embed, c.vocab, embed_dim)?;
+        let mut x = em.embedding(&first.0, "embed_tokens", &table, true)?;
+        drop(table);
+        if outer.scale_embeddings {
+            // Gemma: embeddings × √hidden.
+            let scale = em.scalar((c.hidden as f32).sqrt());
+            x = em.op("Mul", &[&x, &scale]);
+        }
+        if let Some((project_in, _)) = outer.projections.filter(|_| c.embed_dim.is_some()) {
+            let lin = src.linear(project_in, c.hidden, embed_dim, false, false)?;
+            x = em.linear(&x, "project_in", &lin)?;
+        }
+        x
     } else {
         first.0
     };
@@ -332,6 +354,16 @@ pub(crate) fn build(
     let zero = em.int(0);
     let pad = em.op("Equal", &[&mask5, &zero]);
     let blocked = em.op("Or", &[&future, &pad]);
+    let blocked = match c.sliding_window {
+        // Mistral: a query sees the keys less than `window` positions back.
+        Some(window) => {
+            let back = em.op("Sub", &[&qpos, &kpos]);
+            let last = em.int(window as i64 - 1);
+            let far = em.op("Greater", &[&back, &last]);
+            em.op("Or", &[&blocked, &far])
+        }
+        None => blocked,
+    };
     let bias = em.mask_bias(&blocked);
 
     let has_layers = pieces.iter().any(|p| matches!(p, Piece::Layer(_)));
@@ -397,7 +429,8 @@ pub(crate) fn build(
         let kv_shape = ["batch".to_string(), kv.to_string(), "past_sequence".into(), hd.to_string()];
         let kv_shape: Vec<&str> = kv_shape.iter().map(String::as_str).collect();
 
-        let h1 = em.norm(&x, &name("ln1"), &layer.ln1, c.norm_eps)?;
+        // Post-norm layers (OPT-350m) normalise after each residual add instead of before each block.
+        let h1 = if c.post_norm { x.clone() } else { em.norm(&x, &name("ln1"), &layer.ln1, c.norm_eps)? };
         let q = em.linear(&h1, &name("q"), &layer.q)?;
         let k = em.linear(&h1, &name("k"), &layer.k)?;
         let v = em.linear(&h1, &name("v"), &layer.v)?;
@@ -435,14 +468,24 @@ pub(crate) fn build(
             };
             em.linear(&hidden, &name("down"), &layer.down)
         };
-        if c.parallel_residual {
-            let h2 = em.norm(&x, &name("ln2"), &layer.ln2, c.norm_eps)?;
+        let ln2 = |em: &mut Emitter, x: &str| match &layer.ln2 {
+            Some(n) => em.norm(x, &name("ln2"), n, c.norm_eps),
+            None => Ok(h1.clone()),
+        };
+        if c.post_norm {
+            let sum = em.op("Add", &[&x, &attn]);
+            let h = em.norm(&sum, &name("ln1"), &layer.ln1, c.norm_eps)?;
+            let m = mlp(em, &h, &layer)?;
+            let sum = em.op("Add", &[&h, &m]);
+            x = ln2(em, &sum)?;
+        } else if c.parallel_residual {
+            let h2 = ln2(em, &x)?;
             let m = mlp(em, &h2, &layer)?;
             let sum = em.op("Add", &[&attn, &m]);
             x = em.op("Add", &[&x, &sum]);
         } else {
             x = em.op("Add", &[&x, &attn]);
-            let h2 = em.norm(&x, &name("ln2"), &layer.ln2, c.norm_eps)?;
+            let h2 = ln2(em, &x)?;
             let m = mlp(em, &h2, &layer)?;
             x = em.op("Add", &[&x, &m]);
         }
@@ -450,13 +493,22 @@ pub(crate) fn build(
 
     match end {
         End::Head => {
-            let fin = norm(src, outer.final_norm, outer.norm_bias)?;
-            let x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
-            let head = Lin { w: src.mat(head_name.unwrap_or(outer.embed), c.vocab, c.hidden)?, b: None, packed: None };
+            if let Some(name) = outer.final_norm {
+                let fin = family.read_norm(src, name)?;
+                x = em.norm(&x, "final_norm", &fin, c.norm_eps)?;
+            }
+            if let Some((_, project_out)) = outer.projections.filter(|_| c.embed_dim.is_some()) {
+                let lin = src.linear(project_out, embed_dim, c.hidden, false, false)?;
+                x = em.linear(&x, "project_out", &lin)?;
+            }
+            let head = match head_name {
+                Some(module) => src.linear(module, c.vocab, embed_dim, outer.head_bias, false)?,
+                None => Lin { w: src.mat(outer.embed, c.vocab, embed_dim)?, b: None, packed: None },
+            };
             let logits = em.linear(&x, "lm_head", &head)?;
             if head_name.is_none() && part.embeds() {
                 // A tied head is the embedding table again: count its parameters once.
-                em.written.parameters -= c.vocab * c.hidden;
+                em.written.parameters -= c.vocab * embed_dim;
             }
             em.g.node_to("Identity", &[&logits], "logits", &[]);
         }

@@ -65,13 +65,13 @@ impl Adapter {
                 return Err(bad_weights(format!("tensor `{name}` is neither a lora_A nor a lora_B weight")));
             };
             let shape = view.shape();
-            if view.dtype() != safetensors::Dtype::F32 || shape.len() != 2 {
-                return Err(bad_weights(format!(
-                    "tensor `{name}`: expected a 2-D F32 matrix, found {:?} {shape:?}",
+            // Adapters trained in half precision are saved as F16 or BF16; the merge is in fp32.
+            let data = crate::hf::to_f32(&view).filter(|_| shape.len() == 2).ok_or_else(|| {
+                bad_weights(format!(
+                    "tensor `{name}`: expected a 2-D F32, F16 or BF16 matrix, found {:?} {shape:?}",
                     view.dtype()
-                )));
-            }
-            let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                ))
+            })?;
             let m = Mat::new(shape[0], shape[1], data);
             // PEFT prefixes the base model's module path with `base_model.model.`.
             let module = module.strip_prefix("base_model.model.").unwrap_or(module).to_string();

@@ -228,7 +228,10 @@ impl Weights for HfModel {
     }
 
     fn write_files(&self, dir: &Path) -> Result<SourceSummary, ExportError> {
-        let mut sources = vec![sha256(&self.dir.join("config.json"))?, sha256(self.weights_path())?];
+        let mut sources = vec![sha256(&self.dir.join("config.json"))?];
+        for file in self.weight_files() {
+            sources.push(sha256(file)?);
+        }
         let tokenizer_src = self.dir.join("tokenizer.json");
         let tokenizer = if tokenizer_src.exists() {
             for extra in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
@@ -370,7 +373,8 @@ fn check_options(config: &Config, opts: &ExportOptions) -> Result<(), ExportErro
                 opts.block
             )));
         }
-        let dims = [("hidden_size", config.hidden), ("intermediate_size", config.intermediate)];
+        let mut dims = vec![("hidden_size", config.hidden), ("intermediate_size", config.intermediate)];
+        dims.extend(config.embed_dim.map(|d| ("word_embed_proj_dim", d)));
         if let Some((field, k)) = dims.iter().find(|(_, k)| k % opts.block as u64 != 0) {
             return Err(ExportError::Unsupported(format!(
                 "int4 with block {}: `{field}` = {k} is not a multiple of {}, so its MatMulNBits layers cannot be blocked",

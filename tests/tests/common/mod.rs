@@ -110,9 +110,36 @@ fn running(pid: i32) -> bool {
     signalled == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The tiny decoders of onnx-models/reference, one per layout export reads
+/// (llama-sharded: a checkpoint in shards with its index).
+pub const DECODERS: [&str; 12] = [
+    "gpt2",
+    "neox",
+    "llama-gqa",
+    "llama-tied",
+    "opt",
+    "llama-sharded",
+    "mistral",
+    "gemma",
+    "phi",
+    "phi3",
+    "stablelm",
+    "opt-350m",
+];
+
 /// A tiny Hugging Face model made by onnx-models/reference/make_reference.py.
 pub fn reference_dir(name: &str) -> PathBuf {
     edgehil_onnx::fixtures::dir().parent().unwrap().join("reference").join(name)
+}
+
+/// A copy of the reference folder `name` in the scratch folder `scratch`, to be changed.
+pub fn reference_copy(name: &str, scratch: &str) -> PathBuf {
+    let to = scratch_dir(scratch);
+    for entry in std::fs::read_dir(reference_dir(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+    to
 }
 
 /// The tensors of a reference.safetensors file (onnx-models/reference).
