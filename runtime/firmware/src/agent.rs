@@ -291,10 +291,8 @@ impl State {
         // At least one run, whose outputs go back.
         for index in 0..(warmup + runs).max(1) {
             let (started, beating) = (board::cycles(), heartbeat.spent);
-            let views = edgehil_micro::run_in_with(&loaded.model, &mut loaded.arena, &views, || {
-                heartbeat.beat(answer)
-            })
-            .map_err(|e| AgentError::Engine(e.to_string()))?;
+            let views = edgehil_micro::run_in_with(&loaded.model, &mut loaded.arena, &views, || heartbeat.beat(answer))
+                .map_err(|e| AgentError::Engine(e.to_string()))?;
             let cycles = board::cycles_since(started).saturating_sub(heartbeat.spent - beating);
             let nanos = board::nanos(cycles);
             if index + 1 >= warmup + runs {
